@@ -1,0 +1,201 @@
+//! WebSocket frames: parsing what clients send, and the frames the server sends.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::Seq;
+use crate::error::{ErrorCode, ProtoError};
+use crate::messages::{Ack, SendRequest, SyncResult, clamp_sync_limit};
+
+/// A request id chosen by the client, echoed on the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Rid {
+    /// A JSON number.
+    Num(serde_json::Number),
+    /// A JSON string.
+    Str(String),
+}
+
+/// A validated `sync` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncFrame {
+    /// Entries after this seq (0: from the start).
+    pub since: Seq,
+    /// At most this many entries (already clamped).
+    pub limit: usize,
+}
+
+/// A validated client frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// Send a message.
+    Send(SendRequest),
+    /// Fetch inbox entries.
+    Sync(SyncFrame),
+    /// Application-level ping.
+    Ping,
+}
+
+/// A frame that could not be accepted, with the `rid` to answer it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// The request's `rid`, when one could be read.
+    pub rid: Option<Rid>,
+    /// What is wrong.
+    pub error: ProtoError,
+}
+
+/// Parses and validates one text frame. Unknown fields are ignored; anything
+/// malformed is an error carrying the `rid` when it could be read.
+pub fn parse_client_frame(text: &str) -> Result<(Option<Rid>, ClientFrame), FrameError> {
+    let fail = |rid: Option<Rid>, error| FrameError { rid, error };
+    let object: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+        fail(
+            None,
+            ProtoError::Malformed(format!("not a JSON object: {e}")),
+        )
+    })?;
+    let rid = read_rid(&object).map_err(|e| fail(None, e))?;
+    let frame = match object.get("type") {
+        Some(Value::String(kind)) => parse_by_type(kind, &object),
+        Some(_) => Err(ProtoError::invalid_field("type", "must be a string")),
+        None => Err(ProtoError::MissingField("type")),
+    };
+    frame.map(|f| (rid.clone(), f)).map_err(|e| fail(rid, e))
+}
+
+fn read_rid(object: &Map<String, Value>) -> Result<Option<Rid>, ProtoError> {
+    match object.get("rid") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(Rid::Num(n.clone()))),
+        Some(Value::String(s)) => Ok(Some(Rid::Str(s.clone()))),
+        Some(_) => Err(ProtoError::invalid_field(
+            "rid",
+            "must be a number or a string",
+        )),
+    }
+}
+
+fn parse_by_type(kind: &str, object: &Map<String, Value>) -> Result<ClientFrame, ProtoError> {
+    match kind {
+        "send" => parse_send(object).map(ClientFrame::Send),
+        "sync" => parse_sync(object).map(ClientFrame::Sync),
+        "ping" => Ok(ClientFrame::Ping),
+        other => Err(ProtoError::UnknownType(other.chars().take(64).collect())),
+    }
+}
+
+fn parse_send(object: &Map<String, Value>) -> Result<SendRequest, ProtoError> {
+    SendRequest::new(
+        optional_str(object, "client_msg_id")?,
+        optional_str(object, "conv_id")?,
+        optional_str(object, "to")?,
+        optional_str(object, "kind")?,
+        optional_str(object, "body")?.map(str::to_owned),
+    )
+}
+
+fn parse_sync(object: &Map<String, Value>) -> Result<SyncFrame, ProtoError> {
+    let since = optional_u64(object, "since")?.unwrap_or(0);
+    let limit = clamp_sync_limit(optional_u64(object, "limit")?)?;
+    Ok(SyncFrame { since, limit })
+}
+
+fn optional_str<'a>(
+    object: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'a str>, ProtoError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ProtoError::invalid_field(field, "must be a string")),
+    }
+}
+
+fn optional_u64(
+    object: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<u64>, ProtoError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ProtoError::invalid_field(field, "must be a non-negative integer")),
+    }
+}
+
+/// A frame the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// A send was stored.
+    Ack {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        /// The ack.
+        #[serde(flatten)]
+        ack: Ack,
+    },
+    /// The answer to a `sync`.
+    SyncResult {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        /// The entries and head.
+        #[serde(flatten)]
+        result: SyncResult,
+    },
+    /// The answer to a `ping`.
+    Pong {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+    },
+    /// The inbox head moved.
+    Notify {
+        /// The new head.
+        head: Seq,
+    },
+    /// A request failed.
+    Error {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        /// The stable code.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+        /// When to retry, for `rate_limited` and `unavailable`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// The gateway is draining: reconnect after about this delay.
+    Goaway {
+        /// Suggested delay before reconnecting.
+        reconnect_after_ms: u64,
+    },
+}
+
+impl ServerFrame {
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain data types cannot fail: no maps with
+        // non-string keys, no custom serializers that error.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            String::from(r#"{"type":"error","code":"internal","message":"serialization failed"}"#)
+        })
+    }
+
+    /// The error frame for a refused client frame.
+    pub fn from_frame_error(err: &FrameError) -> Self {
+        ServerFrame::Error {
+            rid: err.rid.clone(),
+            code: err.error.code(),
+            message: err.error.to_string(),
+            retry_after_ms: None,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The chat client protocol of PROTOCOL.md: identifiers, frames, entries and
+//! error codes. Pure data and validation: no I/O, no runtime.
+
+mod error;
+mod frames;
+mod ids;
+mod messages;
+
+pub use error::{ErrorCode, ProtoError, Result};
+pub use frames::{ClientFrame, FrameError, Rid, ServerFrame, SyncFrame, parse_client_frame};
+pub use ids::{ClientMsgId, ConvId, ConvKind, DeviceId, UserId};
+pub use messages::{
+    Ack, DEFAULT_SYNC_LIMIT, Entry, HistoryMessage, MAX_BODY_BYTES, MAX_SYNC_LIMIT, MessageKind,
+    SendRequest, SyncResult, Target, clamp_sync_limit,
+};
+
+/// A sequence number: an inbox `seq` or a conversation `conv_seq`.
+pub type Seq = u64;

@@ -1,0 +1,229 @@
+//! Messages as they travel: inbox entries, history messages, acks, sync results,
+//! and the validated send request.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Seq;
+use crate::error::ProtoError;
+use crate::ids::{ClientMsgId, ConvId, UserId};
+
+/// The largest message body, in bytes of UTF-8.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The most entries one sync returns.
+pub const MAX_SYNC_LIMIT: usize = 500;
+/// Entries per sync when the client gives no limit.
+pub const DEFAULT_SYNC_LIMIT: usize = 100;
+
+/// The kind of a message; version 1 knows only text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A text message.
+    #[default]
+    Text,
+}
+
+/// A message of a conversation's log, as history returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// Its position in the conversation's log.
+    pub conv_seq: Seq,
+    /// The sender.
+    pub from: UserId,
+    /// The sender's idempotency key.
+    pub client_msg_id: ClientMsgId,
+    /// The message's kind.
+    pub kind: MessageKind,
+    /// The message's text.
+    pub body: String,
+    /// Server time, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// An entry of a user's inbox: a message with the inbox seq it got there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The entry's seq in this inbox.
+    pub seq: Seq,
+    /// The message.
+    #[serde(flatten)]
+    pub message: HistoryMessage,
+}
+
+/// The answer to a successful send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The sender's idempotency key.
+    pub client_msg_id: ClientMsgId,
+    /// The conversation the message went to.
+    pub conv_id: ConvId,
+    /// Its position in the conversation's log.
+    pub conv_seq: Seq,
+    /// Its seq in the sender's own inbox.
+    pub seq: Seq,
+    /// Server time, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// The answer to a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResult {
+    /// Entries after `since`, ascending by seq.
+    pub entries: Vec<Entry>,
+    /// The inbox's highest visible seq when the read was made.
+    pub head: Seq,
+    /// Whether entries after the last one returned exist.
+    pub more: bool,
+}
+
+/// Where a message goes: a named conversation or a direct peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A conversation by id.
+    Conv(ConvId),
+    /// The direct conversation with this user.
+    Peer(UserId),
+}
+
+/// A validated send: every field checked against PROTOCOL.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRequest {
+    /// The sender's idempotency key.
+    pub client_msg_id: ClientMsgId,
+    /// Where it goes.
+    pub target: Target,
+    /// The message's kind.
+    pub kind: MessageKind,
+    /// The text: non-empty, at most [`MAX_BODY_BYTES`].
+    pub body: String,
+}
+
+impl SendRequest {
+    /// Checks a send's fields; `conv_id` and `to` are exclusive.
+    pub fn new(
+        client_msg_id: Option<&str>,
+        conv_id: Option<&str>,
+        to: Option<&str>,
+        kind: Option<&str>,
+        body: Option<String>,
+    ) -> Result<Self, ProtoError> {
+        let client_msg_id =
+            ClientMsgId::parse(client_msg_id.ok_or(ProtoError::MissingField("client_msg_id"))?)?;
+        let target = match (conv_id, to) {
+            (Some(conv), None) => Target::Conv(ConvId::parse(conv)?),
+            (None, Some(peer)) => Target::Peer(UserId::parse(peer)?),
+            (None, None) => return Err(ProtoError::MissingField("conv_id or to")),
+            (Some(_), Some(_)) => {
+                return Err(ProtoError::invalid_field(
+                    "to",
+                    "give conv_id or to, not both",
+                ));
+            }
+        };
+        let kind = match kind {
+            None | Some("text") => MessageKind::Text,
+            Some(other) => {
+                return Err(ProtoError::invalid_field(
+                    "kind",
+                    format!("unknown kind `{other}`"),
+                ));
+            }
+        };
+        let body = body.ok_or(ProtoError::MissingField("body"))?;
+        check_body(&body)?;
+        Ok(SendRequest {
+            client_msg_id,
+            target,
+            kind,
+            body,
+        })
+    }
+}
+
+fn check_body(body: &str) -> Result<(), ProtoError> {
+    if body.is_empty() {
+        return Err(ProtoError::invalid_field("body", "must not be empty"));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ProtoError::TooLarge {
+            what: "body",
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// The entry count a sync returns for a client's `limit`: the default when
+/// absent, at most [`MAX_SYNC_LIMIT`], and zero refused.
+pub fn clamp_sync_limit(limit: Option<u64>) -> Result<usize, ProtoError> {
+    match limit {
+        None => Ok(DEFAULT_SYNC_LIMIT),
+        Some(0) => Err(ProtoError::invalid_field(
+            "limit",
+            "must be a positive integer",
+        )),
+        Some(n) => Ok(usize::try_from(n)
+            .unwrap_or(MAX_SYNC_LIMIT)
+            .min(MAX_SYNC_LIMIT)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_names_exactly_one_of_conv_id_and_to() {
+        let ok = SendRequest::new(Some("c1"), None, Some("bob"), None, Some("hi".into())).unwrap();
+        assert_eq!(ok.target, Target::Peer(UserId::parse("bob").unwrap()));
+        let both = SendRequest::new(
+            Some("c1"),
+            Some("g:x"),
+            Some("bob"),
+            None,
+            Some("hi".into()),
+        );
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        let none = SendRequest::new(Some("c1"), None, None, None, Some("hi".into()));
+        assert_eq!(none.unwrap_err(), ProtoError::MissingField("conv_id or to"));
+    }
+
+    #[test]
+    fn bodies_must_be_non_empty_and_at_most_16_kib() {
+        let send = |body: String| SendRequest::new(Some("c"), Some("g:x"), None, None, Some(body));
+        assert!(send("x".repeat(MAX_BODY_BYTES)).is_ok());
+        assert_eq!(
+            send(String::new()).unwrap_err().code(),
+            crate::ErrorCode::BadRequest
+        );
+        let big = send("x".repeat(MAX_BODY_BYTES + 1)).unwrap_err();
+        assert_eq!(big.code(), crate::ErrorCode::TooLarge);
+        assert!(
+            send("é".repeat(MAX_BODY_BYTES / 2 + 1)).is_err(),
+            "limit counts UTF-8 bytes"
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_and_missing_ids_are_refused() {
+        let bad_kind =
+            SendRequest::new(Some("c"), Some("g:x"), None, Some("img"), Some("b".into()));
+        assert!(bad_kind.unwrap_err().to_string().contains("kind"));
+        let no_id = SendRequest::new(None, Some("g:x"), None, None, Some("b".into()));
+        assert_eq!(
+            no_id.unwrap_err(),
+            ProtoError::MissingField("client_msg_id")
+        );
+    }
+
+    #[test]
+    fn sync_limits_default_clamp_and_refuse_zero() {
+        assert_eq!(clamp_sync_limit(None), Ok(DEFAULT_SYNC_LIMIT));
+        assert_eq!(clamp_sync_limit(Some(7)), Ok(7));
+        assert_eq!(clamp_sync_limit(Some(1000)), Ok(MAX_SYNC_LIMIT));
+        assert_eq!(clamp_sync_limit(Some(u64::MAX)), Ok(MAX_SYNC_LIMIT));
+        assert!(clamp_sync_limit(Some(0)).is_err());
+    }
+}
