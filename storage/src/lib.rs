@@ -1,1 +1,23 @@
-//! placeholder
+//! Every adapter to a data system, behind traits: the durable message store,
+//! the inbox cache, the notify bus and presence, with their single-machine
+//! implementations (embedded fjall store, in-process cache, bus, presence).
+
+mod bus;
+mod cache;
+mod embedded;
+mod error;
+mod group_commit;
+mod model;
+mod presence;
+mod seqsvr;
+mod store;
+pub mod suite;
+
+pub use bus::{InProcessBus, Notification, NotifyBus, Subscription};
+pub use cache::{InProcessCache, InboxCache};
+pub use embedded::{Durability, EmbeddedStore};
+pub use error::{Error, Result};
+pub use model::{ConversationMeta, GatewayId, Page};
+pub use presence::{InProcessPresence, Presence};
+pub use seqsvr::{SeqAllocator, SeqCursor};
+pub use store::MessageStore;

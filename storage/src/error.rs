@@ -1,0 +1,41 @@
+//! The storage error type: what failed, and whether retrying can help.
+
+/// Result of storage calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from a backend, kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend did not answer (I/O error, timeout, node down): retryable.
+    #[error("storage unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The backend returned data this code cannot read: not retryable.
+    #[error("bad data in storage: {0}")]
+    BadData(String),
+}
+
+impl Error {
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+
+    pub(crate) fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Unavailable(Box::new(err))
+    }
+}
+
+impl From<fjall::Error> for Error {
+    fn from(err: fjall::Error) -> Self {
+        Error::unavailable(err)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::BadData(err.to_string())
+    }
+}

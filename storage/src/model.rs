@@ -1,0 +1,36 @@
+//! Plain data the storage traits exchange besides the protocol's own types.
+
+use proto::{ConvId, ConvKind, Seq};
+use serde::{Deserialize, Serialize};
+
+/// What is stored about a conversation besides its members and messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationMeta {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// Direct or group.
+    pub kind: ConvKind,
+    /// A group's title.
+    pub title: Option<String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// Which page of a conversation's log to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `conv_seq < n`, newest first (`Before(u64::MAX)`: from the newest).
+    Before(Seq),
+    /// `conv_seq > n`, oldest first.
+    After(Seq),
+}
+
+/// The name of a gateway process, for presence and notify routing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GatewayId(pub String);
+
+impl std::fmt::Display for GatewayId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,72 @@
+//! Presence: which gateways hold sockets of a user, so notifies go only there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use proto::UserId;
+
+use crate::Result;
+use crate::model::GatewayId;
+
+/// Tracks the gateways that hold each user's sockets.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// A socket of `user` opened on `gateway`.
+    async fn connected(&self, user: &UserId, gateway: &GatewayId) -> Result<()>;
+    /// A socket of `user` on `gateway` closed.
+    async fn disconnected(&self, user: &UserId, gateway: &GatewayId) -> Result<()>;
+    /// The gateways holding sockets of `user`.
+    async fn gateways(&self, user: &UserId) -> Result<Vec<GatewayId>>;
+}
+
+/// In-process presence: a socket count per user and gateway.
+#[derive(Default)]
+pub struct InProcessPresence {
+    sockets: Mutex<HashMap<UserId, BTreeMap<GatewayId, usize>>>,
+}
+
+impl InProcessPresence {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, BTreeMap<GatewayId, usize>>> {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Presence for InProcessPresence {
+    async fn connected(&self, user: &UserId, gateway: &GatewayId) -> Result<()> {
+        *self
+            .sockets()
+            .entry(user.clone())
+            .or_default()
+            .entry(gateway.clone())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    async fn disconnected(&self, user: &UserId, gateway: &GatewayId) -> Result<()> {
+        let mut sockets = self.sockets();
+        if let Some(gateways) = sockets.get_mut(user) {
+            if let Some(count) = gateways.get_mut(gateway) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    gateways.remove(gateway);
+                }
+            }
+            if gateways.is_empty() {
+                sockets.remove(user);
+            }
+        }
+        Ok(())
+    }
+
+    async fn gateways(&self, user: &UserId) -> Result<Vec<GatewayId>> {
+        Ok(self
+            .sockets()
+            .get(user)
+            .map(|g| g.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,58 @@
+//! The durable store trait: conversations, members, the conversation logs,
+//! the inboxes, dedup records and seq ceilings.
+
+use async_trait::async_trait;
+use proto::{Ack, ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
+
+use crate::Result;
+use crate::model::{ConversationMeta, Page};
+
+/// The durable store. Every write is durable when it returns; callers
+/// serialize appends to one inbox or one conversation log themselves.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Stores a conversation's metadata (overwrites).
+    async fn put_conversation(&self, meta: &ConversationMeta) -> Result<()>;
+    /// A conversation's metadata, if it exists.
+    async fn conversation(&self, conv: &ConvId) -> Result<Option<ConversationMeta>>;
+    /// Adds members (idempotent), in both the members and user_convs tables.
+    async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> Result<()>;
+    /// Removes one member (idempotent).
+    async fn remove_member(&self, conv: &ConvId, user: &UserId) -> Result<()>;
+    /// A conversation's members, sorted.
+    async fn members(&self, conv: &ConvId) -> Result<Vec<UserId>>;
+    /// The conversations a user is a member of, sorted.
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConvId>>;
+
+    /// Appends a message at its `conv_seq` to its conversation's log.
+    async fn append_message(&self, msg: &HistoryMessage) -> Result<()>;
+    /// A page of a conversation's log, at most `limit` messages.
+    async fn messages(
+        &self,
+        conv: &ConvId,
+        page: Page,
+        limit: usize,
+    ) -> Result<Vec<HistoryMessage>>;
+    /// The highest `conv_seq` of a conversation's log (0 when empty).
+    async fn last_conv_seq(&self, conv: &ConvId) -> Result<Seq>;
+
+    /// Appends an entry at its `seq` to a user's inbox.
+    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<()>;
+    /// Entries with `seq > after`, ascending, at most `limit`.
+    async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>>;
+    /// The highest seq of a user's inbox (0 when empty).
+    async fn inbox_head(&self, user: &UserId) -> Result<Seq>;
+
+    /// The ack remembered for `(sender, client_msg_id)`.
+    async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<Ack>>;
+    /// Remembers the ack for `(sender, client_msg_id)` for at least 24 hours.
+    async fn dedup_put(&self, sender: &UserId, ack: &Ack) -> Result<()>;
+
+    /// The persisted seq ceiling of an allocator key (0 when none).
+    async fn load_ceiling(&self, key: &str) -> Result<Seq>;
+    /// Persists a new seq ceiling; durable before it returns.
+    async fn store_ceiling(&self, key: &str, max_seq: Seq) -> Result<()>;
+
+    /// Makes everything written so far durable (used at shutdown).
+    async fn flush(&self) -> Result<()>;
+}

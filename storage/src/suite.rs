@@ -1,0 +1,413 @@
+//! Trait-level test suites, run against every implementation of a trait
+//! (the embedded store now, Redis and Scylla later). `store_suite!` and
+//! friends expand to one `#[tokio::test]` per case in the calling test file.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use proto::{Ack, ClientMsgId, ConvId, ConvKind, Entry, HistoryMessage, MessageKind, Seq, UserId};
+
+use crate::{
+    ConversationMeta, GatewayId, InboxCache, MessageStore, Notification, NotifyBus, Page, Presence,
+};
+
+/// A unique user id for a test, so suites can share a backend.
+pub fn user(name: &str) -> UserId {
+    let salt: u32 = rand_salt();
+    UserId::parse(&format!("{name}{salt}")).unwrap()
+}
+
+fn rand_salt() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+pub fn message(conv: &ConvId, conv_seq: Seq, from: &UserId) -> HistoryMessage {
+    HistoryMessage {
+        conv_id: conv.clone(),
+        conv_seq,
+        from: from.clone(),
+        client_msg_id: ClientMsgId::parse(&format!("c-{conv_seq}")).unwrap(),
+        kind: MessageKind::Text,
+        body: format!("message {conv_seq}"),
+        ts: 1_764_262_800_000 + conv_seq,
+    }
+}
+
+pub fn entry(seq: Seq, conv: &ConvId, from: &UserId) -> Entry {
+    Entry {
+        seq,
+        message: message(conv, seq, from),
+    }
+}
+
+fn seqs(entries: &[Entry]) -> Vec<Seq> {
+    entries.iter().map(|e| e.seq).collect()
+}
+
+fn conv_seqs(messages: &[HistoryMessage]) -> Vec<Seq> {
+    messages.iter().map(|m| m.conv_seq).collect()
+}
+
+pub mod store {
+    use super::*;
+
+    pub async fn an_empty_inbox_reads_empty_with_head_zero(store: &dyn MessageStore) {
+        let u = user("empty");
+        assert_eq!(store.inbox_head(&u).await.unwrap(), 0);
+        assert!(store.read_inbox(&u, 0, 100).await.unwrap().is_empty());
+        assert!(
+            store
+                .read_inbox(&u, Seq::MAX, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn inbox_reads_are_ascending_after_since_and_limited(store: &dyn MessageStore) {
+        let (u, peer) = (user("reader"), user("peer"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        for seq in [1, 2, 3, 5, 8, 70_000] {
+            store
+                .append_inbox(&u, &entry(seq, &conv, &peer))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.inbox_head(&u).await.unwrap(), 70_000);
+        assert_eq!(
+            seqs(&store.read_inbox(&u, 0, 100).await.unwrap()),
+            [1, 2, 3, 5, 8, 70_000]
+        );
+        assert_eq!(seqs(&store.read_inbox(&u, 2, 2).await.unwrap()), [3, 5]);
+        assert_eq!(
+            seqs(&store.read_inbox(&u, 4, 100).await.unwrap()),
+            [5, 8, 70_000]
+        );
+        assert!(store.read_inbox(&u, 70_000, 100).await.unwrap().is_empty());
+        assert!(store.read_inbox(&u, 0, 0).await.unwrap().is_empty());
+        let first = &store.read_inbox(&u, 0, 1).await.unwrap()[0];
+        assert_eq!(
+            first,
+            &entry(1, &conv, &peer),
+            "an entry reads back as written"
+        );
+    }
+
+    pub async fn inboxes_whose_ids_share_a_prefix_stay_apart(store: &dyn MessageStore) {
+        let short = user("al");
+        let long = UserId::parse(&format!("{short}ice")).unwrap();
+        let conv = ConvId::dm(&short, &long).unwrap();
+        store
+            .append_inbox(&short, &entry(1, &conv, &long))
+            .await
+            .unwrap();
+        store
+            .append_inbox(&long, &entry(7, &conv, &short))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&store.read_inbox(&short, 0, 10).await.unwrap()), [1]);
+        assert_eq!(store.inbox_head(&short).await.unwrap(), 1);
+        assert_eq!(seqs(&store.read_inbox(&long, 0, 10).await.unwrap()), [7]);
+    }
+
+    pub async fn conversation_pages_go_both_ways(store: &dyn MessageStore) {
+        let from = user("sender");
+        let conv = ConvId::group(&format!("pages{}", from.as_str())).unwrap();
+        assert_eq!(store.last_conv_seq(&conv).await.unwrap(), 0);
+        assert!(
+            store
+                .messages(&conv, Page::Before(Seq::MAX), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for seq in 1..=10 {
+            store
+                .append_message(&message(&conv, seq, &from))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.last_conv_seq(&conv).await.unwrap(), 10);
+        let newest = store
+            .messages(&conv, Page::Before(Seq::MAX), 3)
+            .await
+            .unwrap();
+        assert_eq!(conv_seqs(&newest), [10, 9, 8]);
+        assert_eq!(
+            conv_seqs(&store.messages(&conv, Page::Before(8), 3).await.unwrap()),
+            [7, 6, 5]
+        );
+        assert_eq!(
+            conv_seqs(&store.messages(&conv, Page::Before(2), 3).await.unwrap()),
+            [1]
+        );
+        assert!(
+            store
+                .messages(&conv, Page::Before(1), 3)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .messages(&conv, Page::Before(0), 3)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            conv_seqs(&store.messages(&conv, Page::After(0), 3).await.unwrap()),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            conv_seqs(&store.messages(&conv, Page::After(8), 5).await.unwrap()),
+            [9, 10]
+        );
+        assert!(
+            store
+                .messages(&conv, Page::After(10), 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .messages(&conv, Page::After(Seq::MAX), 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            newest[0],
+            message(&conv, 10, &from),
+            "a message reads back as written"
+        );
+    }
+
+    pub async fn conversations_and_members_are_kept_both_ways(store: &dyn MessageStore) {
+        let (a, b, c) = (user("a"), user("b"), user("c"));
+        let conv = ConvId::group(&format!("grp{}", a.as_str())).unwrap();
+        assert_eq!(store.conversation(&conv).await.unwrap(), None);
+        let meta = ConversationMeta {
+            conv_id: conv.clone(),
+            kind: ConvKind::Group,
+            title: Some("t".into()),
+            created_at: 5,
+        };
+        store.put_conversation(&meta).await.unwrap();
+        assert_eq!(store.conversation(&conv).await.unwrap(), Some(meta));
+        store
+            .add_members(&conv, &[a.clone(), b.clone()])
+            .await
+            .unwrap();
+        store
+            .add_members(&conv, &[b.clone(), c.clone()])
+            .await
+            .unwrap();
+        let mut expected = vec![a.clone(), b.clone(), c.clone()];
+        expected.sort();
+        assert_eq!(store.members(&conv).await.unwrap(), expected);
+        assert_eq!(store.user_conversations(&b).await.unwrap(), [conv.clone()]);
+        store.remove_member(&conv, &b).await.unwrap();
+        store.remove_member(&conv, &b).await.unwrap();
+        assert!(!store.members(&conv).await.unwrap().contains(&b));
+        assert!(store.user_conversations(&b).await.unwrap().is_empty());
+        assert_eq!(store.user_conversations(&a).await.unwrap(), [conv]);
+    }
+
+    pub async fn dedup_remembers_the_ack_per_sender(store: &dyn MessageStore) {
+        let (a, b) = (user("a"), user("b"));
+        let id = ClientMsgId::parse("c-1").unwrap();
+        assert_eq!(store.dedup_get(&a, &id).await.unwrap(), None);
+        let ack = Ack {
+            client_msg_id: id.clone(),
+            conv_id: ConvId::dm(&a, &b).unwrap(),
+            conv_seq: 3,
+            seq: 9,
+            ts: 1,
+        };
+        store.dedup_put(&a, &ack).await.unwrap();
+        assert_eq!(store.dedup_get(&a, &id).await.unwrap(), Some(ack));
+        assert_eq!(store.dedup_get(&b, &id).await.unwrap(), None);
+    }
+
+    pub async fn ceilings_start_at_zero_and_keep_the_last_value(store: &dyn MessageStore) {
+        let key = format!("u:{}", user("ceil"));
+        assert_eq!(store.load_ceiling(&key).await.unwrap(), 0);
+        store.store_ceiling(&key, 10_000).await.unwrap();
+        store.store_ceiling(&key, 20_000).await.unwrap();
+        assert_eq!(store.load_ceiling(&key).await.unwrap(), 20_000);
+        store.flush().await.unwrap();
+    }
+
+    pub async fn concurrent_appends_to_many_inboxes_all_land(
+        store: std::sync::Arc<dyn MessageStore>,
+    ) {
+        let peer = user("peer");
+        let users: Vec<UserId> = (0..32).map(|i| user(&format!("u{i}x"))).collect();
+        let mut tasks = Vec::new();
+        for u in users.clone() {
+            let (store, peer) = (store.clone(), peer.clone());
+            tasks.push(tokio::spawn(async move {
+                let conv = ConvId::dm(&u, &peer).unwrap();
+                for seq in 1..=20 {
+                    store
+                        .append_inbox(&u, &entry(seq, &conv, &peer))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for u in users {
+            assert_eq!(
+                seqs(&store.read_inbox(&u, 0, 100).await.unwrap()),
+                (1..=20).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// Expands to one test per store case; `$open` is an async expression that
+/// yields `(Arc<dyn MessageStore>, guard)`, the guard kept alive for the test.
+#[macro_export]
+macro_rules! store_suite {
+    ($open:expr) => {
+        $crate::store_suite!(@case $open, an_empty_inbox_reads_empty_with_head_zero);
+        $crate::store_suite!(@case $open, inbox_reads_are_ascending_after_since_and_limited);
+        $crate::store_suite!(@case $open, inboxes_whose_ids_share_a_prefix_stay_apart);
+        $crate::store_suite!(@case $open, conversation_pages_go_both_ways);
+        $crate::store_suite!(@case $open, conversations_and_members_are_kept_both_ways);
+        $crate::store_suite!(@case $open, dedup_remembers_the_ack_per_sender);
+        $crate::store_suite!(@case $open, ceilings_start_at_zero_and_keep_the_last_value);
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_appends_to_many_inboxes_all_land() {
+            let (store, _guard) = $open;
+            $crate::suite::store::concurrent_appends_to_many_inboxes_all_land(store).await;
+        }
+    };
+    (@case $open:expr, $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let (store, _guard) = $open;
+            $crate::suite::store::$name(&*store).await;
+        }
+    };
+}
+
+pub mod cache {
+    use super::*;
+
+    pub async fn an_unknown_inbox_is_not_covered(cache: &dyn InboxCache) {
+        assert_eq!(cache.read(&user("nobody"), 0, 10, 10).await.unwrap(), None);
+    }
+
+    pub async fn a_cached_tail_answers_ranges_it_covers(cache: &dyn InboxCache) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        for seq in [5, 6, 9] {
+            cache.append(&u, &entry(seq, &conv, &peer)).await.unwrap();
+        }
+        assert_eq!(
+            seqs(&cache.read(&u, 4, 9, 10).await.unwrap().unwrap()),
+            [5, 6, 9]
+        );
+        assert_eq!(seqs(&cache.read(&u, 5, 9, 1).await.unwrap().unwrap()), [6]);
+        assert_eq!(seqs(&cache.read(&u, 5, 6, 10).await.unwrap().unwrap()), [6]);
+        assert_eq!(cache.read(&u, 9, 9, 10).await.unwrap(), Some(vec![]));
+        assert_eq!(
+            cache.read(&u, 3, 9, 10).await.unwrap(),
+            None,
+            "seq 4 may exist below the cached run"
+        );
+        assert_eq!(
+            cache.read(&u, 5, 10, 10).await.unwrap(),
+            None,
+            "the cache has not seen seq 10"
+        );
+    }
+
+    pub async fn an_out_of_order_append_drops_the_inbox(cache: &dyn InboxCache) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        cache.append(&u, &entry(5, &conv, &peer)).await.unwrap();
+        cache.append(&u, &entry(5, &conv, &peer)).await.unwrap();
+        assert_eq!(cache.read(&u, 4, 5, 10).await.unwrap(), None);
+    }
+
+    pub async fn invalidate_forgets_the_inbox(cache: &dyn InboxCache) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        cache.append(&u, &entry(1, &conv, &peer)).await.unwrap();
+        cache.invalidate(&u).await.unwrap();
+        assert_eq!(cache.read(&u, 0, 1, 10).await.unwrap(), None);
+    }
+}
+
+/// Expands to one test per inbox cache case; `$open` yields `(cache, guard)`.
+#[macro_export]
+macro_rules! cache_suite {
+    ($open:expr) => {
+        $crate::cache_suite!(@case $open, an_unknown_inbox_is_not_covered);
+        $crate::cache_suite!(@case $open, a_cached_tail_answers_ranges_it_covers);
+        $crate::cache_suite!(@case $open, an_out_of_order_append_drops_the_inbox);
+        $crate::cache_suite!(@case $open, invalidate_forgets_the_inbox);
+    };
+    (@case $open:expr, $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let (cache, _guard) = $open;
+            $crate::suite::cache::$name(&*cache).await;
+        }
+    };
+}
+
+pub mod bus {
+    use super::*;
+
+    pub async fn a_gateway_receives_what_is_published_to_it(
+        bus: &dyn NotifyBus,
+        presence: &dyn Presence,
+    ) {
+        let (gw, other) = (
+            GatewayId(format!("gw-{}", user("g"))),
+            GatewayId(format!("gw-{}", user("h"))),
+        );
+        let mut sub = bus.subscribe(&gw).await.unwrap();
+        let mut other_sub = bus.subscribe(&other).await.unwrap();
+        let u = user("u");
+        presence.connected(&u, &gw).await.unwrap();
+        for target in presence.gateways(&u).await.unwrap() {
+            bus.publish(
+                &target,
+                Notification {
+                    user: u.clone(),
+                    head: 7,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Notification { user: u, head: 7 }));
+        assert!(
+            other_sub.try_recv().is_err(),
+            "a gateway without the user gets nothing"
+        );
+    }
+
+    pub async fn presence_counts_sockets_per_gateway(presence: &dyn Presence) {
+        let (u, gw) = (user("u"), GatewayId(format!("gw-{}", user("g"))));
+        assert!(presence.gateways(&u).await.unwrap().is_empty());
+        presence.connected(&u, &gw).await.unwrap();
+        presence.connected(&u, &gw).await.unwrap();
+        presence.disconnected(&u, &gw).await.unwrap();
+        assert_eq!(presence.gateways(&u).await.unwrap(), [gw.clone()]);
+        presence.disconnected(&u, &gw).await.unwrap();
+        assert!(presence.gateways(&u).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,135 @@
+//! The trait-level suites run against the embedded store and the in-process
+//! cache, bus and presence, plus what is particular to the embedded store:
+//! reopening, group commit, and seq ceilings across restarts.
+
+use std::sync::Arc;
+
+use proto::{ConvId, UserId};
+use storage::suite::{entry, user};
+use storage::{
+    Durability, EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, InboxCache,
+    MessageStore, SeqAllocator,
+};
+use tempfile::TempDir;
+
+fn open_store() -> (Arc<dyn MessageStore>, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path(), Durability::Fsync).expect("open store");
+    (Arc::new(store), dir)
+}
+
+mod store_suite {
+    use super::*;
+    storage::store_suite!(open_store());
+}
+
+mod cache_suite {
+    use super::*;
+    fn open_cache() -> (Arc<dyn InboxCache>, ()) {
+        (Arc::new(InProcessCache::default()), ())
+    }
+    storage::cache_suite!(open_cache());
+}
+
+#[tokio::test]
+async fn in_process_bus_routes_to_the_gateways_holding_the_user() {
+    let (bus, presence) = (InProcessBus::default(), InProcessPresence::default());
+    storage::suite::bus::a_gateway_receives_what_is_published_to_it(&bus, &presence).await;
+    storage::suite::bus::presence_counts_sockets_per_gateway(&presence).await;
+}
+
+#[tokio::test]
+async fn the_cache_keeps_only_the_newest_entries_of_an_inbox() {
+    let cache = InProcessCache::new(3, 10);
+    let (u, peer) = (user("u"), user("p"));
+    let conv = ConvId::dm(&u, &peer).expect("dm");
+    for seq in 1..=5 {
+        cache
+            .append(&u, &entry(seq, &conv, &peer))
+            .await
+            .expect("append");
+    }
+    assert_eq!(
+        cache.read(&u, 1, 5, 10).await.expect("read"),
+        None,
+        "seq 2 was evicted"
+    );
+    let tail = cache
+        .read(&u, 2, 5, 10)
+        .await
+        .expect("read")
+        .expect("covered");
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+}
+
+#[tokio::test]
+async fn everything_written_is_there_after_reopening_the_data_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (u, peer) = (
+        UserId::parse("alice").expect("id"),
+        UserId::parse("bob").expect("id"),
+    );
+    let conv = ConvId::dm(&u, &peer).expect("dm");
+    {
+        let store = EmbeddedStore::open(dir.path(), Durability::Fsync).expect("open");
+        for seq in 1..=50 {
+            store
+                .append_inbox(&u, &entry(seq, &conv, &peer))
+                .await
+                .expect("append");
+        }
+        store.store_ceiling("u:alice", 100).await.expect("ceiling");
+        // Dropped without flush(): only what each write made durable counts.
+    }
+    let store = EmbeddedStore::open(dir.path(), Durability::Fsync).expect("reopen");
+    assert_eq!(store.inbox_head(&u).await.expect("head"), 50);
+    assert_eq!(store.read_inbox(&u, 0, 500).await.expect("read").len(), 50);
+    assert_eq!(store.load_ceiling("u:alice").await.expect("ceiling"), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path(), Durability::Fsync).expect("open"));
+    let peer = user("peer");
+    let appends = 256;
+    let tasks: Vec<_> = (0..appends)
+        .map(|i| {
+            let (store, peer) = (Arc::clone(&store), peer.clone());
+            tokio::spawn(async move {
+                let u = user(&format!("u{i}x"));
+                let conv = ConvId::dm(&u, &peer).expect("dm");
+                store.append_inbox(&u, &entry(1, &conv, &peer)).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("append");
+    }
+    let fsyncs = store.fsync_count();
+    assert!(fsyncs >= 1, "appends were made durable");
+    assert!(
+        fsyncs < appends,
+        "{appends} concurrent appends took {fsyncs} fsyncs: no group commit"
+    );
+}
+
+#[tokio::test]
+async fn seqs_resume_above_every_seq_handed_out_before_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut handed_out = Vec::new();
+    for _run in 0..3 {
+        let store: Arc<dyn MessageStore> =
+            Arc::new(EmbeddedStore::open(dir.path(), Durability::Fsync).expect("open"));
+        let seqs = SeqAllocator::new(store, 10);
+        let mut cursor = seqs.resume("u:alice").await.expect("resume");
+        for _ in 0..15 {
+            handed_out.push(seqs.next("u:alice", &mut cursor).await.expect("next"));
+        }
+    }
+    assert!(
+        handed_out.windows(2).all(|w| w[0] < w[1]),
+        "seqs never go back: {handed_out:?}"
+    );
+    assert_eq!(handed_out[0], 1);
+}
