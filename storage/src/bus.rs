@@ -67,10 +67,10 @@ impl Default for InProcessBus {
 impl NotifyBus for InProcessBus {
     async fn publish(&self, gateway: &GatewayId, note: Notification) -> Result<()> {
         let sender = self.gateways().get(gateway).cloned();
-        if let Some(sender) = sender {
-            if sender.try_send(note).is_err() {
-                tracing::debug!(%gateway, "notify dropped: gateway queue full or gone");
-            }
+        if let Some(sender) = sender
+            && sender.try_send(note).is_err()
+        {
+            tracing::debug!(%gateway, "notify dropped: gateway queue full or gone");
         }
         Ok(())
     }
