@@ -1,1 +1,19 @@
-//! placeholder
+//! The chat domain: send (dedup, seq allocation, write fan-out), sync,
+//! history, conversations and membership, behind the [`MessageApi`] trait
+//! that gateways call (in-process here, over gRPC in the distributed mode).
+
+mod api;
+mod clock;
+mod conversations;
+mod error;
+mod history;
+mod logs;
+mod send;
+mod service;
+mod stripes;
+mod sync;
+
+pub use api::{Conversation, HistoryPage, MessageApi};
+pub use error::{Error, Result};
+pub use service::{Backends, MessageService, ServiceConfig};
+pub use storage;

@@ -1,0 +1,66 @@
+//! The gateway binary's configuration: flags with `CHAT_*` environment fallbacks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use secrecy::SecretString;
+
+/// A chat backend gateway: WebSocket and REST on one port. With no
+/// `--msg-service`, it runs the message service in-process on an embedded
+/// store under `--data-dir` (the single-machine default).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gateway", version)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where the embedded store and the generated JWT secret live.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// HS256 secret for JWTs; generated and kept in the data dir when absent.
+    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// PEM file of an RS256 public key; tokens signed with it are accepted.
+    #[arg(long, env = "CHAT_JWT_RS256_PUBLIC_KEY")]
+    pub jwt_rs256_public_key: Option<PathBuf>,
+
+    /// PEM file of an EdDSA (Ed25519) public key; tokens signed with it are accepted.
+    #[arg(long, env = "CHAT_JWT_EDDSA_PUBLIC_KEY")]
+    pub jwt_eddsa_public_key: Option<PathBuf>,
+
+    /// Serve `POST /v1/dev/token` (development only: anyone can mint tokens).
+    #[arg(long, env = "CHAT_DEV_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dev_auth: bool,
+
+    /// URL of a remote msg-service (distributed mode; not built yet).
+    #[arg(long, env = "CHAT_MSG_SERVICE")]
+    pub msg_service: Option<String>,
+
+    /// Redis URL for the inbox cache, notify bus and presence (distributed mode; not built yet).
+    #[arg(long, env = "CHAT_REDIS_URL")]
+    pub redis: Option<String>,
+
+    /// How long a graceful shutdown waits for sockets to leave, in seconds.
+    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10)]
+    pub drain_secs: u64,
+
+    /// Sends per user per second (token bucket refill).
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20)]
+    pub send_rate: u32,
+
+    /// Sends per user in a burst (token bucket size).
+    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
+    pub send_burst: u32,
+}
+
+impl Config {
+    /// The drain deadline as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+}

@@ -1,0 +1,124 @@
+//! The gateway's error type and its two edges: HTTP responses and WebSocket
+//! `error` frames. Internal causes are logged here once and never sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use proto::{ErrorCode, ProtoError, Rid, ServerFrame};
+use serde::Serialize;
+
+/// Result of gateway operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Input that is not valid.
+    #[error(transparent)]
+    Invalid(#[from] ProtoError),
+    /// Input malformed before it could be parsed (JSON syntax, content type).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Too many sends.
+    #[error("too many sends, retry later")]
+    RateLimited {
+        /// When a retry will be accepted.
+        retry_after_ms: u64,
+    },
+    /// The gateway is draining.
+    #[error("the server is shutting down, reconnect later")]
+    Draining,
+    /// What the message service answered.
+    #[error(transparent)]
+    Service(#[from] msg_service::Error),
+    /// The server could not start.
+    #[error("start-up failed: {what}")]
+    Startup {
+        /// What could not be set up.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A key or token could not be built (start-up configuration).
+    #[error("key configuration: {0}")]
+    Config(#[source] jsonwebtoken::errors::Error),
+}
+
+/// An error body: `{"code": ..., "message": ...}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable error code (`bad_request`, `forbidden`, ...).
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+impl Error {
+    /// The stable wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Unauthorized(_) => ErrorCode::Unauthorized,
+            Error::Invalid(err) => err.code(),
+            Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::Draining => ErrorCode::Unavailable,
+            Error::Service(err) => err.code(),
+            Error::Config(_) | Error::Startup { .. } => ErrorCode::Internal,
+        }
+    }
+
+    fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+            Error::Draining => Some(1_000),
+            Error::Service(err) => err.retry_after_ms(),
+            _ => None,
+        }
+    }
+
+    /// What the client is told; internal causes stay in the log.
+    fn public_message(&self) -> String {
+        let code = self.code();
+        if matches!(code, ErrorCode::Internal | ErrorCode::Unavailable) {
+            tracing::error!(error = ?self, "request failed");
+        }
+        match code {
+            ErrorCode::Internal => "internal error".into(),
+            _ => self.to_string(),
+        }
+    }
+
+    /// The `error` frame answering request `rid`.
+    pub fn to_frame(&self, rid: Option<Rid>) -> ServerFrame {
+        ServerFrame::Error {
+            rid,
+            code: self.code(),
+            message: self.public_message(),
+            retry_after_ms: self.retry_after_ms(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            code: code.as_str().into(),
+            message: self.public_message(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(ms) = self.retry_after_ms() {
+            let seconds = ms.div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

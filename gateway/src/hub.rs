@@ -1,0 +1,126 @@
+//! Notify routing on this gateway: the users with a socket or a long poll
+//! here, each with a watch of their inbox head, fed by this gateway's one
+//! subscription to the notify bus.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use proto::{Seq, UserId};
+use storage::{GatewayId, NotifyBus, Presence};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A user's inbox head as this gateway last heard it, and who listens.
+struct Listener {
+    head: watch::Sender<Seq>,
+    count: usize,
+}
+
+/// The users listening on this gateway.
+pub struct Hub {
+    gateway: GatewayId,
+    presence: Arc<dyn Presence>,
+    users: Mutex<HashMap<UserId, Listener>>,
+}
+
+/// A registration of one socket or poll; unregisters when dropped.
+pub struct Registration {
+    hub: Arc<Hub>,
+    user: UserId,
+    /// Changes whenever the user's inbox head moves.
+    pub head: watch::Receiver<Seq>,
+}
+
+impl Hub {
+    /// A hub for the gateway named `gateway`.
+    pub fn new(gateway: GatewayId, presence: Arc<dyn Presence>) -> Arc<Self> {
+        Arc::new(Hub {
+            gateway,
+            presence,
+            users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Listener>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Listens for `user`'s head; presence learns this gateway holds the user.
+    pub async fn register(self: &Arc<Self>, user: &UserId) -> Registration {
+        let head = {
+            let mut users = self.users();
+            let listener = users.entry(user.clone()).or_insert_with(|| Listener {
+                head: watch::channel(0).0,
+                count: 0,
+            });
+            listener.count += 1;
+            listener.head.subscribe()
+        };
+        if let Err(err) = self.presence.connected(user, &self.gateway).await {
+            tracing::warn!(error = %err, %user, "presence registration failed");
+        }
+        Registration {
+            hub: Arc::clone(self),
+            user: user.clone(),
+            head,
+        }
+    }
+
+    fn unregister(&self, user: &UserId) {
+        let mut users = self.users();
+        if let Some(listener) = users.get_mut(user) {
+            listener.count -= 1;
+            if listener.count == 0 {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// A notify arrived: wake the user's listeners if the head moved up.
+    pub fn notify(&self, user: &UserId, head: Seq) {
+        if let Some(listener) = self.users().get(user) {
+            listener.head.send_if_modified(|current| {
+                let moved = head > *current;
+                if moved {
+                    *current = head;
+                }
+                moved
+            });
+        }
+    }
+
+    /// Feeds the hub from this gateway's one bus subscription until `stop`.
+    pub async fn run_bus(self: Arc<Self>, bus: Arc<dyn NotifyBus>, stop: CancellationToken) {
+        let mut subscription = match bus.subscribe(&self.gateway).await {
+            Ok(subscription) => subscription,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot subscribe to the notify bus");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                note = subscription.recv() => match note {
+                    Some(note) => self.notify(&note.user, note.head),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.user);
+        let (hub, user) = (Arc::clone(&self.hub), self.user.clone());
+        // Presence is async; dropping happens in sync code, so hand it off.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = hub.presence.disconnected(&user, &hub.gateway).await {
+                    tracing::warn!(error = %err, %user, "presence unregistration failed");
+                }
+            });
+        }
+    }
+}

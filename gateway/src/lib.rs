@@ -1,0 +1,21 @@
+//! The gateway: WebSocket sessions, JWT auth, REST routes, notify routing to
+//! local sockets, draining. `App::build(config)` then `App::run(shutdown)`.
+
+mod app;
+pub mod auth;
+pub mod config;
+mod error;
+mod extract;
+pub mod hub;
+mod ops;
+mod rate_limit;
+mod rest;
+mod schema;
+pub mod session;
+mod startup;
+pub mod state;
+mod ws;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use startup::App;

@@ -1,0 +1,276 @@
+//! The REST routes of PROTOCOL.md: conversations, members, history, send
+//! over HTTP, long-poll sync, and dev tokens.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use msg_service::Conversation;
+use proto::{Ack, ConvId, MAX_SYNC_LIMIT, SendRequest, SyncResult, UserId, clamp_sync_limit};
+use serde::Deserialize;
+use storage::Page;
+
+use crate::error::{Error, ErrorBody, Result};
+use crate::extract::{Caller, JsonBody, query_u64};
+use crate::schema::*;
+use crate::state::AppState;
+
+/// History pages hold at most this many messages.
+const MAX_HISTORY_LIMIT: u64 = 200;
+const DEFAULT_HISTORY_LIMIT: u64 = 50;
+
+/// Sends after the rate limit, shared by REST and WebSocket.
+pub async fn send_checked(state: &AppState, user: &UserId, request: SendRequest) -> Result<Ack> {
+    state.sends.check(user)?;
+    let started = std::time::Instant::now();
+    let result = state.api.send(user, request).await;
+    metrics::histogram!("chat_send_duration_seconds").record(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!("chat_sends_total", "outcome" => outcome).increment(1);
+    Ok(result?)
+}
+
+fn parse_conv(conv_id: &str) -> Result<ConvId> {
+    Ok(ConvId::parse(conv_id)?)
+}
+
+fn parse_users(users: &[String]) -> Result<Vec<UserId>> {
+    users.iter().map(|u| Ok(UserId::parse(u)?)).collect()
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| Error::BadRequest(e.body_text()))
+}
+
+/// The caller's conversations.
+#[utoipa::path(get, path = "/v1/conversations", tag = "conversations",
+    responses((status = 200, body = ConversationList), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_conversations(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+) -> Result<Json<ConversationList>> {
+    let conversations = state.api.conversations(&user).await?;
+    Ok(Json(ConversationList { conversations }))
+}
+
+/// Creates a group; the caller is a member.
+#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", request_body = CreateGroup,
+    responses((status = 201, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_group(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    JsonBody(body): JsonBody<CreateGroup>,
+) -> Result<(StatusCode, Json<Conversation>)> {
+    let members = parse_users(&body.members)?;
+    let conv = state.api.create_group(&user, members, body.title).await?;
+    Ok((StatusCode::CREATED, Json(conv)))
+}
+
+/// One conversation, for a member.
+#[utoipa::path(get, path = "/v1/conversations/{conv_id}", tag = "conversations",
+    params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>")),
+    responses((status = 200, body = ConversationSchema), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_conversation(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(conv_id): Path<String>,
+) -> Result<Json<Conversation>> {
+    let conv = state
+        .api
+        .conversation(&user, &parse_conv(&conv_id)?)
+        .await?;
+    Ok(Json(conv))
+}
+
+/// Adds members to a group (any member may).
+#[utoipa::path(post, path = "/v1/conversations/{conv_id}/members", tag = "conversations", request_body = AddMembers,
+    params(("conv_id" = String, Path, description = "g:<id>")),
+    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn add_members(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(conv_id): Path<String>,
+    JsonBody(body): JsonBody<AddMembers>,
+) -> Result<Json<Conversation>> {
+    let conv = parse_conv(&conv_id)?;
+    let members = parse_users(&body.members)?;
+    Ok(Json(state.api.add_members(&user, &conv, members).await?))
+}
+
+/// Removes a member from a group (any member may).
+#[utoipa::path(delete, path = "/v1/conversations/{conv_id}/members/{user}", tag = "conversations",
+    params(("conv_id" = String, Path, description = "g:<id>"), ("user" = String, Path, description = "the member to remove")),
+    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path((conv_id, member)): Path<(String, String)>,
+) -> Result<Json<Conversation>> {
+    let conv = parse_conv(&conv_id)?;
+    let member = UserId::parse(&member)?;
+    Ok(Json(state.api.remove_member(&user, &conv, &member).await?))
+}
+
+/// Query of a history page.
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    before: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// A page of history: newest first (`before`), or oldest first (`after`).
+#[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages", tag = "messages",
+    params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>"),
+        ("before" = Option<u64>, Query, description = "conv_seq < before, newest first"),
+        ("after" = Option<u64>, Query, description = "conv_seq > after, oldest first"),
+        ("limit" = Option<u64>, Query, description = "default 50, at most 200")),
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(conv_id): Path<String>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<HistoryResponse>> {
+    let q = query(q)?;
+    let conv = parse_conv(&conv_id)?;
+    let before = query_u64(q.before.as_deref(), "before")?;
+    let after = query_u64(q.after.as_deref(), "after")?;
+    let limit = match query_u64(q.limit.as_deref(), "limit")? {
+        Some(0) => {
+            return Err(Error::BadRequest(
+                "`limit` must be a positive integer".into(),
+            ));
+        }
+        limit => limit
+            .unwrap_or(DEFAULT_HISTORY_LIMIT)
+            .min(MAX_HISTORY_LIMIT),
+    };
+    let page = match (before, after) {
+        (Some(_), Some(_)) => {
+            return Err(Error::BadRequest(
+                "give `before` or `after`, not both".into(),
+            ));
+        }
+        (_, Some(after)) => Page::After(after),
+        (before, None) => Page::Before(before.unwrap_or(u64::MAX)),
+    };
+    let limit = usize::try_from(limit).unwrap_or(MAX_SYNC_LIMIT);
+    let result = state.api.history(&user, &conv, page, limit).await?;
+    let (next_before, next_after) = match page {
+        Page::Before(_) => (Some(result.next), None),
+        Page::After(_) => (None, Some(result.next)),
+    };
+    Ok(Json(HistoryResponse {
+        messages: result.messages,
+        next_before,
+        next_after,
+    }))
+}
+
+/// Sends a message over HTTP; answers the fields of an `ack`.
+#[utoipa::path(post, path = "/v1/conversations/{conv_id}/messages", tag = "messages", request_body = SendBody,
+    params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>")),
+    responses((status = 200, body = AckSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn send(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(conv_id): Path<String>,
+    JsonBody(body): JsonBody<SendBody>,
+) -> Result<Json<Ack>> {
+    let request = SendRequest::new(
+        body.client_msg_id.as_deref(),
+        Some(&conv_id),
+        None,
+        body.kind.as_deref(),
+        body.body,
+    )?;
+    Ok(Json(send_checked(&state, &user, request).await?))
+}
+
+/// Query of `GET /v1/sync`.
+#[derive(Deserialize)]
+pub struct SyncQuery {
+    since: Option<String>,
+    limit: Option<String>,
+    wait_ms: Option<String>,
+}
+
+/// Inbox entries after `since`; long-polls up to `wait_ms` when none is newer.
+#[utoipa::path(get, path = "/v1/sync", tag = "sync",
+    params(("since" = Option<u64>, Query, description = "entries with seq > since (default 0)"),
+        ("limit" = Option<u64>, Query, description = "default 100, at most 500"),
+        ("wait_ms" = Option<u64>, Query, description = "long-poll up to this many ms (at most 30000)")),
+    responses((status = 200, body = SyncSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sync(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    q: Result<Query<SyncQuery>, QueryRejection>,
+) -> Result<Json<SyncResult>> {
+    let q = query(q)?;
+    let since = query_u64(q.since.as_deref(), "since")?.unwrap_or(0);
+    let limit = clamp_sync_limit(query_u64(q.limit.as_deref(), "limit")?)?;
+    let wait = Duration::from_millis(query_u64(q.wait_ms.as_deref(), "wait_ms")?.unwrap_or(0))
+        .min(state.limits.max_wait);
+    Ok(Json(long_poll(&state, &user, since, limit, wait).await?))
+}
+
+async fn long_poll(
+    state: &AppState,
+    user: &UserId,
+    since: u64,
+    limit: usize,
+    wait: Duration,
+) -> Result<SyncResult> {
+    if wait.is_zero() {
+        return Ok(state.api.sync(user, since, limit).await?);
+    }
+    // Listen before reading, so a message landing in between still wakes us.
+    let mut registration = state.hub.register(user).await;
+    let first = state.api.sync(user, since, limit).await?;
+    if !first.entries.is_empty() {
+        return Ok(first);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Ok(state.api.sync(user, since, limit).await?),
+            () = state.draining.cancelled() => return Ok(first),
+            changed = registration.head.changed() => {
+                if changed.is_err() {
+                    return Ok(first);
+                }
+                let next = state.api.sync(user, since, limit).await?;
+                if !next.entries.is_empty() {
+                    return Ok(next);
+                }
+            }
+        }
+    }
+}
+
+/// Mints a token for any user (only when dev auth is on).
+#[utoipa::path(post, path = "/v1/dev/token", tag = "dev", request_body = DevTokenRequest,
+    responses((status = 200, body = DevToken), (status = 400, body = ErrorBody)))]
+pub async fn dev_token(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<DevTokenRequest>,
+) -> Result<Json<DevToken>> {
+    let user = UserId::parse(&body.user)?;
+    Ok(Json(DevToken {
+        token: state.auth.mint(&user)?,
+    }))
+}

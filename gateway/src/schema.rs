@@ -1,0 +1,118 @@
+//! Request and response bodies of the REST API, with their OpenAPI schemas.
+//! Responses carry the protocol's own types; `value_type` tells utoipa their shape.
+
+#![allow(missing_docs)]
+
+use msg_service::Conversation;
+use proto::HistoryMessage;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A conversation as REST returns it.
+#[derive(Serialize, ToSchema)]
+pub struct ConversationSchema {
+    pub conv_id: String,
+    /// `dm` or `group`.
+    pub kind: String,
+    pub members: Vec<String>,
+    pub title: Option<String>,
+    pub last_conv_seq: u64,
+}
+
+/// A message of a conversation's history (an inbox entry without `seq`).
+#[derive(Serialize, ToSchema)]
+pub struct MessageSchema {
+    pub conv_id: String,
+    pub conv_seq: u64,
+    pub from: String,
+    pub client_msg_id: String,
+    /// `text`.
+    pub kind: String,
+    pub body: String,
+    pub ts: u64,
+}
+
+/// An inbox entry.
+#[derive(Serialize, ToSchema)]
+pub struct EntrySchema {
+    pub seq: u64,
+    pub conv_id: String,
+    pub conv_seq: u64,
+    pub from: String,
+    pub client_msg_id: String,
+    pub kind: String,
+    pub body: String,
+    pub ts: u64,
+}
+
+/// The answer to a send.
+#[derive(Serialize, ToSchema)]
+pub struct AckSchema {
+    pub client_msg_id: String,
+    pub conv_id: String,
+    pub conv_seq: u64,
+    pub seq: u64,
+    pub ts: u64,
+}
+
+/// The answer to a sync.
+#[derive(Serialize, ToSchema)]
+pub struct SyncSchema {
+    pub entries: Vec<EntrySchema>,
+    pub head: u64,
+    pub more: bool,
+}
+
+/// `GET /v1/conversations`.
+#[derive(Serialize, ToSchema)]
+pub struct ConversationList {
+    #[schema(value_type = Vec<ConversationSchema>)]
+    pub conversations: Vec<Conversation>,
+}
+
+/// A history page; `next_before` with `before` (or none), `next_after` with `after`.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryResponse {
+    #[schema(value_type = Vec<MessageSchema>)]
+    pub messages: Vec<HistoryMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Option<u64>>)]
+    pub next_before: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Option<u64>>)]
+    pub next_after: Option<Option<u64>>,
+}
+
+/// `POST /v1/conversations`.
+#[derive(Deserialize, ToSchema)]
+pub struct CreateGroup {
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// `POST /v1/conversations/{conv_id}/members`.
+#[derive(Deserialize, ToSchema)]
+pub struct AddMembers {
+    pub members: Vec<String>,
+}
+
+/// `POST /v1/conversations/{conv_id}/messages`.
+#[derive(Deserialize, ToSchema)]
+pub struct SendBody {
+    pub client_msg_id: Option<String>,
+    pub body: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// `POST /v1/dev/token`.
+#[derive(Deserialize, ToSchema)]
+pub struct DevTokenRequest {
+    pub user: String,
+}
+
+/// A minted dev token.
+#[derive(Serialize, ToSchema)]
+pub struct DevToken {
+    pub token: String,
+}

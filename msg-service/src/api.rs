@@ -1,0 +1,80 @@
+//! The message service's interface as gateways see it, and its result types.
+
+use async_trait::async_trait;
+use proto::{Ack, ConvId, ConvKind, HistoryMessage, SendRequest, Seq, SyncResult, UserId};
+use serde::Serialize;
+use storage::Page;
+
+use crate::Result;
+
+/// A conversation as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conversation {
+    /// Its id.
+    pub conv_id: ConvId,
+    /// Direct or group.
+    pub kind: ConvKind,
+    /// Its members, sorted.
+    pub members: Vec<UserId>,
+    /// A group's title (`None` for direct conversations).
+    pub title: Option<String>,
+    /// The highest conv_seq of its log (0 when empty).
+    pub last_conv_seq: Seq,
+}
+
+/// A page of a conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Newest first for `Page::Before`, oldest first for `Page::After`.
+    pub messages: Vec<HistoryMessage>,
+    /// The cursor of the next page in the same direction; `None` when
+    /// nothing further exists at read time.
+    pub next: Option<Seq>,
+}
+
+/// What a gateway can ask of the message service. Every call names the
+/// authenticated user it acts for; membership is checked here.
+#[async_trait]
+pub trait MessageApi: Send + Sync + 'static {
+    /// Stores a message in its conversation and every member's inbox.
+    async fn send(&self, sender: &UserId, request: SendRequest) -> Result<Ack>;
+    /// Inbox entries after `since`, at most `limit`.
+    async fn sync(&self, user: &UserId, since: Seq, limit: usize) -> Result<SyncResult>;
+    /// The highest visible seq of a user's inbox.
+    async fn inbox_head(&self, user: &UserId) -> Result<Seq>;
+    /// A page of a conversation's log, for a member.
+    async fn history(
+        &self,
+        user: &UserId,
+        conv: &ConvId,
+        page: Page,
+        limit: usize,
+    ) -> Result<HistoryPage>;
+    /// The conversations of a user.
+    async fn conversations(&self, user: &UserId) -> Result<Vec<Conversation>>;
+    /// One conversation, for a member.
+    async fn conversation(&self, user: &UserId, conv: &ConvId) -> Result<Conversation>;
+    /// Creates a group of `creator` and `members`.
+    async fn create_group(
+        &self,
+        creator: &UserId,
+        members: Vec<UserId>,
+        title: Option<String>,
+    ) -> Result<Conversation>;
+    /// Adds members to a group; the caller must be a member.
+    async fn add_members(
+        &self,
+        caller: &UserId,
+        conv: &ConvId,
+        members: Vec<UserId>,
+    ) -> Result<Conversation>;
+    /// Removes a member from a group; the caller must be a member.
+    async fn remove_member(
+        &self,
+        caller: &UserId,
+        conv: &ConvId,
+        member: &UserId,
+    ) -> Result<Conversation>;
+    /// Makes everything durable (at shutdown).
+    async fn flush(&self) -> Result<()>;
+}

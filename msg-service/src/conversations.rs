@@ -1,0 +1,162 @@
+//! Conversations and membership: the list, one conversation, groups with a
+//! member cap, adding and removing members.
+
+use proto::{ConvId, ConvKind, ProtoError, UserId};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use storage::ConversationMeta;
+
+use crate::api::Conversation;
+use crate::clock::now_ms;
+use crate::service::MessageService;
+use crate::{Error, Result};
+
+/// The longest group title, in bytes.
+const MAX_TITLE_BYTES: usize = 256;
+
+impl MessageService {
+    pub(crate) async fn list_conversations(&self, user: &UserId) -> Result<Vec<Conversation>> {
+        let ids = self.backends.store.user_conversations(user).await?;
+        let mut conversations = Vec::with_capacity(ids.len());
+        for conv in ids {
+            if let Some(view) = self.view(&conv).await? {
+                conversations.push(view);
+            }
+        }
+        Ok(conversations)
+    }
+
+    pub(crate) async fn get_conversation(
+        &self,
+        user: &UserId,
+        conv: &ConvId,
+    ) -> Result<Conversation> {
+        self.check_member(user, conv).await?;
+        match self.view(conv).await? {
+            Some(view) => Ok(view),
+            // A member of a dm that has no message yet: it exists implicitly.
+            None => self.empty_dm_view(conv),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(user = %creator), err)]
+    pub(crate) async fn new_group(
+        &self,
+        creator: &UserId,
+        members: Vec<UserId>,
+        title: Option<String>,
+    ) -> Result<Conversation> {
+        check_title(title.as_deref())?;
+        let mut members = members;
+        members.push(creator.clone());
+        members.sort();
+        members.dedup();
+        self.check_group_size(members.len())?;
+        let conv = ConvId::group(&random_group_token())?;
+        let store = &self.backends.store;
+        store.add_members(&conv, &members).await?;
+        let meta = ConversationMeta {
+            conv_id: conv.clone(),
+            kind: ConvKind::Group,
+            title,
+            created_at: now_ms(),
+        };
+        store.put_conversation(&meta).await?;
+        self.view(&conv).await?.ok_or(Error::Forbidden)
+    }
+
+    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err)]
+    pub(crate) async fn add_group_members(
+        &self,
+        caller: &UserId,
+        conv: &ConvId,
+        new: Vec<UserId>,
+    ) -> Result<Conversation> {
+        let current = self.group_members_for(caller, conv).await?;
+        let mut all: Vec<UserId> = current.into_iter().chain(new.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        self.check_group_size(all.len())?;
+        self.backends.store.add_members(conv, &new).await?;
+        self.view(conv).await?.ok_or(Error::Forbidden)
+    }
+
+    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err)]
+    pub(crate) async fn remove_group_member(
+        &self,
+        caller: &UserId,
+        conv: &ConvId,
+        member: &UserId,
+    ) -> Result<Conversation> {
+        self.group_members_for(caller, conv).await?;
+        self.backends.store.remove_member(conv, member).await?;
+        self.view(conv).await?.ok_or(Error::Forbidden)
+    }
+
+    /// The members of a group the caller belongs to; a dm's members are fixed.
+    async fn group_members_for(&self, caller: &UserId, conv: &ConvId) -> Result<Vec<UserId>> {
+        self.check_member(caller, conv).await?;
+        if conv.kind() == ConvKind::Dm {
+            return Err(Error::invalid(
+                "conv_id",
+                "the members of a direct conversation cannot change",
+            ));
+        }
+        Ok(self.backends.store.members(conv).await?)
+    }
+
+    fn check_group_size(&self, members: usize) -> Result<()> {
+        let max = self.config.max_group_members;
+        if members > max {
+            return Err(Error::invalid(
+                "members",
+                format!("a group has at most {max} members"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The conversation as callers see it, if it exists.
+    async fn view(&self, conv: &ConvId) -> Result<Option<Conversation>> {
+        let store = &self.backends.store;
+        let Some(meta) = store.conversation(conv).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Conversation {
+            members: store.members(conv).await?,
+            last_conv_seq: self.visible_conv_head(conv).await?,
+            conv_id: meta.conv_id,
+            kind: meta.kind,
+            title: meta.title,
+        }))
+    }
+
+    fn empty_dm_view(&self, conv: &ConvId) -> Result<Conversation> {
+        let (a, b) = conv.dm_members().ok_or(Error::Forbidden)?;
+        Ok(Conversation {
+            conv_id: conv.clone(),
+            kind: ConvKind::Dm,
+            members: vec![a, b],
+            title: None,
+            last_conv_seq: 0,
+        })
+    }
+}
+
+fn check_title(title: Option<&str>) -> Result<()> {
+    match title {
+        Some(t) if t.len() > MAX_TITLE_BYTES => Err(Error::Invalid(ProtoError::TooLarge {
+            what: "title",
+            limit: MAX_TITLE_BYTES,
+        })),
+        _ => Ok(()),
+    }
+}
+
+fn random_group_token() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect()
+}

@@ -1,0 +1,73 @@
+//! The message service's error type and its wire codes.
+
+use proto::{ErrorCode, ProtoError};
+
+/// Result of message service calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a call failed, in terms of what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is invalid; fix it.
+    #[error(transparent)]
+    Invalid(#[from] ProtoError),
+    /// The caller is not a member (also for conversations that do not exist,
+    /// so that existence is never revealed).
+    #[error("not a member of this conversation")]
+    Forbidden,
+    /// A dependency is down; retry later with the same ids.
+    #[error("temporarily unavailable, retry later")]
+    Unavailable {
+        /// Suggested delay before retrying.
+        retry_after_ms: u64,
+        /// What failed.
+        #[source]
+        source: storage::Error,
+    },
+    /// A bug or corrupt data: nothing the caller can do.
+    #[error("internal error")]
+    Internal(#[source] storage::Error),
+}
+
+/// How long a client should wait before retrying after a storage outage.
+const RETRY_AFTER_MS: u64 = 1_000;
+
+impl From<storage::Error> for Error {
+    fn from(err: storage::Error) -> Self {
+        if err.is_retryable() {
+            Error::Unavailable {
+                retry_after_ms: RETRY_AFTER_MS,
+                source: err,
+            }
+        } else {
+            Error::Internal(err)
+        }
+    }
+}
+
+impl Error {
+    /// The stable wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Invalid(err) => err.code(),
+            Error::Forbidden => ErrorCode::Forbidden,
+            Error::Unavailable { .. } => ErrorCode::Unavailable,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// When to retry, for `unavailable`.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Error::Unavailable { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Invalid(ProtoError::InvalidField {
+            field,
+            reason: reason.into(),
+        })
+    }
+}
