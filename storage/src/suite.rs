@@ -207,7 +207,10 @@ pub mod store {
         let mut expected = vec![a.clone(), b.clone(), c.clone()];
         expected.sort();
         assert_eq!(store.members(&conv).await.unwrap(), expected);
-        assert_eq!(store.user_conversations(&b).await.unwrap(), std::slice::from_ref(&conv));
+        assert_eq!(
+            store.user_conversations(&b).await.unwrap(),
+            std::slice::from_ref(&conv)
+        );
         store.remove_member(&conv, &b).await.unwrap();
         store.remove_member(&conv, &b).await.unwrap();
         assert!(!store.members(&conv).await.unwrap().contains(&b));
@@ -406,7 +409,10 @@ pub mod bus {
         presence.connected(&u, &gw).await.unwrap();
         presence.connected(&u, &gw).await.unwrap();
         presence.disconnected(&u, &gw).await.unwrap();
-        assert_eq!(presence.gateways(&u).await.unwrap(), std::slice::from_ref(&gw));
+        assert_eq!(
+            presence.gateways(&u).await.unwrap(),
+            std::slice::from_ref(&gw)
+        );
         presence.disconnected(&u, &gw).await.unwrap();
         assert!(presence.gateways(&u).await.unwrap().is_empty());
     }
