@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     let (rest, api) = rest_routes(state.dev_auth);
     let api_json = serde_json::to_value(&api).unwrap_or_default();
     rest.route("/v1/ws", get(ws::upgrade))
+        .route("/", get(ops::demo_page))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -8,6 +8,11 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// The demo chat page (plain HTML and JavaScript, no build step).
+pub async fn demo_page() -> impl IntoResponse {
+    axum::response::Html(include_str!("../static/index.html"))
+}
+
 /// Liveness: the process answers.
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"ok": true}))

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, lints, the workspace's unit and
+# integration tests, then the PROTOCOL.md conformance suite against a freshly
+# started server (single-machine mode) on a free port.
+# Installs what the tests need when it is missing; safe to run again.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+conformance="${CONFORMANCE_DIR:-$root/../shared/conformance}"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages the tests use; installed only when missing.
+ensure_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+ensure_packages curl ca-certificates
+python3 -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "python3 >= 3.11 with venv is needed for the conformance suite" >&2; exit 2; }
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo test --workspace"
+cargo test --workspace --locked
+
+log "conformance suite against a fresh server"
+cargo build --locked -p gateway
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+data_dir="$(mktemp -d)"
+secret="conformance-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+server_log="$data_dir/server.log"
+CHAT_JWT_SECRET="$secret" ./target/debug/gateway --listen "127.0.0.1:$port" --data-dir "$data_dir/data" \
+  >"$server_log" 2>&1 &
+server=$!
+stop_server() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data_dir"; }
+trap stop_server EXIT
+
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$server" 2>/dev/null || { cat "$server_log"; echo "the server exited at start-up" >&2; exit 1; }
+  sleep 0.1
+done
+CHAT_JWT_SECRET="$secret" "$conformance/run.sh" "http://127.0.0.1:$port"
+
+log "graceful shutdown exits 0"
+kill -TERM "$server"
+wait "$server"
+trap - EXIT
+rm -rf "$data_dir"
+log "all tests passed"
