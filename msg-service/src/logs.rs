@@ -54,7 +54,7 @@ impl Logs {
             .map(|h| h.load(Ordering::Acquire))
     }
 
-    async fn loaded_head<'a, L, F>(log: &'a Log, load_head: L) -> Result<&'a AtomicU64>
+    async fn loaded_head<L, F>(log: &Log, load_head: L) -> Result<&AtomicU64>
     where
         L: FnOnce() -> F,
         F: Future<Output = Result<Seq>>,
