@@ -8,13 +8,13 @@ use storage::ConversationMeta;
 
 use crate::api::Conversation;
 use crate::clock::now_ms;
-use crate::service::MessageService;
+use crate::service::Core;
 use crate::{Error, Result};
 
 /// The longest group title, in bytes.
 const MAX_TITLE_BYTES: usize = 256;
 
-impl MessageService {
+impl Core {
     pub(crate) async fn list_conversations(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let ids = self.backends.store.user_conversations(user).await?;
         let mut conversations = Vec::with_capacity(ids.len());

@@ -4,10 +4,10 @@ use proto::{ConvId, UserId};
 use storage::Page;
 
 use crate::api::HistoryPage;
-use crate::service::MessageService;
+use crate::service::Core;
 use crate::{Error, Result};
 
-impl MessageService {
+impl Core {
     #[tracing::instrument(skip_all, fields(user = %user, conv = %conv), err)]
     pub(crate) async fn read_history(
         &self,

@@ -1,7 +1,9 @@
 //! One writer per log: appends to one inbox (or one conversation log) are
 //! serialized, each gets the next seq from the seqsvr allocator, and a read
 //! never sees past the log's visible head, which only moves once the entry
-//! under it is durable. Different logs proceed in parallel.
+//! under it is durable. The writer lock is held while an entry is logged, not
+//! through the fsync, so one fsync can serve many appends of the same log.
+//! Different logs proceed in parallel.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -65,14 +67,15 @@ impl Logs {
     }
 
     /// Appends to `key`: allocates the next seq and runs `write` with it while
-    /// holding the log's writer lock; `write` returns once the entry is
-    /// durable, then the head moves to it.
+    /// holding the log's writer lock, so writes land in seq order. `write`
+    /// returns once its entry is in the store's log; the head moves when the
+    /// caller publishes the append, after it is durable.
     pub(crate) async fn append<L, LF, W, WF, T>(
         &self,
         key: &str,
         load_head: L,
         write: W,
-    ) -> Result<(Seq, T)>
+    ) -> Result<Appended<T>>
     where
         L: FnOnce() -> LF,
         LF: Future<Output = Result<Seq>>,
@@ -80,15 +83,35 @@ impl Logs {
         WF: Future<Output = Result<T>>,
     {
         let log = self.log(key);
-        let head = Self::loaded_head(&log, load_head).await?;
+        Self::loaded_head(&log, load_head).await?;
         let mut writer = log.writer.lock().await;
         let cursor = match writer.as_mut() {
             Some(cursor) => cursor,
             None => writer.insert(self.seqs.resume(key).await?),
         };
         let seq = self.seqs.next(key, cursor).await?;
-        let written = write(seq).await?;
-        head.fetch_max(seq, Ordering::AcqRel);
-        Ok((seq, written))
+        let value = write(seq).await?;
+        drop(writer);
+        Ok(Appended { log, seq, value })
+    }
+}
+
+/// An append that is in the store's log, not yet visible to readers.
+pub(crate) struct Appended<T> {
+    log: Arc<Log>,
+    /// The seq it got.
+    pub(crate) seq: Seq,
+    /// What the write returned.
+    pub(crate) value: T,
+}
+
+impl<T> Appended<T> {
+    /// Makes the entry visible. Call only once it is durable: because the
+    /// store makes writes durable in the order they were logged, every lower
+    /// seq of this log is durable too, so the head never uncovers a hole.
+    pub(crate) fn publish(&self) {
+        if let Some(head) = self.log.head.get() {
+            head.fetch_max(self.seq, Ordering::AcqRel);
+        }
     }
 }

@@ -1,37 +1,56 @@
 //! The send path: dedup, membership, the conversation append, and the write
-//! fan-out to every member's inbox, all durable before the ack.
+//! fan-out to every member's inbox, all durable before the ack. A retry of a
+//! send that failed part-way finishes it instead of storing it again.
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{self, StreamExt};
 use proto::{
     Ack, ConvId, ConvKind, Entry, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId,
 };
-use storage::{ConversationMeta, Notification};
+use storage::{ConversationMeta, MessageRef, Notification, WriteTicket};
 
 use crate::clock::now_ms;
-use crate::service::{MessageService, conv_key, inbox_key};
+use crate::logs::Appended;
+use crate::service::{Core, conv_key, inbox_key};
 use crate::{Error, Result};
 
-impl MessageService {
+impl Core {
     #[tracing::instrument(skip_all, fields(user = %sender), err)]
     pub(crate) async fn send_message(&self, sender: &UserId, request: SendRequest) -> Result<Ack> {
         let conv = target_conv(sender, &request.target)?;
         let store = &self.backends.store;
         let _turn = self.senders.lock(sender).await;
-        if let Some(ack) = store.dedup_get(sender, &request.client_msg_id).await? {
-            return Ok(ack);
+        if let Some(stored) = store.dedup_get(sender, &request.client_msg_id).await? {
+            return self.finish_stored_send(sender, stored).await;
         }
         let members = self.members_for_send(sender, &conv).await?;
-        let message = self.append_to_conversation(sender, &conv, request).await?;
-        let seq = self.fan_out(sender, &members, &message).await?;
-        let ack = Ack {
-            client_msg_id: message.client_msg_id,
-            conv_id: message.conv_id,
-            conv_seq: message.conv_seq,
-            seq,
-            ts: message.ts,
+        let appended = self.append_to_conversation(sender, &conv, request).await?;
+        let (message, ticket) = &appended.value;
+        let seqs = self.fan_out(&members, message, false).await;
+        // Covered already by the fsyncs of the inbox appends, logged later:
+        // waiting here does not cost a second fsync per send.
+        store.durable(*ticket).await?;
+        appended.publish();
+        ack_for(sender, message, &members, seqs)
+    }
+
+    /// A retry of a message that is already in its conversation's log:
+    /// appends it to the inboxes that do not have it yet, then acks it.
+    async fn finish_stored_send(&self, sender: &UserId, stored: MessageRef) -> Result<Ack> {
+        let store = &self.backends.store;
+        let message = store
+            .message(&stored.conv_id, stored.conv_seq)
+            .await?
+            .ok_or_else(|| {
+                storage::Error::BadData(format!(
+                    "dedup record of {sender} points at a missing message"
+                ))
+            })?;
+        let members = match message.conv_id.dm_members() {
+            Some((a, b)) => vec![a, b],
+            None => store.members(&message.conv_id).await?,
         };
-        store.dedup_put(sender, &ack).await?;
-        Ok(ack)
+        let seqs = self.fan_out(&members, &message, true).await;
+        ack_for(sender, &message, &members, seqs)
     }
 
     /// The members a message to `conv` goes to; the sender must be one.
@@ -66,16 +85,17 @@ impl MessageService {
         Ok(store.put_conversation(&meta).await?)
     }
 
+    /// Logs the message in its conversation (with its dedup record); the
+    /// caller publishes it to history once it is durable.
     async fn append_to_conversation(
         &self,
         sender: &UserId,
         conv: &ConvId,
         request: SendRequest,
-    ) -> Result<HistoryMessage> {
+    ) -> Result<Appended<(HistoryMessage, WriteTicket)>> {
         let store = &self.backends.store;
         let load_head = || async { Ok(store.last_conv_seq(conv).await?) };
-        let (_, message) = self
-            .conversations
+        self.conversations
             .append(&conv_key(conv), load_head, |conv_seq| async move {
                 let message = HistoryMessage {
                     conv_id: conv.clone(),
@@ -86,43 +106,49 @@ impl MessageService {
                     body: request.body,
                     ts: now_ms(),
                 };
-                store.append_message(&message).await?;
-                Ok(message)
+                let ticket = store.append_message(&message).await?;
+                Ok((message, ticket))
             })
-            .await?;
-        Ok(message)
+            .await
     }
 
-    /// Appends the message to every member's inbox (in parallel, bounded);
-    /// returns the seq it got in the sender's inbox.
+    /// Appends the message to every member's inbox, in parallel (bounded by
+    /// the group size cap). Every append runs to its end even if another
+    /// fails, so a retry only has the failed ones left to do.
     async fn fan_out(
         &self,
-        sender: &UserId,
         members: &[UserId],
         message: &HistoryMessage,
-    ) -> Result<Seq> {
-        // Built as a Vec first: a closure over borrowed members trips the
+        resume: bool,
+    ) -> Vec<Result<Seq>> {
+        // Collected first: a closure over borrowed members trips the
         // higher-ranked lifetime check of `Send` futures.
-        let appends: Vec<_> = members
+        let deliveries: Vec<_> = members
             .iter()
-            .map(|member| self.append_member(member, message))
+            .map(|member| self.deliver(member, message, resume))
             .collect();
-        let appends = stream::iter(appends).buffer_unordered(self.config.fanout_concurrency.max(1));
-        let seqs: Vec<(&UserId, Seq)> = appends.try_collect().await?;
-        seqs.into_iter()
-            .find_map(|(member, seq)| (member == sender).then_some(seq))
-            .ok_or(Error::Forbidden)
+        stream::iter(deliveries)
+            .buffered(self.config.fanout_concurrency.max(1))
+            .collect()
+            .await
     }
 
-    async fn append_member<'a>(
-        &self,
-        member: &'a UserId,
-        message: &HistoryMessage,
-    ) -> Result<(&'a UserId, Seq)> {
-        Ok((member, self.append_to_inbox(member, message).await?))
+    /// Appends to one inbox; when resuming, first looks whether it is there.
+    async fn deliver(&self, user: &UserId, message: &HistoryMessage, resume: bool) -> Result<Seq> {
+        if resume {
+            let store = &self.backends.store;
+            if let Some(seq) = store
+                .inbox_seq_of(user, &message.conv_id, message.conv_seq)
+                .await?
+            {
+                return Ok(seq);
+            }
+        }
+        self.append_to_inbox(user, message).await
     }
 
-    /// Appends one inbox entry, updates the cache in order, and notifies.
+    /// Appends one inbox entry, updates the cache in order, waits until it is
+    /// durable, makes it visible, and notifies.
     pub(crate) async fn append_to_inbox(
         &self,
         user: &UserId,
@@ -130,24 +156,33 @@ impl MessageService {
     ) -> Result<Seq> {
         let Self { backends, .. } = self;
         let load_head = || async { Ok(backends.store.inbox_head(user).await?) };
-        let (seq, ()) = self
+        let appended = self
             .inboxes
             .append(&inbox_key(user), load_head, |seq| async move {
                 let entry = Entry {
                     seq,
                     message: message.clone(),
                 };
-                backends.store.append_inbox(user, &entry).await?;
-                // The cache must never show a hole: if it misses an entry, drop it.
+                let ticket = match backends.store.append_inbox(user, &entry).await {
+                    Ok(ticket) => ticket,
+                    Err(err) => {
+                        // The write may have landed anyway (a timeout): the
+                        // cache must not skip it, so it forgets this inbox.
+                        drop_cache(backends, user).await;
+                        return Err(err.into());
+                    }
+                };
                 if let Err(err) = backends.cache.append(user, &entry).await {
                     tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
-                    let _ = backends.cache.invalidate(user).await;
+                    drop_cache(backends, user).await;
                 }
-                Ok(())
+                Ok(ticket)
             })
             .await?;
-        self.notify(user, seq).await;
-        Ok(seq)
+        backends.store.durable(appended.value).await?;
+        appended.publish();
+        self.notify(user, appended.seq).await;
+        Ok(appended.seq)
     }
 
     /// Tells the gateways holding `user` that the inbox head moved. Best
@@ -170,6 +205,36 @@ impl MessageService {
             }
         }
     }
+}
+
+async fn drop_cache(backends: &crate::Backends, user: &UserId) {
+    if let Err(err) = backends.cache.invalidate(user).await {
+        tracing::error!(error = %err, %user, "inbox cache could not be dropped");
+    }
+}
+
+/// The ack once every member's append succeeded; the first error otherwise
+/// (the client retries with the same client_msg_id and the retry finishes).
+fn ack_for(
+    sender: &UserId,
+    message: &HistoryMessage,
+    members: &[UserId],
+    seqs: Vec<Result<Seq>>,
+) -> Result<Ack> {
+    let mut sender_seq = None;
+    for (member, seq) in members.iter().zip(seqs) {
+        let seq = seq?;
+        if member == sender {
+            sender_seq = Some(seq);
+        }
+    }
+    Ok(Ack {
+        client_msg_id: message.client_msg_id.clone(),
+        conv_id: message.conv_id.clone(),
+        conv_seq: message.conv_seq,
+        seq: sender_seq.ok_or(Error::Forbidden)?,
+        ts: message.ts,
+    })
 }
 
 /// The conversation a send goes to.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use proto::{ConvId, Seq, UserId};
 use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator};
 
-use crate::Result;
 use crate::logs::Logs;
 use crate::stripes::Stripes;
+use crate::{Error, Result};
 
 /// Limits and tuning of the message service.
 #[derive(Debug, Clone)]
@@ -43,8 +43,16 @@ pub struct Backends {
     pub presence: Arc<dyn Presence>,
 }
 
-/// The message service: owns every inbox and conversation log (one writer each).
+/// The message service: owns every inbox and conversation log (one writer
+/// each). Writes run on spawned tasks, so a caller that goes away (a client
+/// disconnecting mid-send) never cuts a send or a membership change in half.
+#[derive(Clone)]
 pub struct MessageService {
+    core: Arc<Core>,
+}
+
+/// The service's state and logic; `MessageService` is its cancel-safe face.
+pub(crate) struct Core {
     pub(crate) backends: Backends,
     pub(crate) config: ServiceConfig,
     /// Inbox logs, keyed `u:<user>`.
@@ -68,20 +76,41 @@ impl MessageService {
     /// A service over these backends.
     pub fn new(backends: Backends, config: ServiceConfig) -> Self {
         let seqs = SeqAllocator::new(Arc::clone(&backends.store), config.seq_step);
-        MessageService {
+        let core = Core {
             inboxes: Logs::new(seqs.clone()),
             conversations: Logs::new(seqs),
             senders: Stripes::new(1024),
             backends,
             config,
+        };
+        MessageService {
+            core: Arc::new(core),
         }
     }
 
     /// The backends (gateways in the same process share the bus and presence).
     pub fn backends(&self) -> &Backends {
-        &self.backends
+        &self.core.backends
     }
 
+    /// Runs a write to completion on its own task, whatever the caller does.
+    async fn detached<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Core>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        tokio::spawn(work(Arc::clone(&self.core)))
+            .await
+            .map_err(|err| {
+                Error::Internal(storage::Error::BadData(format!(
+                    "a service task failed: {err}"
+                )))
+            })?
+    }
+}
+
+impl Core {
     pub(crate) async fn visible_inbox_head(&self, user: &UserId) -> Result<Seq> {
         let store = &self.backends.store;
         self.inboxes
@@ -104,15 +133,17 @@ impl MessageService {
 #[async_trait::async_trait]
 impl crate::MessageApi for MessageService {
     async fn send(&self, sender: &UserId, request: proto::SendRequest) -> Result<proto::Ack> {
-        self.send_message(sender, request).await
+        let sender = sender.clone();
+        self.detached(|core| async move { core.send_message(&sender, request).await })
+            .await
     }
 
     async fn sync(&self, user: &UserId, since: Seq, limit: usize) -> Result<proto::SyncResult> {
-        self.sync_inbox(user, since, limit).await
+        self.core.sync_inbox(user, since, limit).await
     }
 
     async fn inbox_head(&self, user: &UserId) -> Result<Seq> {
-        self.visible_inbox_head(user).await
+        self.core.visible_inbox_head(user).await
     }
 
     async fn history(
@@ -122,15 +153,15 @@ impl crate::MessageApi for MessageService {
         page: storage::Page,
         limit: usize,
     ) -> Result<crate::HistoryPage> {
-        self.read_history(user, conv, page, limit).await
+        self.core.read_history(user, conv, page, limit).await
     }
 
     async fn conversations(&self, user: &UserId) -> Result<Vec<crate::Conversation>> {
-        self.list_conversations(user).await
+        self.core.list_conversations(user).await
     }
 
     async fn conversation(&self, user: &UserId, conv: &ConvId) -> Result<crate::Conversation> {
-        self.get_conversation(user, conv).await
+        self.core.get_conversation(user, conv).await
     }
 
     async fn create_group(
@@ -139,7 +170,9 @@ impl crate::MessageApi for MessageService {
         members: Vec<UserId>,
         title: Option<String>,
     ) -> Result<crate::Conversation> {
-        self.new_group(creator, members, title).await
+        let creator = creator.clone();
+        self.detached(|core| async move { core.new_group(&creator, members, title).await })
+            .await
     }
 
     async fn add_members(
@@ -148,7 +181,9 @@ impl crate::MessageApi for MessageService {
         conv: &ConvId,
         members: Vec<UserId>,
     ) -> Result<crate::Conversation> {
-        self.add_group_members(caller, conv, members).await
+        let (caller, conv) = (caller.clone(), conv.clone());
+        self.detached(|core| async move { core.add_group_members(&caller, &conv, members).await })
+            .await
     }
 
     async fn remove_member(
@@ -157,10 +192,12 @@ impl crate::MessageApi for MessageService {
         conv: &ConvId,
         member: &UserId,
     ) -> Result<crate::Conversation> {
-        self.remove_group_member(caller, conv, member).await
+        let (caller, conv, member) = (caller.clone(), conv.clone(), member.clone());
+        self.detached(|core| async move { core.remove_group_member(&caller, &conv, &member).await })
+            .await
     }
 
     async fn flush(&self) -> Result<()> {
-        Ok(self.backends.store.flush().await?)
+        Ok(self.core.backends.store.flush().await?)
     }
 }

@@ -4,9 +4,9 @@
 use proto::{Seq, SyncResult, UserId};
 
 use crate::Result;
-use crate::service::MessageService;
+use crate::service::Core;
 
-impl MessageService {
+impl Core {
     #[tracing::instrument(skip_all, fields(user = %user, since), err)]
     pub(crate) async fn sync_inbox(
         &self,

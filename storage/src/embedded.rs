@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use proto::{Ack, ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
+use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use crate::group_commit::GroupCommit;
-use crate::model::{ConversationMeta, Page};
+use crate::model::{ConversationMeta, MessageRef, Page, WriteTicket};
 use crate::{Error, MessageStore, Result};
 
 /// Whether a write waits for fsync before it returns.
@@ -32,6 +32,7 @@ struct Tables {
     user_convs: Keyspace,
     messages: Keyspace,
     inbox: Keyspace,
+    inbox_index: Keyspace,
     ceilings: Keyspace,
     dedup: Keyspace,
 }
@@ -95,6 +96,7 @@ impl EmbeddedStore {
             user_convs: open("user_convs")?,
             messages: open("messages")?,
             inbox: open("inbox")?,
+            inbox_index: open("inbox_index")?,
             ceilings: open("seq_ceilings")?,
             dedup: open("dedup")?,
             db: db.clone(),
@@ -112,24 +114,29 @@ impl EmbeddedStore {
         self.commit.fsyncs()
     }
 
-    /// Runs a batch of writes off the async workers, then waits until it is durable.
-    async fn write<F>(&self, fill: F) -> Result<()>
+    /// Runs a batch of writes off the async workers; returns its ticket.
+    async fn write_logged<F>(&self, fill: F) -> Result<WriteTicket>
     where
         F: FnOnce(&Tables, &mut fjall::OwnedWriteBatch) + Send + 'static,
     {
         let tables = Arc::clone(&self.tables);
         let commit = Arc::clone(&self.commit);
-        let ticket = blocking(move || {
+        blocking(move || {
             let mut batch = tables.db.batch();
             fill(&tables, &mut batch);
             batch.commit()?;
-            Ok(commit.ticket())
+            Ok(WriteTicket(commit.ticket()))
         })
-        .await?;
-        match self.durability {
-            Durability::Fsync => self.commit.wait(ticket).await,
-            Durability::OsBuffers => Ok(()),
-        }
+        .await
+    }
+
+    /// Runs a batch of writes and waits until it is durable.
+    async fn write<F>(&self, fill: F) -> Result<()>
+    where
+        F: FnOnce(&Tables, &mut fjall::OwnedWriteBatch) + Send + 'static,
+    {
+        let ticket = self.write_logged(fill).await?;
+        self.durable(ticket).await
     }
 
     /// Runs a read off the async workers.
@@ -169,6 +176,20 @@ fn decode_values<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
+fn decode_optional<T: serde::de::DeserializeOwned>(
+    value: Option<fjall::UserValue>,
+) -> Result<Option<T>> {
+    value.map(|v| Ok(serde_json::from_slice(&v)?)).transpose()
+}
+
+/// `user \0 conv_id \0 conv_seq`: where a message landed in an inbox.
+fn index_key(user: &UserId, conv: &ConvId, conv_seq: Seq) -> Vec<u8> {
+    let mut k = key(user.as_str(), conv.as_str().as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(&conv_seq.to_be_bytes());
+    k
+}
+
 fn ids_with_prefix<T: std::str::FromStr>(keyspace: &Keyspace, prefix: &str) -> Result<Vec<T>> {
     keyspace
         .prefix(key(prefix, b""))
@@ -186,11 +207,8 @@ impl MessageStore for EmbeddedStore {
 
     async fn conversation(&self, conv: &ConvId) -> Result<Option<ConversationMeta>> {
         let id = conv.to_string();
-        self.read(move |t| match t.conversations.get(id)? {
-            Some(value) => Ok(Some(serde_json::from_slice(&value)?)),
-            None => Ok(None),
-        })
-        .await
+        self.read(move |t| decode_optional(t.conversations.get(id)?))
+            .await
     }
 
     async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> Result<()> {
@@ -224,12 +242,26 @@ impl MessageStore for EmbeddedStore {
             .await
     }
 
-    async fn append_message(&self, msg: &HistoryMessage) -> Result<()> {
-        let (k, value) = (
-            seq_key(msg.conv_id.as_str(), msg.conv_seq),
-            serde_json::to_vec(msg)?,
-        );
-        self.write(move |t, b| b.insert(&t.messages, k, value))
+    async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket> {
+        let k = seq_key(msg.conv_id.as_str(), msg.conv_seq);
+        let value = serde_json::to_vec(msg)?;
+        let dedup_key = key(msg.from.as_str(), msg.client_msg_id.as_str().as_bytes());
+        let location = MessageRef {
+            conv_id: msg.conv_id.clone(),
+            conv_seq: msg.conv_seq,
+        };
+        let dedup_value = serde_json::to_vec(&location)?;
+        // Kept without expiry here: the protocol asks for at least 24 hours.
+        self.write_logged(move |t, b| {
+            b.insert(&t.messages, k, value);
+            b.insert(&t.dedup, dedup_key, dedup_value);
+        })
+        .await
+    }
+
+    async fn message(&self, conv: &ConvId, conv_seq: Seq) -> Result<Option<HistoryMessage>> {
+        let k = seq_key(conv.as_str(), conv_seq);
+        self.read(move |t| decode_optional(t.messages.get(k)?))
             .await
     }
 
@@ -258,12 +290,27 @@ impl MessageStore for EmbeddedStore {
         self.read(move |t| last_seq(&t.messages, &conv)).await
     }
 
-    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<()> {
-        let (k, value) = (
-            seq_key(user.as_str(), entry.seq),
-            serde_json::to_vec(entry)?,
-        );
-        self.write(move |t, b| b.insert(&t.inbox, k, value)).await
+    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<WriteTicket> {
+        let k = seq_key(user.as_str(), entry.seq);
+        let value = serde_json::to_vec(entry)?;
+        let index_key = index_key(user, &entry.message.conv_id, entry.message.conv_seq);
+        let seq = entry.seq.to_be_bytes();
+        self.write_logged(move |t, b| {
+            b.insert(&t.inbox, k, value);
+            b.insert(&t.inbox_index, index_key, seq);
+        })
+        .await
+    }
+
+    async fn inbox_seq_of(
+        &self,
+        user: &UserId,
+        conv: &ConvId,
+        conv_seq: Seq,
+    ) -> Result<Option<Seq>> {
+        let k = index_key(user, conv, conv_seq);
+        self.read(move |t| t.inbox_index.get(k)?.map(|v| seq_of(&v)).transpose())
+            .await
     }
 
     async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>> {
@@ -282,20 +329,17 @@ impl MessageStore for EmbeddedStore {
         self.read(move |t| last_seq(&t.inbox, &user)).await
     }
 
-    async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<Ack>> {
-        let k = key(sender.as_str(), id.as_str().as_bytes());
-        self.read(move |t| match t.dedup.get(k)? {
-            Some(value) => Ok(Some(serde_json::from_slice(&value)?)),
-            None => Ok(None),
-        })
-        .await
+    async fn durable(&self, ticket: WriteTicket) -> Result<()> {
+        match self.durability {
+            _ if ticket == WriteTicket::default() => Ok(()),
+            Durability::Fsync => self.commit.wait(ticket.0).await,
+            Durability::OsBuffers => Ok(()),
+        }
     }
 
-    async fn dedup_put(&self, sender: &UserId, ack: &Ack) -> Result<()> {
-        // Kept without expiry here: the protocol asks for at least 24 hours.
-        let k = key(sender.as_str(), ack.client_msg_id.as_str().as_bytes());
-        let value = serde_json::to_vec(ack)?;
-        self.write(move |t, b| b.insert(&t.dedup, k, value)).await
+    async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<MessageRef>> {
+        let k = key(sender.as_str(), id.as_str().as_bytes());
+        self.read(move |t| decode_optional(t.dedup.get(k)?)).await
     }
 
     async fn load_ceiling(&self, name: &str) -> Result<Seq> {

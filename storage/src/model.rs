@@ -34,3 +34,17 @@ impl std::fmt::Display for GatewayId {
         f.write_str(&self.0)
     }
 }
+
+/// Where a message is: its conversation and position in that log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// The message's position in its log.
+    pub conv_seq: Seq,
+}
+
+/// A write that has reached the store's log. The zero ticket is durable
+/// already (stores whose writes are durable when they return use it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WriteTicket(pub u64);

@@ -2,13 +2,15 @@
 //! the inboxes, dedup records and seq ceilings.
 
 use async_trait::async_trait;
-use proto::{Ack, ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
+use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use crate::Result;
-use crate::model::{ConversationMeta, Page};
+use crate::model::{ConversationMeta, MessageRef, Page, WriteTicket};
 
-/// The durable store. Every write is durable when it returns; callers
-/// serialize appends to one inbox or one conversation log themselves.
+/// The durable store. Appends return a [`WriteTicket`] to wait on for
+/// durability, so that a caller can serialize appends to one log without
+/// holding its lock through an fsync; every other write is durable when it
+/// returns. Callers serialize appends to one inbox or one conversation log.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Stores a conversation's metadata (overwrites).
@@ -24,8 +26,13 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The conversations a user is a member of, sorted.
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConvId>>;
 
-    /// Appends a message at its `conv_seq` to its conversation's log.
-    async fn append_message(&self, msg: &HistoryMessage) -> Result<()>;
+    /// Appends a message at its `conv_seq` to its conversation's log and,
+    /// in the same atomic write, remembers `(from, client_msg_id)` -> where
+    /// it is (the dedup record). Durable once [`MessageStore::durable`] returns
+    /// for the ticket.
+    async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket>;
+    /// One message of a conversation's log.
+    async fn message(&self, conv: &ConvId, conv_seq: Seq) -> Result<Option<HistoryMessage>>;
     /// A page of a conversation's log, at most `limit` messages.
     async fn messages(
         &self,
@@ -36,17 +43,30 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The highest `conv_seq` of a conversation's log (0 when empty).
     async fn last_conv_seq(&self, conv: &ConvId) -> Result<Seq>;
 
-    /// Appends an entry at its `seq` to a user's inbox.
-    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<()>;
+    /// Appends an entry at its `seq` to a user's inbox and, in the same
+    /// atomic write, indexes it by `(conv_id, conv_seq)`. Durable once
+    /// [`MessageStore::durable`] returns for the ticket.
+    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<WriteTicket>;
+    /// The seq a message got in a user's inbox, if it was appended there.
+    async fn inbox_seq_of(
+        &self,
+        user: &UserId,
+        conv: &ConvId,
+        conv_seq: Seq,
+    ) -> Result<Option<Seq>>;
     /// Entries with `seq > after`, ascending, at most `limit`.
     async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>>;
     /// The highest seq of a user's inbox (0 when empty).
     async fn inbox_head(&self, user: &UserId) -> Result<Seq>;
 
-    /// The ack remembered for `(sender, client_msg_id)`.
-    async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<Ack>>;
-    /// Remembers the ack for `(sender, client_msg_id)` for at least 24 hours.
-    async fn dedup_put(&self, sender: &UserId, ack: &Ack) -> Result<()>;
+    /// Waits until the write with `ticket` is durable. Tickets become durable
+    /// in the order their writes returned: once one is durable, so is every
+    /// write that returned before it.
+    async fn durable(&self, ticket: WriteTicket) -> Result<()>;
+
+    /// Where the message `(sender, client_msg_id)` was stored, remembered for
+    /// at least 24 hours.
+    async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<MessageRef>>;
 
     /// The persisted seq ceiling of an allocator key (0 when none).
     async fn load_ceiling(&self, key: &str) -> Result<Seq>;

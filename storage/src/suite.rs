@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use proto::{Ack, ClientMsgId, ConvId, ConvKind, Entry, HistoryMessage, MessageKind, Seq, UserId};
+use proto::{ClientMsgId, ConvId, ConvKind, Entry, HistoryMessage, MessageKind, Seq, UserId};
 
 use crate::{
-    ConversationMeta, GatewayId, InboxCache, MessageStore, Notification, NotifyBus, Page, Presence,
+    ConversationMeta, GatewayId, InboxCache, MessageRef, MessageStore, Notification, NotifyBus,
+    Page, Presence, WriteTicket,
 };
 
 /// A unique user id for a test, so suites can share a backend.
@@ -218,20 +219,59 @@ pub mod store {
         assert_eq!(store.user_conversations(&a).await.unwrap(), [conv]);
     }
 
-    pub async fn dedup_remembers_the_ack_per_sender(store: &dyn MessageStore) {
+    pub async fn an_appended_message_is_found_by_its_sender_and_client_msg_id(
+        store: &dyn MessageStore,
+    ) {
         let (a, b) = (user("a"), user("b"));
-        let id = ClientMsgId::parse("c-1").unwrap();
-        assert_eq!(store.dedup_get(&a, &id).await.unwrap(), None);
-        let ack = Ack {
-            client_msg_id: id.clone(),
-            conv_id: ConvId::dm(&a, &b).unwrap(),
-            conv_seq: 3,
-            seq: 9,
-            ts: 1,
-        };
-        store.dedup_put(&a, &ack).await.unwrap();
-        assert_eq!(store.dedup_get(&a, &id).await.unwrap(), Some(ack));
-        assert_eq!(store.dedup_get(&b, &id).await.unwrap(), None);
+        let conv = ConvId::dm(&a, &b).unwrap();
+        let msg = message(&conv, 3, &a);
+        assert_eq!(store.dedup_get(&a, &msg.client_msg_id).await.unwrap(), None);
+        let ticket = store.append_message(&msg).await.unwrap();
+        store.durable(ticket).await.unwrap();
+        let found = store.dedup_get(&a, &msg.client_msg_id).await.unwrap();
+        assert_eq!(
+            found,
+            Some(MessageRef {
+                conv_id: conv.clone(),
+                conv_seq: 3
+            })
+        );
+        assert_eq!(
+            store.dedup_get(&b, &msg.client_msg_id).await.unwrap(),
+            None,
+            "dedup is per sender"
+        );
+        assert_eq!(store.message(&conv, 3).await.unwrap(), Some(msg));
+        assert_eq!(store.message(&conv, 4).await.unwrap(), None);
+    }
+
+    pub async fn an_inbox_entry_is_indexed_by_its_message(store: &dyn MessageStore) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        let mut e = entry(9, &conv, &peer);
+        e.message.conv_seq = 4;
+        let ticket = store.append_inbox(&u, &e).await.unwrap();
+        store.durable(ticket).await.unwrap();
+        assert_eq!(store.inbox_seq_of(&u, &conv, 4).await.unwrap(), Some(9));
+        assert_eq!(store.inbox_seq_of(&u, &conv, 5).await.unwrap(), None);
+        assert_eq!(store.inbox_seq_of(&peer, &conv, 4).await.unwrap(), None);
+    }
+
+    pub async fn durable_accepts_the_zero_ticket_and_later_tickets(store: &dyn MessageStore) {
+        store.durable(WriteTicket::default()).await.unwrap();
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        let first = store
+            .append_inbox(&u, &entry(1, &conv, &peer))
+            .await
+            .unwrap();
+        let second = store
+            .append_inbox(&u, &entry(2, &conv, &peer))
+            .await
+            .unwrap();
+        store.durable(second).await.unwrap();
+        store.durable(first).await.unwrap();
+        assert_eq!(store.inbox_head(&u).await.unwrap(), 2);
     }
 
     pub async fn ceilings_start_at_zero_and_keep_the_last_value(store: &dyn MessageStore) {
@@ -283,7 +323,9 @@ macro_rules! store_suite {
         $crate::store_suite!(@case $open, inboxes_whose_ids_share_a_prefix_stay_apart);
         $crate::store_suite!(@case $open, conversation_pages_go_both_ways);
         $crate::store_suite!(@case $open, conversations_and_members_are_kept_both_ways);
-        $crate::store_suite!(@case $open, dedup_remembers_the_ack_per_sender);
+        $crate::store_suite!(@case $open, an_appended_message_is_found_by_its_sender_and_client_msg_id);
+        $crate::store_suite!(@case $open, an_inbox_entry_is_indexed_by_its_message);
+        $crate::store_suite!(@case $open, durable_accepts_the_zero_ticket_and_later_tickets);
         $crate::store_suite!(@case $open, ceilings_start_at_zero_and_keep_the_last_value);
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_appends_to_many_inboxes_all_land() {

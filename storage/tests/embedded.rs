@@ -79,7 +79,8 @@ async fn everything_written_is_there_after_reopening_the_data_dir() {
                 .expect("append");
         }
         store.store_ceiling("u:alice", 100).await.expect("ceiling");
-        // Dropped without flush(): only what each write made durable counts.
+        // Dropped without flush(): the ceiling's fsync covers the appends
+        // logged before it, and nothing else is made durable.
     }
     let store = EmbeddedStore::open(dir.path(), Durability::Fsync).expect("reopen");
     assert_eq!(store.inbox_head(&u).await.expect("head"), 50);
@@ -99,7 +100,8 @@ async fn concurrent_appends_share_fsyncs() {
             tokio::spawn(async move {
                 let u = user(&format!("u{i}x"));
                 let conv = ConvId::dm(&u, &peer).expect("dm");
-                store.append_inbox(&u, &entry(1, &conv, &peer)).await
+                let ticket = store.append_inbox(&u, &entry(1, &conv, &peer)).await?;
+                store.durable(ticket).await
             })
         })
         .collect();

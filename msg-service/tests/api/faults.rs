@@ -3,9 +3,6 @@
 //! the same `client_msg_id`, and that retry stores nothing new; ARCHITECTURE.md:
 //! the cache never shows a hole, so a sync never skips a stored entry.
 //!
-//! Tests marked `#[ignore = "BUG ..."]` fail against the current
-//! `msg-service/src` (run them with `cargo test -p msg-service -- --ignored`);
-//! the reason names the code at fault.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use async_trait::async_trait;
 use msg_service::Error;
-use proto::{Ack, ClientMsgId, ConvId, Entry, ErrorCode, HistoryMessage, Seq, UserId};
-use storage::{ConversationMeta, EmbeddedStore, MessageStore, Page};
+use proto::{ClientMsgId, ConvId, Entry, ErrorCode, HistoryMessage, Seq, UserId};
+use storage::{ConversationMeta, EmbeddedStore, MessageRef, MessageStore, Page, WriteTicket};
 use tokio::sync::oneshot;
 
 use crate::helpers::{Options, TestService, dm, seqs, user};
@@ -24,17 +21,19 @@ use crate::helpers::{Options, TestService, dm, seqs, user};
 struct Faults {
     /// Fail this many `append_message` calls, before writing.
     append_message: AtomicUsize,
-    /// Fail this many `dedup_put` calls, before writing.
-    dedup_put: AtomicUsize,
     /// Fail the next `append_inbox` of this user, before writing.
     inbox_of: Mutex<Option<UserId>>,
     /// Write the next `append_inbox` of this user, then report a failure (a
     /// write that landed but timed out, as a remote store can do).
     inbox_written_then_fail: Mutex<Option<UserId>>,
-    /// Write the next `append_inbox` of this user, make it durable, report
-    /// it on the channel, then never return (until the caller is dropped).
-    hold_inbox_of: Mutex<Option<(UserId, oneshot::Sender<Seq>)>>,
+    /// Write the next `append_inbox` of this user, report it on the first
+    /// channel, then return only once the second one fires (a slow write
+    /// whose caller gives up meanwhile).
+    hold_inbox_of: Mutex<Option<HeldInbox>>,
 }
+
+/// The user whose append is held, where to report it, when to let it go.
+type HeldInbox = (UserId, oneshot::Sender<Seq>, oneshot::Receiver<()>);
 
 fn outage() -> storage::Error {
     storage::Error::Unavailable("injected outage".into())
@@ -85,11 +84,18 @@ impl MessageStore for FaultyStore {
     async fn user_conversations(&self, user: &UserId) -> storage::Result<Vec<ConvId>> {
         self.inner.user_conversations(user).await
     }
-    async fn append_message(&self, msg: &HistoryMessage) -> storage::Result<()> {
+    async fn append_message(&self, msg: &HistoryMessage) -> storage::Result<WriteTicket> {
         if take_one(&self.faults.append_message) {
             return Err(outage());
         }
         self.inner.append_message(msg).await
+    }
+    async fn message(
+        &self,
+        conv: &ConvId,
+        conv_seq: Seq,
+    ) -> storage::Result<Option<HistoryMessage>> {
+        self.inner.message(conv, conv_seq).await
     }
     async fn messages(
         &self,
@@ -102,7 +108,7 @@ impl MessageStore for FaultyStore {
     async fn last_conv_seq(&self, conv: &ConvId) -> storage::Result<Seq> {
         self.inner.last_conv_seq(conv).await
     }
-    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> storage::Result<()> {
+    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> storage::Result<WriteTicket> {
         if take_if_user(&self.faults.inbox_of, user, |u| u).is_some() {
             return Err(outage());
         }
@@ -110,12 +116,26 @@ impl MessageStore for FaultyStore {
             self.inner.append_inbox(user, entry).await?;
             return Err(outage());
         }
-        if let Some((_, written)) = take_if_user(&self.faults.hold_inbox_of, user, |(u, _)| u) {
-            self.inner.append_inbox(user, entry).await?;
+        if let Some((_, written, release)) =
+            take_if_user(&self.faults.hold_inbox_of, user, |(u, _, _)| u)
+        {
+            let ticket = self.inner.append_inbox(user, entry).await?;
             let _ = written.send(entry.seq);
-            std::future::pending::<()>().await;
+            let _ = release.await;
+            return Ok(ticket);
         }
         self.inner.append_inbox(user, entry).await
+    }
+    async fn inbox_seq_of(
+        &self,
+        user: &UserId,
+        conv: &ConvId,
+        conv_seq: Seq,
+    ) -> storage::Result<Option<Seq>> {
+        self.inner.inbox_seq_of(user, conv, conv_seq).await
+    }
+    async fn durable(&self, ticket: WriteTicket) -> storage::Result<()> {
+        self.inner.durable(ticket).await
     }
     async fn read_inbox(
         &self,
@@ -128,14 +148,12 @@ impl MessageStore for FaultyStore {
     async fn inbox_head(&self, user: &UserId) -> storage::Result<Seq> {
         self.inner.inbox_head(user).await
     }
-    async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> storage::Result<Option<Ack>> {
+    async fn dedup_get(
+        &self,
+        sender: &UserId,
+        id: &ClientMsgId,
+    ) -> storage::Result<Option<MessageRef>> {
         self.inner.dedup_get(sender, id).await
-    }
-    async fn dedup_put(&self, sender: &UserId, ack: &Ack) -> storage::Result<()> {
-        if take_one(&self.faults.dedup_put) {
-            return Err(outage());
-        }
-        self.inner.dedup_put(sender, ack).await
     }
     async fn load_ceiling(&self, key: &str) -> storage::Result<Seq> {
         self.inner.load_ceiling(key).await
@@ -217,13 +235,12 @@ async fn a_store_outage_before_the_conversation_append_is_unavailable_and_the_re
 }
 
 #[tokio::test]
-#[ignore = "BUG msg-service/src/send.rs:24-33: the dedup record is written only after the \
-            conversation append (line 24) and the whole fan-out (line 25), at line 33, so a \
-            retry after a failure in between (here: the dedup write) stores the message again"]
-async fn a_retry_after_a_failed_dedup_write_stores_nothing_new() -> anyhow::Result<()> {
+async fn a_retry_after_a_failure_past_the_conversation_append_stores_nothing_new()
+-> anyhow::Result<()> {
     let (svc, faults, _) = start_faulty()?;
     let (alice, bob) = (user("alice"), user("bob"));
-    faults.dedup_put.store(1, Ordering::Release);
+    // The message reaches the log and bob's inbox; alice's own append fails.
+    *faults.inbox_of.lock().unwrap_or_else(|p| p.into_inner()) = Some(alice.clone());
 
     assert_unavailable(svc.send(&alice, &bob, "c-1", "hi").await);
     svc.send(&alice, &bob, "c-1", "hi")
@@ -240,13 +257,15 @@ async fn a_retry_after_a_failed_dedup_write_stores_nothing_new() -> anyhow::Resu
         1,
         "one entry in bob's inbox"
     );
+    assert_eq!(
+        copies(&svc, &alice, &alice, "c-1").await?,
+        1,
+        "one entry in alice's inbox"
+    );
     Ok(())
 }
 
 #[tokio::test]
-#[ignore = "BUG msg-service/src/send.rs:111 and :24-33: a fan-out that fails part-way returns \
-            the first error (try_collect) and nothing finishes it (no retry queue); the client's \
-            retry, finding no dedup record, appends the message to the log and every inbox again"]
 async fn a_retry_after_a_fan_out_failed_part_way_reaches_everyone_exactly_once()
 -> anyhow::Result<()> {
     let (svc, faults, _) = start_faulty()?;
@@ -278,20 +297,17 @@ async fn a_retry_after_a_fan_out_failed_part_way_reaches_everyone_exactly_once()
 }
 
 #[tokio::test]
-#[ignore = "BUG msg-service/src/send.rs:140-146 with logs.rs:90-91: when a send is dropped \
-            (client gone, timeout, a sibling append failing in try_collect) after an inbox \
-            entry N is stored but before the cache append, the next append caches N+1 right \
-            after N-1: the cache shows a hole and syncs skip entry N for good"]
 async fn a_send_cancelled_after_an_inbox_write_leaves_no_hole_in_that_inbox() -> anyhow::Result<()>
 {
     let (svc, faults, bare) = start_faulty()?;
     let (alice, bob) = (user("alice"), user("bob"));
     svc.send(&alice, &bob, "c-1", "first").await?;
     let (written_tx, written_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
     *faults
         .hold_inbox_of
         .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some((bob.clone(), written_tx));
+        .unwrap_or_else(|p| p.into_inner()) = Some((bob.clone(), written_tx, release_rx));
 
     let service = Arc::clone(&svc.service);
     let (from, to) = (alice.clone(), bob.clone());
@@ -302,6 +318,8 @@ async fn a_send_cancelled_after_an_inbox_write_leaves_no_hole_in_that_inbox() ->
     let held_seq = written_rx.await.context("bob's entry was written")?;
     cancelled.abort();
     assert!(cancelled.await.is_err_and(|e| e.is_cancelled()));
+    // The slow write finishes after its caller gave up.
+    let _ = release_tx.send(());
     svc.send(&alice, &bob, "c-3", "third").await?;
 
     let head = svc.inbox_head(&bob).await?;
@@ -327,10 +345,6 @@ async fn a_send_cancelled_after_an_inbox_write_leaves_no_hole_in_that_inbox() ->
 }
 
 #[tokio::test]
-#[ignore = "BUG msg-service/src/send.rs:140-146 with logs.rs:90-91: an inbox write that lands \
-            but reports an error (a timeout of a remote store) leaves entry N in the store \
-            without telling the cache; the next append caches N+1 right after N-1, so syncs \
-            served by the cache skip entry N (the cache is not invalidated on a failed write)"]
 async fn an_inbox_write_that_lands_but_reports_an_error_leaves_no_hole() -> anyhow::Result<()> {
     let (svc, faults, bare) = start_faulty()?;
     let (alice, bob) = (user("alice"), user("bob"));
