@@ -1,0 +1,10 @@
+//! Integration tests of the gateway: the real server on port 0 (or the real
+//! binary, for kill -9), driven over WebSocket and HTTP like a client.
+
+mod auth;
+mod helpers;
+mod kill9;
+mod notify;
+mod shutdown;
+mod slow_client;
+mod ws_client;
