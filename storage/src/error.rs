@@ -39,3 +39,21 @@ impl From<serde_json::Error> for Error {
         Error::BadData(err.to_string())
     }
 }
+
+impl From<::redis::RedisError> for Error {
+    /// Lost connections, timeouts, and a server that is loading, failing over
+    /// or out of memory are `Unavailable`; what Redis refuses for good (a
+    /// wrong type, a script error, an unexpected reply) is `BadData`.
+    fn from(err: ::redis::RedisError) -> Self {
+        let passing = err.is_io_error()
+            || err.is_timeout()
+            || err.is_connection_dropped()
+            || !matches!(err.retry_method(), ::redis::RetryMethod::NoRetry)
+            || err.code() == Some("OOM");
+        if passing {
+            Error::unavailable(err)
+        } else {
+            Error::BadData(err.to_string())
+        }
+    }
+}

@@ -26,8 +26,12 @@ struct Synced {
 pub(crate) struct GroupCommit {
     /// The ticket of the last finished write.
     written: Arc<AtomicU64>,
-    wake: mpsc::Sender<()>,
+    /// Wakes the syncer; dropping it stops the syncer.
+    wake: Option<mpsc::Sender<()>>,
     synced: watch::Receiver<Synced>,
+    /// Joined on drop, so the database (and its lock file) is released by
+    /// the time the store is gone and the data dir can be opened again.
+    syncer: Option<thread::JoinHandle<()>>,
 }
 
 impl GroupCommit {
@@ -37,13 +41,14 @@ impl GroupCommit {
         let (wake, woken) = mpsc::channel();
         let (synced_tx, synced) = watch::channel(Synced::default());
         let counter = Arc::clone(&written);
-        thread::Builder::new()
+        let syncer = thread::Builder::new()
             .name("store-syncer".into())
             .spawn(move || run_syncer(&db, &counter, &woken, &synced_tx))?;
         Ok(GroupCommit {
             written,
-            wake,
+            wake: Some(wake),
             synced,
+            syncer: Some(syncer),
         })
     }
 
@@ -61,7 +66,9 @@ impl GroupCommit {
     /// Waits until the write with `ticket` is durable.
     pub(crate) async fn wait(&self, ticket: u64) -> Result<()> {
         // A send error means the syncer is gone; the wait below reports it.
-        let _ = self.wake.send(());
+        if let Some(wake) = &self.wake {
+            let _ = wake.send(());
+        }
         let mut synced = self.synced.clone();
         let state = synced
             .wait_for(|s| s.ticket >= ticket || s.failed)
@@ -71,6 +78,17 @@ impl GroupCommit {
             return Err(Error::Unavailable("an fsync of the store failed".into()));
         }
         Ok(())
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(syncer) = self.syncer.take()
+            && syncer.join().is_err()
+        {
+            tracing::error!("the store's syncer thread panicked");
+        }
     }
 }
 

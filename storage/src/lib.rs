@@ -1,6 +1,7 @@
 //! Every adapter to a data system, behind traits: the durable message store,
 //! the inbox cache, the notify bus and presence, with their single-machine
-//! implementations (embedded fjall store, in-process cache, bus, presence).
+//! implementations (embedded fjall store, in-process cache, bus, presence)
+//! and the distributed ones (Redis cache, bus, presence).
 
 mod bus;
 mod cache;
@@ -9,10 +10,12 @@ mod error;
 mod group_commit;
 mod model;
 mod presence;
+mod redis;
 mod seqsvr;
 mod store;
 pub mod suite;
 
+pub use self::redis::{RedisBackends, RedisBus, RedisCache, RedisOptions, RedisPresence};
 pub use bus::{InProcessBus, Notification, NotifyBus, Subscription};
 pub use cache::{InProcessCache, InboxCache};
 pub use embedded::{Durability, EmbeddedStore};

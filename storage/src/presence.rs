@@ -9,18 +9,26 @@ use proto::UserId;
 use crate::Result;
 use crate::model::GatewayId;
 
-/// Tracks the gateways that hold each user's sockets.
+/// Tracks the gateways that hold each user's sockets. A gateway calls
+/// `connected` when its first socket of a user opens and `disconnected` when
+/// its last closes, and `refresh`es all its users periodically: shared
+/// implementations let a claim lapse when it is not refreshed in time, so the
+/// users of a gateway that died stop being routed to it.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// A socket of `user` opened on `gateway`.
+    /// `gateway` holds sockets of `user` (its first one just opened).
     async fn connected(&self, user: &UserId, gateway: &GatewayId) -> Result<()>;
-    /// A socket of `user` on `gateway` closed.
+    /// `gateway` holds no more sockets of `user` (its last one just closed).
     async fn disconnected(&self, user: &UserId, gateway: &GatewayId) -> Result<()>;
     /// The gateways holding sockets of `user`.
     async fn gateways(&self, user: &UserId) -> Result<Vec<GatewayId>>;
+    /// Announces again every user `gateway` holds, extending its claims
+    /// (and restoring them if the presence store lost them).
+    async fn refresh(&self, gateway: &GatewayId, users: &[UserId]) -> Result<()>;
 }
 
-/// In-process presence: a socket count per user and gateway.
+/// In-process presence: a socket count per user and gateway. Nothing lapses
+/// and nothing is lost in one process, so `refresh` has nothing to do.
 #[derive(Default)]
 pub struct InProcessPresence {
     sockets: Mutex<HashMap<UserId, BTreeMap<GatewayId, usize>>>,
@@ -68,5 +76,9 @@ impl Presence for InProcessPresence {
             .get(user)
             .map(|g| g.keys().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn refresh(&self, _gateway: &GatewayId, _users: &[UserId]) -> Result<()> {
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Trait-level test suites, run against every implementation of a trait
-//! (the embedded store now, Redis and Scylla later). `store_suite!` and
-//! friends expand to one `#[tokio::test]` per case in the calling test file.
+//! (the embedded store, the in-process and Redis backends; Scylla later).
+//! `store_suite!` and friends expand to one `#[tokio::test]` per case in the
+//! calling test file.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -382,6 +383,82 @@ pub mod cache {
         assert_eq!(cache.read(&u, 4, 5, 10).await.unwrap(), None);
     }
 
+    pub async fn a_cached_entry_reads_back_as_written(cache: &dyn InboxCache) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        let mut written = entry(1, &conv, &peer);
+        written.message.body = "multi\nline | with \"quotes\" and ünïcode".into();
+        cache.append(&u, &written).await.unwrap();
+        assert_eq!(cache.read(&u, 0, 1, 10).await.unwrap(), Some(vec![written]));
+    }
+
+    pub async fn a_dropped_inbox_starts_a_new_run_at_the_next_append(cache: &dyn InboxCache) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        cache.append(&u, &entry(5, &conv, &peer)).await.unwrap();
+        cache.append(&u, &entry(4, &conv, &peer)).await.unwrap();
+        cache.append(&u, &entry(6, &conv, &peer)).await.unwrap();
+        assert_eq!(
+            cache.read(&u, 4, 6, 10).await.unwrap(),
+            None,
+            "seq 5 is no longer cached"
+        );
+        assert_eq!(seqs(&cache.read(&u, 5, 6, 10).await.unwrap().unwrap()), [6]);
+    }
+
+    pub async fn cached_inboxes_whose_ids_share_a_prefix_stay_apart(cache: &dyn InboxCache) {
+        let short = user("al");
+        let long = UserId::parse(&format!("{short}ice")).unwrap();
+        let conv = ConvId::dm(&short, &long).unwrap();
+        cache.append(&short, &entry(1, &conv, &long)).await.unwrap();
+        cache.append(&long, &entry(7, &conv, &short)).await.unwrap();
+        assert_eq!(
+            seqs(&cache.read(&short, 0, 1, 10).await.unwrap().unwrap()),
+            [1]
+        );
+        assert_eq!(cache.read(&short, 0, 7, 10).await.unwrap(), None);
+        cache.invalidate(&long).await.unwrap();
+        assert_eq!(
+            seqs(&cache.read(&short, 0, 1, 10).await.unwrap().unwrap()),
+            [1]
+        );
+    }
+
+    /// For a cache built to hold `3` entries per inbox.
+    pub async fn only_the_newest_entries_stay_and_the_covered_range_follows(
+        cache: &dyn InboxCache,
+    ) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        for seq in [1, 2, 3, 10, 11] {
+            cache.append(&u, &entry(seq, &conv, &peer)).await.unwrap();
+        }
+        assert_eq!(
+            cache.read(&u, 1, 11, 10).await.unwrap(),
+            None,
+            "seq 2 was evicted"
+        );
+        assert_eq!(
+            seqs(&cache.read(&u, 2, 11, 10).await.unwrap().unwrap()),
+            [3, 10, 11]
+        );
+        cache.append(&u, &entry(12, &conv, &peer)).await.unwrap();
+        assert_eq!(
+            cache.read(&u, 2, 12, 10).await.unwrap(),
+            None,
+            "seq 3 was evicted"
+        );
+        assert_eq!(
+            seqs(&cache.read(&u, 3, 12, 10).await.unwrap().unwrap()),
+            [10, 11, 12],
+            "every entry above the evicted seq 3 is cached, though seqs 4-9 never existed"
+        );
+        assert_eq!(
+            seqs(&cache.read(&u, 3, 11, 1).await.unwrap().unwrap()),
+            [10]
+        );
+    }
+
     pub async fn invalidate_forgets_the_inbox(cache: &dyn InboxCache) {
         let (u, peer) = (user("u"), user("p"));
         let conv = ConvId::dm(&u, &peer).unwrap();
@@ -391,7 +468,9 @@ pub mod cache {
     }
 }
 
-/// Expands to one test per inbox cache case; `$open` yields `(cache, guard)`.
+/// Expands to one test per inbox cache case; `$open` yields `(cache, guard)`
+/// (it may `.await`). `only_the_newest_entries_stay_and_the_covered_range_follows`
+/// needs a cache of 3 entries per inbox and is called on its own.
 #[macro_export]
 macro_rules! cache_suite {
     ($open:expr) => {
@@ -399,6 +478,9 @@ macro_rules! cache_suite {
         $crate::cache_suite!(@case $open, a_cached_tail_answers_ranges_it_covers);
         $crate::cache_suite!(@case $open, an_out_of_order_append_drops_the_inbox);
         $crate::cache_suite!(@case $open, invalidate_forgets_the_inbox);
+        $crate::cache_suite!(@case $open, a_cached_entry_reads_back_as_written);
+        $crate::cache_suite!(@case $open, a_dropped_inbox_starts_a_new_run_at_the_next_append);
+        $crate::cache_suite!(@case $open, cached_inboxes_whose_ids_share_a_prefix_stay_apart);
     };
     (@case $open:expr, $name:ident) => {
         #[tokio::test]
@@ -445,17 +527,84 @@ pub mod bus {
         );
     }
 
-    pub async fn presence_counts_sockets_per_gateway(presence: &dyn Presence) {
-        let (u, gw) = (user("u"), GatewayId(format!("gw-{}", user("g"))));
+    pub async fn a_second_subscribe_replaces_the_first(bus: &dyn NotifyBus) {
+        let gw = GatewayId(format!("gw-{}", user("g")));
+        let mut first = bus.subscribe(&gw).await.unwrap();
+        let mut second = bus.subscribe(&gw).await.unwrap();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), first.recv()).await;
+        assert_eq!(closed.unwrap(), None, "the first subscription ends");
+        let note = Notification {
+            user: user("u"),
+            head: 3,
+        };
+        bus.publish(&gw, note.clone()).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), second.recv()).await;
+        assert_eq!(got.unwrap(), Some(note));
+    }
+
+    pub async fn publishing_to_a_gateway_nobody_listens_on_succeeds(bus: &dyn NotifyBus) {
+        let gw = GatewayId(format!("gw-{}", user("gone")));
+        let note = Notification {
+            user: user("u"),
+            head: 1,
+        };
+        bus.publish(&gw, note).await.unwrap();
+    }
+
+    pub async fn presence_lists_the_gateways_holding_a_user(presence: &dyn Presence) {
+        let u = user("u");
+        let (gw, other) = (
+            GatewayId(format!("gw-{}", user("g"))),
+            GatewayId(format!("gw-{}", user("h"))),
+        );
         assert!(presence.gateways(&u).await.unwrap().is_empty());
         presence.connected(&u, &gw).await.unwrap();
-        presence.connected(&u, &gw).await.unwrap();
+        presence.connected(&u, &other).await.unwrap();
+        let mut both = presence.gateways(&u).await.unwrap();
+        both.sort();
+        let mut expected = vec![gw.clone(), other.clone()];
+        expected.sort();
+        assert_eq!(both, expected);
         presence.disconnected(&u, &gw).await.unwrap();
         assert_eq!(
             presence.gateways(&u).await.unwrap(),
+            std::slice::from_ref(&other)
+        );
+        presence.disconnected(&u, &other).await.unwrap();
+        presence.disconnected(&u, &other).await.unwrap();
+        assert!(presence.gateways(&u).await.unwrap().is_empty());
+        assert!(presence.gateways(&user("nobody")).await.unwrap().is_empty());
+    }
+
+    /// `ttl`: how long a claim lasts unrefreshed, for implementations whose
+    /// claims lapse (`None` for in-process presence). Real time passes here.
+    pub async fn refreshed_users_stay_and_the_others_lapse(
+        presence: &dyn Presence,
+        ttl: Option<std::time::Duration>,
+    ) {
+        let gw = GatewayId(format!("gw-{}", user("g")));
+        let (kept, lapsed) = (user("kept"), user("lapsed"));
+        presence.connected(&kept, &gw).await.unwrap();
+        presence.connected(&lapsed, &gw).await.unwrap();
+        if let Some(ttl) = ttl {
+            tokio::time::sleep(ttl / 2).await;
+        }
+        presence
+            .refresh(&gw, std::slice::from_ref(&kept))
+            .await
+            .unwrap();
+        presence.refresh(&gw, &[]).await.unwrap();
+        if let Some(ttl) = ttl {
+            // The first claims lapsed a quarter of a ttl ago; the refreshed
+            // one lapses a quarter of a ttl from now.
+            tokio::time::sleep(ttl * 3 / 4).await;
+        }
+        assert_eq!(
+            presence.gateways(&kept).await.unwrap(),
             std::slice::from_ref(&gw)
         );
-        presence.disconnected(&u, &gw).await.unwrap();
-        assert!(presence.gateways(&u).await.unwrap().is_empty());
+        if ttl.is_some() {
+            assert!(presence.gateways(&lapsed).await.unwrap().is_empty());
+        }
     }
 }

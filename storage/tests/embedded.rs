@@ -35,31 +35,21 @@ mod cache_suite {
 async fn in_process_bus_routes_to_the_gateways_holding_the_user() {
     let (bus, presence) = (InProcessBus::default(), InProcessPresence::default());
     storage::suite::bus::a_gateway_receives_what_is_published_to_it(&bus, &presence).await;
-    storage::suite::bus::presence_counts_sockets_per_gateway(&presence).await;
+    storage::suite::bus::a_second_subscribe_replaces_the_first(&bus).await;
+    storage::suite::bus::publishing_to_a_gateway_nobody_listens_on_succeeds(&bus).await;
+}
+
+#[tokio::test]
+async fn in_process_presence_lists_gateways_and_keeps_refreshed_users() {
+    let presence = InProcessPresence::default();
+    storage::suite::bus::presence_lists_the_gateways_holding_a_user(&presence).await;
+    storage::suite::bus::refreshed_users_stay_and_the_others_lapse(&presence, None).await;
 }
 
 #[tokio::test]
 async fn the_cache_keeps_only_the_newest_entries_of_an_inbox() {
     let cache = InProcessCache::new(3, 10);
-    let (u, peer) = (user("u"), user("p"));
-    let conv = ConvId::dm(&u, &peer).expect("dm");
-    for seq in 1..=5 {
-        cache
-            .append(&u, &entry(seq, &conv, &peer))
-            .await
-            .expect("append");
-    }
-    assert_eq!(
-        cache.read(&u, 1, 5, 10).await.expect("read"),
-        None,
-        "seq 2 was evicted"
-    );
-    let tail = cache
-        .read(&u, 2, 5, 10)
-        .await
-        .expect("read")
-        .expect("covered");
-    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    storage::suite::cache::only_the_newest_entries_stay_and_the_covered_range_follows(&cache).await;
 }
 
 #[tokio::test]
