@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, the workspace's unit and
-# integration tests, then the PROTOCOL.md conformance suite against a freshly
-# started server (single-machine mode) on a free port.
+# integration tests (Redis tests start their own redis-server), then the
+# PROTOCOL.md conformance suite against a freshly started single-machine
+# server, and again through HAProxy against the local two-gateway cluster.
 # Installs what the tests need when it is missing; safe to run again.
 set -euo pipefail
 
@@ -25,7 +26,7 @@ ensure_packages() {
   fi
 }
 
-ensure_packages curl ca-certificates
+ensure_packages curl ca-certificates redis-server haproxy
 python3 -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' \
   || { echo "python3 >= 3.11 with venv is needed for the conformance suite" >&2; exit 2; }
 
@@ -62,4 +63,15 @@ kill -TERM "$server"
 wait "$server"
 trap - EXIT
 rm -rf "$data_dir"
+
+log "conformance suite through HAProxy against the two-gateway cluster"
+cluster_dir="$(mktemp -d)"
+export CLUSTER_DIR="$cluster_dir" CLUSTER_PROFILE=debug CHAT_JWT_SECRET="$secret"
+stop_cluster() { deploy/local/cluster.sh down || true; rm -rf "$cluster_dir"; }
+trap stop_cluster EXIT
+cargo build --locked -p msg-service
+lb_url="$(deploy/local/cluster.sh up)"
+"$conformance/run.sh" "$lb_url"
+stop_cluster
+trap - EXIT
 log "all tests passed"

@@ -34,22 +34,34 @@ pub struct Config {
     pub jwt_eddsa_public_key: Option<PathBuf>,
 
     /// Serve `POST /v1/dev/token` (development only: anyone can mint tokens).
-    #[arg(long, env = "CHAT_DEV_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
-    pub dev_auth: bool,
+    /// Default: on in the single-machine mode, off in the distributed one.
+    #[arg(long, env = "CHAT_DEV_AUTH", action = clap::ArgAction::Set)]
+    pub dev_auth: Option<bool>,
 
-    /// URL of a remote msg-service (distributed mode; not built yet).
-    #[arg(long, env = "CHAT_MSG_SERVICE")]
+    /// URL of a remote msg-service, e.g. `http://127.0.0.1:9090` (distributed
+    /// mode, together with `--redis`).
+    #[arg(long, env = "CHAT_MSG_SERVICE", requires = "redis")]
     pub msg_service: Option<String>,
 
-    /// Redis URL for the inbox cache, notify bus and presence (distributed mode; not built yet).
-    #[arg(long, env = "CHAT_REDIS_URL")]
+    /// Redis URL for the notify bus and presence, e.g. `redis://127.0.0.1:6379`
+    /// (distributed mode, together with `--msg-service`).
+    #[arg(long, env = "CHAT_REDIS_URL", requires = "msg_service")]
     pub redis: Option<String>,
+
+    /// This gateway's name on the notify bus (default: generated, unique per process).
+    #[arg(long, env = "CHAT_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+
+    /// Deadline of each call to the remote msg-service, in milliseconds.
+    #[arg(long, env = "CHAT_MSG_SERVICE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub msg_service_timeout_ms: u64,
 
     /// How long a graceful shutdown waits for sockets to leave, in seconds.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10)]
     pub drain_secs: u64,
 
-    /// Sends per user per second (token bucket refill).
+    /// Sends per user per second (token bucket refill); in the distributed
+    /// mode msg-service's own flag of the same name applies.
     #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20)]
     pub send_rate: u32,
 
@@ -59,6 +71,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether this gateway calls a remote msg-service (and Redis).
+    pub fn is_distributed(&self) -> bool {
+        self.msg_service.is_some()
+    }
+
+    /// Whether `POST /v1/dev/token` is served.
+    pub fn dev_auth(&self) -> bool {
+        self.dev_auth.unwrap_or(!self.is_distributed())
+    }
+
     /// The drain deadline as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_secs)

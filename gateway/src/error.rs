@@ -22,12 +22,6 @@ pub enum Error {
     /// Input malformed before it could be parsed (JSON syntax, content type).
     #[error("{0}")]
     BadRequest(String),
-    /// Too many sends.
-    #[error("too many sends, retry later")]
-    RateLimited {
-        /// When a retry will be accepted.
-        retry_after_ms: u64,
-    },
     /// The gateway is draining.
     #[error("the server is shutting down, reconnect later")]
     Draining,
@@ -64,7 +58,6 @@ impl Error {
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
             Error::Invalid(err) => err.code(),
             Error::BadRequest(_) => ErrorCode::BadRequest,
-            Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Draining => ErrorCode::Unavailable,
             Error::Service(err) => err.code(),
             Error::Config(_) | Error::Startup { .. } => ErrorCode::Internal,
@@ -73,7 +66,6 @@ impl Error {
 
     fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            Error::RateLimited { retry_after_ms } => Some(*retry_after_ms),
             Error::Draining => Some(1_000),
             Error::Service(err) => err.retry_after_ms(),
             _ => None,

@@ -45,19 +45,20 @@ impl Hub {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Listens for `user`'s head; presence learns this gateway holds the user.
+    /// Listens for `user`'s head; presence learns this gateway holds the
+    /// user when its first listener here registers.
     pub async fn register(self: &Arc<Self>, user: &UserId) -> Registration {
-        let head = {
+        let (head, first) = {
             let mut users = self.users();
             let listener = users.entry(user.clone()).or_insert_with(|| Listener {
                 head: watch::channel(0).0,
                 count: 0,
             });
             listener.count += 1;
-            listener.head.subscribe()
+            (listener.head.subscribe(), listener.count == 1)
         };
-        if let Err(err) = self.presence.connected(user, &self.gateway).await {
-            tracing::warn!(error = %err, %user, "presence registration failed");
+        if first {
+            self.announce(user).await;
         }
         Registration {
             hub: Arc::clone(self),
@@ -66,12 +67,58 @@ impl Hub {
         }
     }
 
-    fn unregister(&self, user: &UserId) {
+    async fn announce(&self, user: &UserId) {
+        if let Err(err) = self.presence.connected(user, &self.gateway).await {
+            tracing::warn!(error = %err, %user, "presence registration failed; the refresh retries it");
+        }
+    }
+
+    /// Drops one listener; true when it was the user's last one here.
+    fn unregister(&self, user: &UserId) -> bool {
         let mut users = self.users();
-        if let Some(listener) = users.get_mut(user) {
-            listener.count -= 1;
-            if listener.count == 0 {
-                users.remove(user);
+        let Some(listener) = users.get_mut(user) else {
+            return false;
+        };
+        listener.count -= 1;
+        if listener.count > 0 {
+            return false;
+        }
+        users.remove(user);
+        true
+    }
+
+    fn is_listening(&self, user: &UserId) -> bool {
+        self.users().contains_key(user)
+    }
+
+    /// The user's last listener left: presence forgets this gateway for it,
+    /// unless a new listener came in meanwhile (then it is announced again,
+    /// whichever of the two presence calls landed last).
+    async fn withdraw(&self, user: &UserId) {
+        if let Err(err) = self.presence.disconnected(user, &self.gateway).await {
+            tracing::warn!(error = %err, %user, "presence unregistration failed");
+        }
+        if self.is_listening(user) {
+            self.announce(user).await;
+        }
+    }
+
+    /// Re-announces every user held here, every `every`, until `stop`, so
+    /// presence claims with a TTL stay alive and lost ones come back.
+    pub async fn refresh_presence(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        stop: CancellationToken,
+    ) {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let users: Vec<UserId> = self.users().keys().cloned().collect();
+            if let Err(err) = self.presence.refresh(&self.gateway, &users).await {
+                tracing::warn!(error = %err, users = users.len(), "presence refresh failed");
             }
         }
     }
@@ -112,15 +159,13 @@ impl Hub {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.unregister(&self.user);
+        if !self.hub.unregister(&self.user) {
+            return;
+        }
         let (hub, user) = (Arc::clone(&self.hub), self.user.clone());
         // Presence is async; dropping happens in sync code, so hand it off.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(err) = hub.presence.disconnected(&user, &hub.gateway).await {
-                    tracing::warn!(error = %err, %user, "presence unregistration failed");
-                }
-            });
+            runtime.spawn(async move { hub.withdraw(&user).await });
         }
     }
 }

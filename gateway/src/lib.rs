@@ -8,7 +8,6 @@ mod error;
 mod extract;
 pub mod hub;
 mod ops;
-mod rate_limit;
 mod rest;
 mod schema;
 pub mod session;

@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use msg_service::{Backends, MessageService, ServiceConfig};
+use msg_service::grpc::{ClientConfig, RemoteMessageService};
+use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
 use rand::Rng;
 use storage::{
     Durability, EmbeddedStore, GatewayId, InProcessBus, InProcessCache, InProcessPresence,
+    NotifyBus, Presence, RedisBackends, RedisOptions,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,8 +25,10 @@ use crate::auth::{Auth, load_or_create_secret};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
-use crate::rate_limit::SendLimiter;
 use crate::state::{AppState, Limits};
+
+/// How often presence claims are renewed (well within Redis' 90 s TTL).
+const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
 
 /// A built server, bound to its port, not yet serving.
 pub struct App {
@@ -43,44 +47,23 @@ fn startup<E: std::error::Error + Send + Sync + 'static>(
 }
 
 impl App {
-    /// Opens the store, loads keys, binds the listener.
+    /// Opens the store (or connects to msg-service and Redis), loads keys,
+    /// binds the listener.
     pub async fn build(config: &Config) -> Result<Self> {
-        if config.msg_service.is_some() || config.redis.is_some() {
-            return Err(Error::Startup {
-                what: "distributed mode",
-                source: "--msg-service and --redis are not supported by this build yet".into(),
-            });
-        }
-        let secret = match &config.jwt_secret {
-            Some(secret) => secret.clone(),
-            None => {
-                load_or_create_secret(&config.data_dir).map_err(startup("the JWT secret file"))?
-            }
+        let auth = load_auth(config)?;
+        let (api, bus, presence) = match (&config.msg_service, &config.redis) {
+            (Some(url), Some(redis)) => distributed(config, url, redis).await?,
+            _ => single_machine(config)?,
         };
-        let read_pem =
-            |path: &Option<std::path::PathBuf>| path.as_ref().map(std::fs::read).transpose();
-        let rs256 =
-            read_pem(&config.jwt_rs256_public_key).map_err(startup("the RS256 public key"))?;
-        let eddsa =
-            read_pem(&config.jwt_eddsa_public_key).map_err(startup("the EdDSA public key"))?;
-        let auth = Auth::new(&secret, rs256.as_deref(), eddsa.as_deref())?;
-        let store = EmbeddedStore::open(&config.data_dir.join("store"), Durability::Fsync)
-            .map_err(startup("the embedded store"))?;
-        let backends = Backends {
-            store: Arc::new(store),
-            cache: Arc::new(InProcessCache::default()),
-            bus: Arc::new(InProcessBus::default()),
-            presence: Arc::new(InProcessPresence::default()),
-        };
-        let bus = Arc::clone(&backends.bus);
-        let gateway = GatewayId(format!(
-            "gw-{}-{:08x}",
-            std::process::id(),
-            rand::rng().random::<u32>()
-        ));
-        let hub = Hub::new(gateway, Arc::clone(&backends.presence));
-        let api = Arc::new(MessageService::new(backends, ServiceConfig::default()));
-        if config.dev_auth {
+        let gateway = GatewayId(config.gateway_id.clone().unwrap_or_else(|| {
+            format!(
+                "gw-{}-{:08x}",
+                std::process::id(),
+                rand::rng().random::<u32>()
+            )
+        }));
+        let hub = Hub::new(gateway, presence);
+        if config.dev_auth() {
             tracing::warn!(
                 "DEV AUTH IS ON: POST /v1/dev/token mints a token for anyone. Turn it off (--dev-auth false) in production."
             );
@@ -89,9 +72,8 @@ impl App {
             api,
             hub,
             auth: Arc::new(auth),
-            sends: Arc::new(SendLimiter::new(config.send_rate, config.send_burst)),
             limits: Limits::default(),
-            dev_auth: config.dev_auth,
+            dev_auth: config.dev_auth(),
             draining: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             drain_window: config.drain_timeout(),
@@ -128,15 +110,14 @@ impl App {
         } = self;
         let background = CancellationToken::new();
         tokio::spawn(Arc::clone(&state.hub).run_bus(bus, background.clone()));
-        tokio::spawn(forget_idle_senders(
-            Arc::clone(&state.sends),
-            background.clone(),
-        ));
+        let hub = Arc::clone(&state.hub);
+        tokio::spawn(hub.refresh_presence(PRESENCE_REFRESH, background.clone()));
         let draining = state.draining.clone();
         let server = axum::serve(listener, crate::app::router(state.clone()))
             .with_graceful_shutdown(async move { draining.cancelled().await });
-        let server = tokio::spawn(async move { server.await });
+        // The listener is bound: connections wait in its backlog until served.
         state.ready.store(true, Ordering::Release);
+        let server = tokio::spawn(async move { server.await });
         tracing::info!("ready");
         shutdown.await;
         drain(&state).await;
@@ -148,6 +129,65 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What a gateway runs on: the message service, the notify bus, presence.
+type Parts = (Arc<dyn MessageApi>, Arc<dyn NotifyBus>, Arc<dyn Presence>);
+
+/// The message service in-process on the embedded store under the data dir.
+fn single_machine(config: &Config) -> Result<Parts> {
+    let store = EmbeddedStore::open(&config.data_dir.join("store"), Durability::Fsync)
+        .map_err(startup("the embedded store"))?;
+    let backends = Backends {
+        store: Arc::new(store),
+        cache: Arc::new(InProcessCache::default()),
+        bus: Arc::new(InProcessBus::default()),
+        presence: Arc::new(InProcessPresence::default()),
+    };
+    let (bus, presence) = (Arc::clone(&backends.bus), Arc::clone(&backends.presence));
+    let service = ServiceConfig {
+        send_rate: config.send_rate,
+        send_burst: config.send_burst,
+        ..ServiceConfig::default()
+    };
+    Ok((
+        Arc::new(MessageService::new(backends, service)),
+        bus,
+        presence,
+    ))
+}
+
+/// A remote msg-service over gRPC, and Redis for the bus and presence.
+async fn distributed(config: &Config, url: &str, redis: &str) -> Result<Parts> {
+    let client = ClientConfig {
+        url: url.to_owned(),
+        timeout: Duration::from_millis(config.msg_service_timeout_ms),
+        connect_timeout: Duration::from_secs(1),
+    };
+    let api = RemoteMessageService::new(&client).map_err(startup("the msg-service URL"))?;
+    let redis = RedisBackends::connect(redis, RedisOptions::default())
+        .await
+        .map_err(startup("Redis"))?;
+    Ok((Arc::new(api), Arc::new(redis.bus), Arc::new(redis.presence)))
+}
+
+/// HS256 with the given secret (required when gateways are several) or the
+/// one kept in the data dir, plus any configured public keys.
+fn load_auth(config: &Config) -> Result<Auth> {
+    let secret = match &config.jwt_secret {
+        Some(secret) => secret.clone(),
+        None if config.is_distributed() => {
+            return Err(Error::Startup {
+                what: "the JWT secret",
+                source: "--jwt-secret (CHAT_JWT_SECRET) is required in the distributed mode: every gateway must share it".into(),
+            });
+        }
+        None => load_or_create_secret(&config.data_dir).map_err(startup("the JWT secret file"))?,
+    };
+    let read_pem = |path: &Option<std::path::PathBuf>| path.as_ref().map(std::fs::read).transpose();
+    let rs256 = read_pem(&config.jwt_rs256_public_key).map_err(startup("the RS256 public key"))?;
+    let eddsa = read_pem(&config.jwt_eddsa_public_key).map_err(startup("the EdDSA public key"))?;
+    Auth::new(&secret, rs256.as_deref(), eddsa.as_deref())
 }
 
 /// Not ready, `goaway` to every socket, wait for them with a deadline, then close the rest.
@@ -166,16 +206,6 @@ async fn drain(state: &AppState) {
         );
         state.hard_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(3), state.sockets.wait()).await;
-    }
-}
-
-async fn forget_idle_senders(sends: Arc<SendLimiter>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = every.tick() => sends.forget_idle(),
-        }
     }
 }
 

@@ -11,7 +11,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::hub::Hub;
-use crate::rate_limit::SendLimiter;
 
 /// Limits enforced at the edge (PROTOCOL.md, "Limits").
 #[derive(Debug, Clone)]
@@ -49,8 +48,6 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Token verification.
     pub auth: Arc<Auth>,
-    /// Per-user send rate limit.
-    pub sends: Arc<SendLimiter>,
     /// Edge limits.
     pub limits: Limits,
     /// Whether `POST /v1/dev/token` is served.

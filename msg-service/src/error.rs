@@ -24,13 +24,31 @@ pub enum Error {
         #[source]
         source: storage::Error,
     },
+    /// Too many sends from this user; retry after the delay.
+    #[error("too many sends, retry later")]
+    RateLimited {
+        /// When a retry will be accepted.
+        retry_after_ms: u64,
+    },
     /// A bug or corrupt data: nothing the caller can do.
     #[error("internal error")]
     Internal(#[source] storage::Error),
+    /// An error relayed from a remote message service, or the call to it
+    /// failing (then `unavailable`).
+    #[error("{}", status.message())]
+    Remote {
+        /// The wire code the remote service (or the failed call) gives.
+        code: ErrorCode,
+        /// When to retry, for `unavailable` and `rate_limited`.
+        retry_after_ms: Option<u64>,
+        /// The gRPC status.
+        #[source]
+        status: Box<tonic::Status>,
+    },
 }
 
 /// How long a client should wait before retrying after a storage outage.
-const RETRY_AFTER_MS: u64 = 1_000;
+pub(crate) const RETRY_AFTER_MS: u64 = 1_000;
 
 impl From<storage::Error> for Error {
     fn from(err: storage::Error) -> Self {
@@ -51,15 +69,20 @@ impl Error {
         match self {
             Error::Invalid(err) => err.code(),
             Error::Forbidden => ErrorCode::Forbidden,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable { .. } => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::Remote { code, .. } => *code,
         }
     }
 
     /// When to retry, for `unavailable`.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            Error::Unavailable { retry_after_ms, .. } => Some(*retry_after_ms),
+            Error::Unavailable { retry_after_ms, .. } | Error::RateLimited { retry_after_ms } => {
+                Some(*retry_after_ms)
+            }
+            Error::Remote { retry_after_ms, .. } => *retry_after_ms,
             _ => None,
         }
     }

@@ -6,6 +6,7 @@ use proto::{ConvId, Seq, UserId};
 use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator};
 
 use crate::logs::Logs;
+use crate::rate_limit::SendLimiter;
 use crate::stripes::Stripes;
 use crate::{Error, Result};
 
@@ -18,6 +19,10 @@ pub struct ServiceConfig {
     pub seq_step: u64,
     /// Inbox appends of one message's fan-out in flight at once.
     pub fanout_concurrency: usize,
+    /// Sends per user per second (token bucket refill).
+    pub send_rate: u32,
+    /// Sends per user in a burst (token bucket size).
+    pub send_burst: u32,
 }
 
 impl Default for ServiceConfig {
@@ -26,6 +31,8 @@ impl Default for ServiceConfig {
             max_group_members: 500,
             seq_step: 10_000,
             fanout_concurrency: 64,
+            send_rate: 20,
+            send_burst: 50,
         }
     }
 }
@@ -62,6 +69,8 @@ pub(crate) struct Core {
     /// Serializes the sends of one sender, so a duplicate `client_msg_id`
     /// sent twice at once stores one message.
     pub(crate) senders: Stripes,
+    /// Per-user send rate limit.
+    pub(crate) send_limit: SendLimiter,
 }
 
 pub(crate) fn inbox_key(user: &UserId) -> String {
@@ -80,6 +89,7 @@ impl MessageService {
             inboxes: Logs::new(seqs.clone()),
             conversations: Logs::new(seqs),
             senders: Stripes::new(1024),
+            send_limit: SendLimiter::new(config.send_rate, config.send_burst),
             backends,
             config,
         };
@@ -133,6 +143,8 @@ impl Core {
 #[async_trait::async_trait]
 impl crate::MessageApi for MessageService {
     async fn send(&self, sender: &UserId, request: proto::SendRequest) -> Result<proto::Ack> {
+        // Before anything is stored: a rate-limited send stores nothing.
+        self.core.send_limit.check(sender)?;
         let sender = sender.clone();
         self.detached(|core| async move { core.send_message(&sender, request).await })
             .await

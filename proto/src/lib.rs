@@ -16,3 +16,10 @@ pub use messages::{
 
 /// A sequence number: an inbox `seq` or a conversation `conv_seq`.
 pub type Seq = u64;
+
+/// The internal gRPC API between gateways and the message service.
+#[cfg(feature = "grpc")]
+#[allow(missing_docs, clippy::all)]
+pub mod grpc {
+    tonic::include_proto!("chat.v1");
+}

@@ -7,6 +7,7 @@ mod helpers;
 mod dedup;
 mod faults;
 mod groups;
+mod grpc;
 mod notify;
 mod paging;
 mod restart;

@@ -1,32 +1,46 @@
-//! Per-user send rate limit: a token bucket per user (governor, keyed).
+//! Per-user send rate limit: a token bucket per user (governor, keyed). It
+//! lives in the message service, the one place every send passes, so the
+//! limit holds however many gateways a user's sockets spread over.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use proto::UserId;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
+
+/// Idle buckets are forgotten every this many checks, so memory stays bounded
+/// without a background task.
+const CHECKS_PER_CLEANUP: u64 = 10_000;
 
 /// Token buckets of sends, one per user.
-pub struct SendLimiter {
+pub(crate) struct SendLimiter {
     limiter: DefaultKeyedRateLimiter<UserId>,
     clock: DefaultClock,
+    checks: AtomicU64,
 }
 
 impl SendLimiter {
     /// `per_second` refill, bursts of `burst`.
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    pub(crate) fn new(per_second: u32, burst: u32) -> Self {
         let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         SendLimiter {
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             clock: DefaultClock::default(),
+            checks: AtomicU64::new(0),
         }
     }
 
     /// Takes one send from `user`'s bucket, or says when to retry.
-    pub fn check(&self, user: &UserId) -> Result<()> {
+    pub(crate) fn check(&self, user: &UserId) -> Result<()> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % CHECKS_PER_CLEANUP
+            == CHECKS_PER_CLEANUP - 1
+        {
+            self.forget_idle();
+        }
         self.limiter.check_key(user).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             Error::RateLimited {
@@ -36,7 +50,7 @@ impl SendLimiter {
     }
 
     /// Forgets users whose buckets are full again, so memory stays bounded.
-    pub fn forget_idle(&self) {
+    fn forget_idle(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }

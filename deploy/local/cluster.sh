@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The distributed mode on one machine, on loopback: redis-server, msg-service,
+# two gateways and HAProxy in front of them.
+#
+#   deploy/local/cluster.sh up      start everything; prints the load balancer's URL once all is ready
+#   deploy/local/cluster.sh down    stop everything
+#   deploy/local/cluster.sh status  what runs
+#
+# Environment: CLUSTER_DIR (state, logs, data; default ./.cluster),
+# CLUSTER_PORT (the load balancer's port; default: a free one),
+# CLUSTER_PROFILE (debug or release binaries; default release),
+# CHAT_JWT_SECRET (shared by the gateways; default: generated into CLUSTER_DIR),
+# CLUSTER_DEV_AUTH (serve POST /v1/dev/token; default true, for trying it out).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+dir="${CLUSTER_DIR:-$root/.cluster}"
+profile="${CLUSTER_PROFILE:-release}"
+bin="$root/target/$profile"
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Waits until `probe` succeeds; fails with the log of `name` if `pid` dies first.
+wait_for() {
+  local name="$1" pid="$2" probe="$3"
+  for _ in $(seq 1 150); do
+    if eval "$probe" >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "cluster: $name exited; its log:" >&2; tail -n 30 "$dir/$name.log" >&2; return 1
+    fi
+    sleep 0.2
+  done
+  echo "cluster: $name not ready after 30 s; its log:" >&2; tail -n 30 "$dir/$name.log" >&2
+  return 1
+}
+
+start() {
+  local name="$1"; shift
+  "$@" >"$dir/$name.log" 2>&1 &
+  echo $! >"$dir/$name.pid"
+}
+
+up() {
+  if [ -f "$dir/lb.url" ]; then echo "cluster: already up at $(cat "$dir/lb.url") (run down first)" >&2; exit 1; fi
+  command -v redis-server >/dev/null && command -v haproxy >/dev/null \
+    || { echo "cluster: needs redis-server and haproxy (apt-get install redis-server haproxy)" >&2; exit 2; }
+  local cargo_flags=(); [ "$profile" = release ] && cargo_flags=(--release)
+  (cd "$root" && cargo build --quiet "${cargo_flags[@]}" -p gateway -p msg-service)
+  mkdir -p "$dir"
+  local redis_port msg_port gw1_port gw2_port lb_port secret
+  redis_port=$(free_port); msg_port=$(free_port); gw1_port=$(free_port); gw2_port=$(free_port)
+  lb_port="${CLUSTER_PORT:-$(free_port)}"
+  if [ -n "${CHAT_JWT_SECRET:-}" ]; then secret="$CHAT_JWT_SECRET"
+  else
+    [ -f "$dir/jwt-secret" ] || (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$dir/jwt-secret")
+    secret="$(cat "$dir/jwt-secret")"
+  fi
+  local redis_url="redis://127.0.0.1:$redis_port"
+
+  start redis redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no
+  wait_for redis "$(cat "$dir/redis.pid")" "redis-cli -p $redis_port ping | grep -q PONG"
+
+  start msg-service "$bin/msg-service" --listen "127.0.0.1:$msg_port" --data-dir "$dir/msg-data" --redis "$redis_url"
+  wait_for msg-service "$(cat "$dir/msg-service.pid")" "(exec 3<>/dev/tcp/127.0.0.1/$msg_port)"
+
+  local n port
+  for n in 1 2; do
+    port=$gw1_port; [ "$n" = 2 ] && port=$gw2_port
+    CHAT_JWT_SECRET="$secret" start "gateway$n" "$bin/gateway" --listen "127.0.0.1:$port" \
+      --data-dir "$dir/gateway$n" --msg-service "http://127.0.0.1:$msg_port" --redis "$redis_url" \
+      --gateway-id "gw$n" --dev-auth "${CLUSTER_DEV_AUTH:-true}"
+    wait_for "gateway$n" "$(cat "$dir/gateway$n.pid")" "curl -fsS http://127.0.0.1:$port/readyz"
+  done
+
+  sed -e "s/@LB_PORT@/$lb_port/" -e "s/@GW1_PORT@/$gw1_port/" -e "s/@GW2_PORT@/$gw2_port/" \
+    "$root/deploy/local/haproxy.cfg.tmpl" >"$dir/haproxy.cfg"
+  haproxy -c -q -f "$dir/haproxy.cfg"
+  start haproxy haproxy -db -f "$dir/haproxy.cfg"
+  wait_for haproxy "$(cat "$dir/haproxy.pid")" "curl -fsS http://127.0.0.1:$lb_port/readyz"
+
+  printf 'gw1=http://127.0.0.1:%s\ngw2=http://127.0.0.1:%s\nmsg=http://127.0.0.1:%s\nredis=%s\n' \
+    "$gw1_port" "$gw2_port" "$msg_port" "$redis_url" >"$dir/endpoints"
+  echo "http://127.0.0.1:$lb_port" >"$dir/lb.url"
+  cat "$dir/lb.url"
+}
+
+down() {
+  local name pid
+  # The load balancer first, the store's owner last: nothing is left half-served.
+  for name in haproxy gateway1 gateway2 msg-service redis; do
+    [ -f "$dir/$name.pid" ] || continue
+    pid="$(cat "$dir/$name.pid")"
+    if kill -TERM "$pid" 2>/dev/null; then
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/$name.pid"
+  done
+  rm -f "$dir/lb.url"
+}
+
+status() {
+  local name
+  for name in redis msg-service gateway1 gateway2 haproxy; do
+    if [ -f "$dir/$name.pid" ] && kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null; then
+      echo "$name: running (pid $(cat "$dir/$name.pid"))"
+    else
+      echo "$name: stopped"
+    fi
+  done
+  [ -f "$dir/lb.url" ] && echo "load balancer: $(cat "$dir/lb.url")"
+  return 0
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

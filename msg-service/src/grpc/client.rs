@@ -1,0 +1,203 @@
+//! The client gateways use to call a remote msg-service: the same
+//! [`MessageApi`] as the in-process service, with a timeout on every call.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use proto::grpc as pb;
+use proto::grpc::messages_client::MessagesClient;
+use proto::{Ack, ConvId, SendRequest, Seq, SyncResult, Target, UserId};
+use storage::Page;
+use tonic::transport::{Channel, Endpoint};
+
+use super::convert::*;
+use crate::api::{Conversation, HistoryPage};
+use crate::{MessageApi, Result};
+
+/// How the client reaches the service.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The service's URL, e.g. `http://127.0.0.1:9090`.
+    pub url: String,
+    /// Deadline of every call.
+    pub timeout: Duration,
+    /// Deadline of establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+/// A [`MessageApi`] over gRPC. Connects lazily: a gateway starts even while
+/// the service is down, and its calls answer `unavailable` until it is up.
+#[derive(Clone)]
+pub struct RemoteMessageService {
+    client: MessagesClient<Channel>,
+}
+
+impl RemoteMessageService {
+    /// A client for the service at `config.url` (not yet connected).
+    pub fn new(config: &ClientConfig) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(config.url.clone())?
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .connect_lazy();
+        Ok(RemoteMessageService {
+            client: MessagesClient::new(channel),
+        })
+    }
+
+    fn client(&self) -> MessagesClient<Channel> {
+        self.client.clone()
+    }
+}
+
+fn call<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(status_to_error)
+}
+
+fn decode<T>(result: Result<T, tonic::Status>) -> Result<T> {
+    result.map_err(status_to_error)
+}
+
+#[async_trait]
+impl MessageApi for RemoteMessageService {
+    async fn send(&self, sender: &UserId, request: SendRequest) -> Result<Ack> {
+        let target = match request.target {
+            Target::Conv(conv) => pb::send_request::Target::ConvId(conv.into()),
+            Target::Peer(peer) => pb::send_request::Target::To(peer.into()),
+        };
+        let message = pb::SendRequest {
+            user: sender.to_string(),
+            client_msg_id: request.client_msg_id.into(),
+            target: Some(target),
+            kind: "text".into(),
+            body: request.body,
+        };
+        decode(ack_from_pb(call(self.client().send(message).await)?))
+    }
+
+    async fn sync(&self, user: &UserId, since: Seq, limit: usize) -> Result<SyncResult> {
+        let message = pb::SyncRequest {
+            user: user.to_string(),
+            since,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        let reply = call(self.client().sync(message).await)?;
+        Ok(SyncResult {
+            entries: decode(reply.entries.into_iter().map(entry_from_pb).collect())?,
+            head: reply.head,
+            more: reply.more,
+        })
+    }
+
+    async fn inbox_head(&self, user: &UserId) -> Result<Seq> {
+        let message = pb::UserRequest {
+            user: user.to_string(),
+        };
+        Ok(call(self.client().inbox_head(message).await)?.head)
+    }
+
+    async fn history(
+        &self,
+        user: &UserId,
+        conv: &ConvId,
+        page: Page,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        let page = match page {
+            Page::Before(before) => pb::history_request::Page::Before(before),
+            Page::After(after) => pb::history_request::Page::After(after),
+        };
+        let message = pb::HistoryRequest {
+            user: user.to_string(),
+            conv_id: conv.to_string(),
+            page: Some(page),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        let reply = call(self.client().history(message).await)?;
+        Ok(HistoryPage {
+            messages: decode(reply.messages.into_iter().map(message_from_pb).collect())?,
+            next: reply.next,
+        })
+    }
+
+    async fn conversations(&self, user: &UserId) -> Result<Vec<Conversation>> {
+        let message = pb::UserRequest {
+            user: user.to_string(),
+        };
+        let reply = call(self.client().conversations(message).await)?;
+        decode(
+            reply
+                .conversations
+                .into_iter()
+                .map(conversation_from_pb)
+                .collect(),
+        )
+    }
+
+    async fn conversation(&self, user: &UserId, conv: &ConvId) -> Result<Conversation> {
+        let message = pb::ConversationRequest {
+            user: user.to_string(),
+            conv_id: conv.to_string(),
+        };
+        decode(conversation_from_pb(call(
+            self.client().get_conversation(message).await,
+        )?))
+    }
+
+    async fn create_group(
+        &self,
+        creator: &UserId,
+        members: Vec<UserId>,
+        title: Option<String>,
+    ) -> Result<Conversation> {
+        let message = pb::CreateGroupRequest {
+            user: creator.to_string(),
+            members: members.into_iter().map(String::from).collect(),
+            title,
+        };
+        decode(conversation_from_pb(call(
+            self.client().create_group(message).await,
+        )?))
+    }
+
+    async fn add_members(
+        &self,
+        caller: &UserId,
+        conv: &ConvId,
+        members: Vec<UserId>,
+    ) -> Result<Conversation> {
+        let message = pb::AddMembersRequest {
+            user: caller.to_string(),
+            conv_id: conv.to_string(),
+            members: members.into_iter().map(String::from).collect(),
+        };
+        decode(conversation_from_pb(call(
+            self.client().add_members(message).await,
+        )?))
+    }
+
+    async fn remove_member(
+        &self,
+        caller: &UserId,
+        conv: &ConvId,
+        member: &UserId,
+    ) -> Result<Conversation> {
+        let message = pb::RemoveMemberRequest {
+            user: caller.to_string(),
+            conv_id: conv.to_string(),
+            member: member.to_string(),
+        };
+        decode(conversation_from_pb(call(
+            self.client().remove_member(message).await,
+        )?))
+    }
+
+    /// The remote service makes its own writes durable; a gateway that
+    /// shuts down has nothing of its own to flush.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
