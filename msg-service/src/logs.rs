@@ -66,10 +66,12 @@ impl Logs {
             .await
     }
 
-    /// Appends to `key`: allocates the next seq and runs `write` with it while
-    /// holding the log's writer lock, so writes land in seq order. `write`
-    /// returns once its entry is in the store's log; the head moves when the
-    /// caller publishes the append, after it is durable.
+    /// Appends to `key`: allocates the next seq and runs `write(seq, previous)`
+    /// while holding the log's writer lock, so writes land in seq order
+    /// (`previous` is the seq handed out just before, whether or not its
+    /// write succeeded). `write` returns once its entry is in the store's
+    /// log; the head moves when the caller publishes the append, after it is
+    /// durable.
     pub(crate) async fn append<L, LF, W, WF, T>(
         &self,
         key: &str,
@@ -79,7 +81,7 @@ impl Logs {
     where
         L: FnOnce() -> LF,
         LF: Future<Output = Result<Seq>>,
-        W: FnOnce(Seq) -> WF,
+        W: FnOnce(Seq, Seq) -> WF,
         WF: Future<Output = Result<T>>,
     {
         let log = self.log(key);
@@ -89,8 +91,9 @@ impl Logs {
             Some(cursor) => cursor,
             None => writer.insert(self.seqs.resume(key).await?),
         };
+        let previous = cursor.current();
         let seq = self.seqs.next(key, cursor).await?;
-        let value = write(seq).await?;
+        let value = write(seq, previous).await?;
         drop(writer);
         Ok(Appended { log, seq, value })
     }

@@ -96,7 +96,7 @@ impl Core {
         let store = &self.backends.store;
         let load_head = || async { Ok(store.last_conv_seq(conv).await?) };
         self.conversations
-            .append(&conv_key(conv), load_head, |conv_seq| async move {
+            .append(&conv_key(conv), load_head, |conv_seq, _| async move {
                 let message = HistoryMessage {
                     conv_id: conv.clone(),
                     conv_seq,
@@ -158,7 +158,7 @@ impl Core {
         let load_head = || async { Ok(backends.store.inbox_head(user).await?) };
         let appended = self
             .inboxes
-            .append(&inbox_key(user), load_head, |seq| async move {
+            .append(&inbox_key(user), load_head, |seq, previous| async move {
                 let entry = Entry {
                     seq,
                     message: message.clone(),
@@ -172,7 +172,7 @@ impl Core {
                         return Err(err.into());
                     }
                 };
-                if let Err(err) = backends.cache.append(user, &entry).await {
+                if let Err(err) = backends.cache.append(user, previous, &entry).await {
                     tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
                     drop_cache(backends, user).await;
                 }

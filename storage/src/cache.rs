@@ -13,9 +13,12 @@ use crate::Result;
 /// A cache of the newest entries of each inbox.
 #[async_trait]
 pub trait InboxCache: Send + Sync + 'static {
-    /// Adds the entry that was just made durable; it must follow the
-    /// newest cached one. On a gap or reordering the inbox's cache is dropped.
-    async fn append(&self, user: &UserId, entry: &Entry) -> Result<()>;
+    /// Adds the entry just written to the store. `previous` is the seq the
+    /// inbox's allocator handed out just before this one: the cached run is
+    /// extended only when its newest entry is that one; otherwise (an entry
+    /// the cache missed, a restart, a reordering) the run restarts at this
+    /// entry, so the cache never holds a hole.
+    async fn append(&self, user: &UserId, previous: Seq, entry: &Entry) -> Result<()>;
     /// Entries with `seq > after` and `seq <= up_to`, ascending, at most
     /// `limit`; `None` when the cache does not cover the whole range.
     async fn read(
@@ -101,16 +104,12 @@ impl Default for InProcessCache {
 
 #[async_trait]
 impl InboxCache for InProcessCache {
-    async fn append(&self, user: &UserId, entry: &Entry) -> Result<()> {
+    async fn append(&self, user: &UserId, previous: Seq, entry: &Entry) -> Result<()> {
         let mut inboxes = self.inboxes();
         if let Some(cached) = inboxes.get_mut(user) {
-            if cached
-                .entries
-                .back()
-                .is_some_and(|last| last.seq >= entry.seq)
-            {
-                inboxes.remove(user);
-                return Ok(());
+            let follows = |last: &Entry| last.seq == previous && last.seq < entry.seq;
+            if !cached.entries.back().is_some_and(follows) {
+                cached.entries.clear();
             }
             cached.push(entry.clone(), self.per_inbox);
             return Ok(());

@@ -346,6 +346,25 @@ macro_rules! store_suite {
 pub mod cache {
     use super::*;
 
+    /// Appends `seqs` as an allocator would have handed them out, each after
+    /// the one before it (the first starts a run).
+    async fn append_run(
+        cache: &dyn InboxCache,
+        u: &UserId,
+        conv: &ConvId,
+        peer: &UserId,
+        seqs: &[Seq],
+    ) {
+        let mut previous = 0;
+        for &seq in seqs {
+            cache
+                .append(u, previous, &entry(seq, conv, peer))
+                .await
+                .unwrap();
+            previous = seq;
+        }
+    }
+
     pub async fn an_unknown_inbox_is_not_covered(cache: &dyn InboxCache) {
         assert_eq!(cache.read(&user("nobody"), 0, 10, 10).await.unwrap(), None);
     }
@@ -353,9 +372,7 @@ pub mod cache {
     pub async fn a_cached_tail_answers_ranges_it_covers(cache: &dyn InboxCache) {
         let (u, peer) = (user("u"), user("p"));
         let conv = ConvId::dm(&u, &peer).unwrap();
-        for seq in [5, 6, 9] {
-            cache.append(&u, &entry(seq, &conv, &peer)).await.unwrap();
-        }
+        append_run(cache, &u, &conv, &peer, &[5, 6, 9]).await;
         assert_eq!(
             seqs(&cache.read(&u, 4, 9, 10).await.unwrap().unwrap()),
             [5, 6, 9]
@@ -375,12 +392,31 @@ pub mod cache {
         );
     }
 
-    pub async fn an_out_of_order_append_drops_the_inbox(cache: &dyn InboxCache) {
+    pub async fn an_append_after_a_seq_the_cache_missed_restarts_the_run(cache: &dyn InboxCache) {
         let (u, peer) = (user("u"), user("p"));
         let conv = ConvId::dm(&u, &peer).unwrap();
-        cache.append(&u, &entry(5, &conv, &peer)).await.unwrap();
-        cache.append(&u, &entry(5, &conv, &peer)).await.unwrap();
-        assert_eq!(cache.read(&u, 4, 5, 10).await.unwrap(), None);
+        append_run(cache, &u, &conv, &peer, &[1, 2]).await;
+        // Seq 3 was written to the store but never reached the cache.
+        cache.append(&u, 3, &entry(4, &conv, &peer)).await.unwrap();
+        assert_eq!(
+            cache.read(&u, 2, 4, 10).await.unwrap(),
+            None,
+            "seq 3 is not cached: no hole shown"
+        );
+        assert_eq!(seqs(&cache.read(&u, 3, 4, 10).await.unwrap().unwrap()), [4]);
+    }
+
+    pub async fn an_out_of_order_append_restarts_the_run(cache: &dyn InboxCache) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        append_run(cache, &u, &conv, &peer, &[5]).await;
+        cache.append(&u, 5, &entry(5, &conv, &peer)).await.unwrap();
+        let run = cache.read(&u, 4, 5, 10).await.unwrap().unwrap();
+        assert_eq!(
+            seqs(&run),
+            [5],
+            "the run restarted at seq 5, holding it once"
+        );
     }
 
     pub async fn a_cached_entry_reads_back_as_written(cache: &dyn InboxCache) {
@@ -388,16 +424,16 @@ pub mod cache {
         let conv = ConvId::dm(&u, &peer).unwrap();
         let mut written = entry(1, &conv, &peer);
         written.message.body = "multi\nline | with \"quotes\" and ünïcode".into();
-        cache.append(&u, &written).await.unwrap();
+        cache.append(&u, 0, &written).await.unwrap();
         assert_eq!(cache.read(&u, 0, 1, 10).await.unwrap(), Some(vec![written]));
     }
 
     pub async fn a_dropped_inbox_starts_a_new_run_at_the_next_append(cache: &dyn InboxCache) {
         let (u, peer) = (user("u"), user("p"));
         let conv = ConvId::dm(&u, &peer).unwrap();
-        cache.append(&u, &entry(5, &conv, &peer)).await.unwrap();
-        cache.append(&u, &entry(4, &conv, &peer)).await.unwrap();
-        cache.append(&u, &entry(6, &conv, &peer)).await.unwrap();
+        cache.append(&u, 4, &entry(5, &conv, &peer)).await.unwrap();
+        cache.append(&u, 3, &entry(4, &conv, &peer)).await.unwrap();
+        cache.append(&u, 5, &entry(6, &conv, &peer)).await.unwrap();
         assert_eq!(
             cache.read(&u, 4, 6, 10).await.unwrap(),
             None,
@@ -410,8 +446,14 @@ pub mod cache {
         let short = user("al");
         let long = UserId::parse(&format!("{short}ice")).unwrap();
         let conv = ConvId::dm(&short, &long).unwrap();
-        cache.append(&short, &entry(1, &conv, &long)).await.unwrap();
-        cache.append(&long, &entry(7, &conv, &short)).await.unwrap();
+        cache
+            .append(&short, 0, &entry(1, &conv, &long))
+            .await
+            .unwrap();
+        cache
+            .append(&long, 6, &entry(7, &conv, &short))
+            .await
+            .unwrap();
         assert_eq!(
             seqs(&cache.read(&short, 0, 1, 10).await.unwrap().unwrap()),
             [1]
@@ -430,9 +472,7 @@ pub mod cache {
     ) {
         let (u, peer) = (user("u"), user("p"));
         let conv = ConvId::dm(&u, &peer).unwrap();
-        for seq in [1, 2, 3, 10, 11] {
-            cache.append(&u, &entry(seq, &conv, &peer)).await.unwrap();
-        }
+        append_run(cache, &u, &conv, &peer, &[1, 2, 3, 10, 11]).await;
         assert_eq!(
             cache.read(&u, 1, 11, 10).await.unwrap(),
             None,
@@ -442,7 +482,10 @@ pub mod cache {
             seqs(&cache.read(&u, 2, 11, 10).await.unwrap().unwrap()),
             [3, 10, 11]
         );
-        cache.append(&u, &entry(12, &conv, &peer)).await.unwrap();
+        cache
+            .append(&u, 11, &entry(12, &conv, &peer))
+            .await
+            .unwrap();
         assert_eq!(
             cache.read(&u, 2, 12, 10).await.unwrap(),
             None,
@@ -462,7 +505,7 @@ pub mod cache {
     pub async fn invalidate_forgets_the_inbox(cache: &dyn InboxCache) {
         let (u, peer) = (user("u"), user("p"));
         let conv = ConvId::dm(&u, &peer).unwrap();
-        cache.append(&u, &entry(1, &conv, &peer)).await.unwrap();
+        cache.append(&u, 0, &entry(1, &conv, &peer)).await.unwrap();
         cache.invalidate(&u).await.unwrap();
         assert_eq!(cache.read(&u, 0, 1, 10).await.unwrap(), None);
     }
@@ -476,7 +519,8 @@ macro_rules! cache_suite {
     ($open:expr) => {
         $crate::cache_suite!(@case $open, an_unknown_inbox_is_not_covered);
         $crate::cache_suite!(@case $open, a_cached_tail_answers_ranges_it_covers);
-        $crate::cache_suite!(@case $open, an_out_of_order_append_drops_the_inbox);
+        $crate::cache_suite!(@case $open, an_out_of_order_append_restarts_the_run);
+        $crate::cache_suite!(@case $open, an_append_after_a_seq_the_cache_missed_restarts_the_run);
         $crate::cache_suite!(@case $open, invalidate_forgets_the_inbox);
         $crate::cache_suite!(@case $open, a_cached_entry_reads_back_as_written);
         $crate::cache_suite!(@case $open, a_dropped_inbox_starts_a_new_run_at_the_next_append);

@@ -247,7 +247,7 @@ async fn cached_inboxes_leave_redis_after_their_ttl() {
     let conv = ConvId::dm(&u, &peer).expect("dm");
     let cache = &backends.cache;
     cache
-        .append(&u, &entry(1, &conv, &peer))
+        .append(&u, 0, &entry(1, &conv, &peer))
         .await
         .expect("append");
     let key = format!("chat:inbox:{{{u}}}");
@@ -323,7 +323,7 @@ async fn keys_carry_the_prefix_and_the_user_as_hash_tag() {
     let conv = ConvId::dm(&u, &peer).expect("dm");
     backends
         .cache
-        .append(&u, &entry(1, &conv, &peer))
+        .append(&u, 0, &entry(1, &conv, &peer))
         .await
         .expect("append");
     backends
@@ -350,11 +350,11 @@ async fn seqs_too_large_for_exact_scores_are_not_cached() {
     let conv = ConvId::dm(&u, &peer).expect("dm");
     let cache = &backends.cache;
     cache
-        .append(&u, &entry(1, &conv, &peer))
+        .append(&u, 0, &entry(1, &conv, &peer))
         .await
         .expect("append");
     cache
-        .append(&u, &entry(1 << 53, &conv, &peer))
+        .append(&u, 0, &entry(1 << 53, &conv, &peer))
         .await
         .expect("append");
     assert_eq!(cache.read(&u, 0, 1, 10).await.expect("read"), None);

@@ -11,22 +11,21 @@ use super::conn::Conn;
 use super::{Keys, RedisOptions, millis};
 use crate::{Error, InboxCache, Result};
 
-/// Appends one entry if it follows the newest cached one, else drops the
-/// inbox; evicts the oldest beyond the cap and moves the bound; sets the TTL.
+/// Appends one entry, extending the run when its newest entry is the seq
+/// handed out just before (ARGV[5]), else starting a new run at this entry;
+/// evicts the oldest beyond the cap and moves the bound; sets the TTL.
 /// Members are `<seq>|<entry json>`, bounds `from:<seq>` (covers seqs from
 /// there) or `after:<seq>` (covers seqs above the last evicted one). Seqs are
 /// copied as strings, never formatted from Lua's doubles.
 const APPEND: &str = r"
-local key, seq = KEYS[1], tonumber(ARGV[1])
+local key, seq, previous = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[5])
 local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 local newest = tonumber(top[2] or '-1')
-if newest >= seq then
-  redis.call('DEL', key)
-  return 0
-end
-if newest < 0 then
+local extended = 1
+if newest ~= previous or newest >= seq then
   redis.call('DEL', key)
   redis.call('ZADD', key, -1, 'from:' .. ARGV[1])
+  extended = 0
 end
 redis.call('ZADD', key, seq, ARGV[2])
 local excess = redis.call('ZCARD', key) - 1 - tonumber(ARGV[3])
@@ -36,7 +35,7 @@ if excess > 0 then
   redis.call('ZADD', key, -1, 'after:' .. string.match(last_gone, '^%d+'))
 end
 redis.call('PEXPIRE', key, ARGV[4])
-return 1
+return extended
 ";
 
 /// Sorted-set scores are doubles: seqs above this cannot be ordered exactly,
@@ -66,7 +65,7 @@ impl RedisCache {
 
 #[async_trait]
 impl InboxCache for RedisCache {
-    async fn append(&self, user: &UserId, entry: &Entry) -> Result<()> {
+    async fn append(&self, user: &UserId, previous: Seq, entry: &Entry) -> Result<()> {
         if entry.seq > MAX_CACHED_SEQ {
             return self.invalidate(user).await;
         }
@@ -76,11 +75,12 @@ impl InboxCache for RedisCache {
             .arg(entry.seq)
             .arg(member)
             .arg(self.per_inbox)
-            .arg(self.ttl_ms);
+            .arg(self.ttl_ms)
+            .arg(previous);
         let mut con = self.conn.manager();
         let appended: i64 = self.conn.call(invocation.invoke_async(&mut con)).await?;
         if appended == 0 {
-            tracing::debug!(%user, seq = entry.seq, "out-of-order cache append; inbox dropped");
+            tracing::debug!(%user, seq = entry.seq, "the append did not follow the cached run; a new run starts");
         }
         Ok(())
     }
