@@ -9,6 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 conformance="${CONFORMANCE_DIR:-$root/../shared/conformance}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -45,7 +46,7 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 data_dir="$(mktemp -d)"
 secret="conformance-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 server_log="$data_dir/server.log"
-CHAT_JWT_SECRET="$secret" ./target/debug/gateway --listen "127.0.0.1:$port" --data-dir "$data_dir/data" \
+CHAT_JWT_SECRET="$secret" "$target_dir/debug/gateway" --listen "127.0.0.1:$port" --data-dir "$data_dir/data" \
   >"$server_log" 2>&1 &
 server=$!
 stop_server() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data_dir"; }
