@@ -11,7 +11,8 @@ use msg_service::{
 };
 use proto::{Ack, ConvId, Entry, SendRequest, Seq, SyncResult, UserId};
 use storage::{
-    Durability, EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, MessageStore, Page,
+    Durability, EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, InboxCache,
+    MessageStore, Page,
 };
 use tempfile::TempDir;
 
@@ -60,6 +61,9 @@ pub struct Options {
     pub cache_per_inbox: usize,
     /// Wraps the store the service runs on; `None`: the embedded store itself.
     pub wrap_store: Option<WrapStore>,
+    /// The inbox cache (a Redis one, say); `None`: an in-process cache of
+    /// `cache_per_inbox` entries per inbox.
+    pub cache: Option<Arc<dyn InboxCache>>,
 }
 
 impl Default for Options {
@@ -68,6 +72,7 @@ impl Default for Options {
             config: ServiceConfig::default(),
             cache_per_inbox: 200,
             wrap_store: None,
+            cache: None,
         }
     }
 }
@@ -115,7 +120,10 @@ impl TestService {
                 Some(wrap) => wrap(store),
                 None => Arc::new(store),
             },
-            cache: Arc::new(InProcessCache::new(options.cache_per_inbox, 100_000)),
+            cache: match &options.cache {
+                Some(cache) => Arc::clone(cache),
+                None => Arc::new(InProcessCache::new(options.cache_per_inbox, 100_000)),
+            },
             bus: Arc::clone(&bus) as _,
             presence: Arc::clone(&presence) as _,
         };

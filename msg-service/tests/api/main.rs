@@ -2,14 +2,18 @@
 //! embedded store (fsync on) in a temporary data dir, called through
 //! `MessageApi` as a gateway calls it.
 
+mod cache_support;
 mod helpers;
 
+mod cache_agrees_with_store;
+mod cache_spares_store;
 mod dedup;
 mod faults;
 mod groups;
 mod grpc;
 mod notify;
 mod paging;
+mod redis_outage;
 mod restart;
 mod send;
 mod sync_invariant;
