@@ -10,7 +10,9 @@
 # CLUSTER_PORT (the load balancer's port; default: a free one),
 # CLUSTER_PROFILE (debug or release binaries; default release),
 # CHAT_JWT_SECRET (shared by the gateways; default: generated into CLUSTER_DIR),
-# CLUSTER_DEV_AUTH (serve POST /v1/dev/token; default true, for trying it out).
+# CLUSTER_DEV_AUTH (serve POST /v1/dev/token; default true, for trying it out),
+# CLUSTER_MSG_FLAGS (extra msg-service flags, split on whitespace, e.g.
+# "--send-rate 100 --send-burst 200"; default none).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -20,12 +22,23 @@ bin="${CARGO_TARGET_DIR:-$root/target}/$profile"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# Whether pid $1 still runs. `kill -0` alone also succeeds on a zombie (exited,
+# not yet reaped: these processes outlive this script, so PID 1 reaps them,
+# late or never in many containers).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0  # no procfs: kill -0 decides
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ]
+}
+
 # Waits until `probe` succeeds; fails with the log of `name` if `pid` dies first.
 wait_for() {
   local name="$1" pid="$2" probe="$3"
   for _ in $(seq 1 150); do
     if eval "$probe" >/dev/null 2>&1; then return 0; fi
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       echo "cluster: $name exited; its log:" >&2; tail -n 30 "$dir/$name.log" >&2; return 1
     fi
     sleep 0.2
@@ -47,6 +60,8 @@ up() {
   local cargo_flags=(); [ "$profile" = release ] && cargo_flags=(--release)
   (cd "$root" && cargo build --quiet "${cargo_flags[@]}" -p gateway -p msg-service)
   mkdir -p "$dir"
+  # A part that fails to start leaves nothing running behind it.
+  trap 'echo "cluster: up failed; stopping what started" >&2; down' ERR
   local redis_port msg_port gw1_port gw2_port lb_port secret
   redis_port=$(free_port); msg_port=$(free_port); gw1_port=$(free_port); gw2_port=$(free_port)
   lb_port="${CLUSTER_PORT:-$(free_port)}"
@@ -60,7 +75,9 @@ up() {
   start redis redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no
   wait_for redis "$(cat "$dir/redis.pid")" "redis-cli -p $redis_port ping | grep -q PONG"
 
-  start msg-service "$bin/msg-service" --listen "127.0.0.1:$msg_port" --data-dir "$dir/msg-data" --redis "$redis_url"
+  local msg_flags=(); read -r -a msg_flags <<<"${CLUSTER_MSG_FLAGS:-}"
+  start msg-service "$bin/msg-service" --listen "127.0.0.1:$msg_port" --data-dir "$dir/msg-data" --redis "$redis_url" \
+    "${msg_flags[@]}"
   wait_for msg-service "$(cat "$dir/msg-service.pid")" "(exec 3<>/dev/tcp/127.0.0.1/$msg_port)"
 
   local n port
@@ -81,6 +98,7 @@ up() {
   printf 'gw1=http://127.0.0.1:%s\ngw2=http://127.0.0.1:%s\nmsg=http://127.0.0.1:%s\nredis=%s\n' \
     "$gw1_port" "$gw2_port" "$msg_port" "$redis_url" >"$dir/endpoints"
   echo "http://127.0.0.1:$lb_port" >"$dir/lb.url"
+  trap - ERR
   cat "$dir/lb.url"
 }
 
@@ -91,8 +109,8 @@ down() {
     [ -f "$dir/$name.pid" ] || continue
     pid="$(cat "$dir/$name.pid")"
     if kill -TERM "$pid" 2>/dev/null; then
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
+      if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
     fi
     rm -f "$dir/$name.pid"
   done
@@ -102,7 +120,7 @@ down() {
 status() {
   local name
   for name in redis msg-service gateway1 gateway2 haproxy; do
-    if [ -f "$dir/$name.pid" ] && kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null; then
+    if [ -f "$dir/$name.pid" ] && alive "$(cat "$dir/$name.pid")"; then
       echo "$name: running (pid $(cat "$dir/$name.pid"))"
     else
       echo "$name: stopped"
