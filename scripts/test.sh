@@ -2,7 +2,8 @@
 # Runs every test of the project: formatting, lints, the workspace's unit and
 # integration tests (Redis tests start their own redis-server), then the
 # PROTOCOL.md conformance suite against a freshly started single-machine
-# server, and again through HAProxy against the local two-gateway cluster.
+# server, and again through HAProxy against the local two-gateway cluster,
+# then the web client's end-to-end tests in headless Chromium.
 # Installs what the tests need when it is missing; safe to run again.
 set -euo pipefail
 
@@ -75,4 +76,7 @@ lb_url="$(deploy/local/cluster.sh up)"
 "$conformance/run.sh" "$lb_url"
 stop_cluster
 trap - EXIT
+log "browser end-to-end tests (headless Chromium)"
+bash e2e/run.sh
+
 log "all tests passed"

@@ -44,6 +44,8 @@ pub fn router(state: AppState) -> Router {
     let api_json = serde_json::to_value(&api).unwrap_or_default();
     rest.route("/v1/ws", get(ws::upgrade))
         .route("/", get(ops::demo_page))
+        .route("/app.js", get(ops::demo_script))
+        .route("/app.css", get(ops::demo_style))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

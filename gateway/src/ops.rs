@@ -1,16 +1,72 @@
-//! Operational endpoints: liveness, readiness, metrics, the OpenAPI document.
+//! Operational endpoints: liveness, readiness, metrics, and the demo client
+//! (the single-page chat of `static/`, embedded in the binary).
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::state::AppState;
 
-/// The demo chat page (plain HTML and JavaScript, no build step).
-pub async fn demo_page() -> impl IntoResponse {
-    axum::response::Html(include_str!("../static/index.html"))
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const APP_JS: &str = include_str!("../static/app.js");
+const APP_CSS: &str = include_str!("../static/app.css");
+
+/// The page may load only its own script and style and talk only to its own
+/// origin (REST and the WebSocket).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// One embedded asset, served only while dev auth is on (the client signs in
+/// with dev tokens); otherwise 404.
+fn asset(state: &AppState, content_type: &'static str, body: &'static str) -> Response {
+    if !state.dev_auth {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({
+                "code": "not_found",
+                "message": "the demo client is served only when dev auth is on",
+            })),
+        )
+            .into_response();
+    }
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response();
+    if content_type.starts_with("text/html") {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+        response.headers_mut().insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    response
+}
+
+/// The demo chat client's page (plain HTML, CSS and JavaScript, no build step).
+pub async fn demo_page(State(state): State<AppState>) -> Response {
+    asset(&state, "text/html; charset=utf-8", INDEX_HTML)
+}
+
+/// The demo client's script.
+pub async fn demo_script(State(state): State<AppState>) -> Response {
+    asset(&state, "text/javascript; charset=utf-8", APP_JS)
+}
+
+/// The demo client's style sheet.
+pub async fn demo_style(State(state): State<AppState>) -> Response {
+    asset(&state, "text/css; charset=utf-8", APP_CSS)
 }
 
 /// Liveness: the process answers.
