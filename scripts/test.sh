@@ -3,7 +3,8 @@
 # integration tests (Redis tests start their own redis-server), then the
 # PROTOCOL.md conformance suite against a freshly started single-machine
 # server, and again through HAProxy against the local two-gateway cluster,
-# then the web client's end-to-end tests in headless Chromium.
+# the deployment files validated offline, then the web client's end-to-end
+# tests in headless Chromium.
 # Installs what the tests need when it is missing; safe to run again.
 set -euo pipefail
 
@@ -76,6 +77,9 @@ lb_url="$(deploy/local/cluster.sh up)"
 "$conformance/run.sh" "$lb_url"
 stop_cluster
 trap - EXIT
+log "deployment files, validated offline (kustomize, schemas, haproxy -c, nginx -t, alert rules, metric names)"
+bash deploy/validate.sh
+
 log "browser end-to-end tests (headless Chromium)"
 bash e2e/run.sh
 

@@ -112,15 +112,19 @@ impl App {
         tokio::spawn(Arc::clone(&state.hub).run_bus(bus, background.clone()));
         let hub = Arc::clone(&state.hub);
         tokio::spawn(hub.refresh_presence(PRESENCE_REFRESH, background.clone()));
-        let draining = state.draining.clone();
+        // The listener keeps accepting while sockets drain, so health checks
+        // read 503 from /readyz (and upgrades are refused) instead of a
+        // refused connection; it closes once the drain is over.
+        let drained = CancellationToken::new();
         let server = axum::serve(listener, crate::app::router(state.clone()))
-            .with_graceful_shutdown(async move { draining.cancelled().await });
+            .with_graceful_shutdown(drained.clone().cancelled_owned());
         // The listener is bound: connections wait in its backlog until served.
         state.ready.store(true, Ordering::Release);
         let server = tokio::spawn(async move { server.await });
         tracing::info!("ready");
         shutdown.await;
         drain(&state).await;
+        drained.cancel();
         if let Err(err) = tokio::time::timeout(Duration::from_secs(5), server).await {
             tracing::warn!(error = %err, "HTTP connections still open after the drain");
         }
