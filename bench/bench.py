@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Load benchmark of the chat gateway (see README.md).
 
-Scenarios, against a server that bench/run.sh started on 127.0.0.1:
+Scenarios, against a server that bench/run.sh started on 127.0.0.1 (the
+single-machine gateway, or the local cluster behind HAProxy):
   baseline  one pair at a low rate, plus ping round trips (unloaded latency)
-  idle      N idle WebSocket connections; server RSS per connection
+  idle      N idle WebSocket connections; server RSS per connection (single only)
   pairs     N users in N/2 pairs, each sending to its peer at a fixed
             open-loop rate; throughput, latency, exactly-once delivery
 
 Client processes run on the same (2-core) machine as the server, so they
-compete with it for CPU; the CPU used by each side is reported.
+compete with it for CPU; the CPU used by each side is reported, per server
+process (--proc NAME=PID, repeatable; the cluster has five).
+
+--compare SINGLE.json CLUSTER.json prints two runs side by side and writes
+both, with the ratios cluster/single, into --out (run.sh --target both).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -71,7 +77,8 @@ def ms(x: float | None) -> float | None:
 
 def lat_summary(values: list[float]) -> dict:
     return {"n": len(values), "p50_ms": ms(pct(values, 50)), "p99_ms": ms(pct(values, 99)),
-            "max_ms": ms(max(values) if values else None)}
+            "max_ms": ms(max(values) if values else None),
+            "mean_ms": ms(sum(values) / len(values) if values else None)}
 
 
 def vmrss_kib(pid: int) -> int:
@@ -89,9 +96,15 @@ def cpu_secs(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def server_metrics(ws_url: str) -> dict[str, float]:
-    """The server's Prometheus counters, summed over labels (empty if unreachable)."""
-    url = ws_url.replace("ws://", "http://", 1).split("/v1/", 1)[0] + "/metrics"
+def http_base(ws_url: str) -> str:
+    """ws://127.0.0.1:PORT/v1/ws -> http://127.0.0.1:PORT"""
+    return ws_url.replace("ws://", "http://", 1).split("/v1/", 1)[0]
+
+
+def server_metrics(base: str) -> dict[str, float]:
+    """A gateway's Prometheus samples (base = http://HOST:PORT), summed over labels (empty if
+    unreachable)."""
+    url = base.rstrip("/") + "/metrics"
     try:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         text = opener.open(url, timeout=5).read().decode()
@@ -105,6 +118,18 @@ def server_metrics(ws_url: str) -> dict[str, float]:
             with contextlib.suppress(ValueError):
                 out[name] = out.get(name, 0.0) + float(value)
     return out
+
+
+def exe_id(pid: int) -> dict:
+    """The binary a process runs (what /proc/PID/exe points to, even if since rebuilt) and its sha256."""
+    h = hashlib.sha256()
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return {"exe": os.readlink(f"/proc/{pid}/exe"), "sha256": h.hexdigest()[:16]}
+    except OSError as err:
+        return {"exe": None, "sha256": None, "error": str(err)}
 
 
 def open_fds(pid: int) -> int:
@@ -450,7 +475,14 @@ def merge_pairs(parts: list[dict], cfg: dict, wall: dict) -> dict:
     }
 
 
-def run_pairs(a, pid: int) -> dict:
+def send_stats(d: dict[str, float], secs: float) -> dict:
+    """Sends per second and mean send duration from a /metrics delta."""
+    n = d.get("chat_send_duration_seconds_count", 0.0)
+    return {"sends_per_s": round(n / secs, 1),
+            "mean_send_ms": round(1000 * d.get("chat_send_duration_seconds_sum", 0.0) / n, 2) if n else None}
+
+
+def run_pairs(a) -> dict:
     cfg = {"url": a.url, "secret": a.secret, "prefix": "pu", "rate": a.rate, "duration": a.duration,
            "ramp": a.ramp, "drain": a.drain, "body_bytes": a.body_bytes, "pairs": a.pairs}
     ctx = mp.get_context("spawn")
@@ -473,17 +505,31 @@ def run_pairs(a, pid: int) -> dict:
         start_at.value = t0
         w0, w1 = t0 + a.ramp, t0 + a.ramp + a.duration
         time.sleep(max(0.0, w0 - time.time()))
-        cpu0, clk0, m0 = cpu_secs(pid), time.time(), server_metrics(a.url)
+        # Every server process's CPU (utime + stime) and every gateway's /metrics, at both ends.
+        m0 = {n: server_metrics(u) for n, u in a.metrics.items()}
+        cpu0, clk0 = {n: cpu_secs(p) for n, p in a.procs.items()}, time.time()
         time.sleep(max(0.0, w1 - time.time()))
-        m1 = server_metrics(a.url)
-        wall = {"server_cpu_pct_in_window": round(100 * (cpu_secs(pid) - cpu0) / (time.time() - clk0), 1),
-                "server_rss_kib_end_of_window": vmrss_kib(pid)}
-        d = {k: m1.get(k, 0.0) - m0.get(k, 0.0) for k in m1}
-        if d.get("chat_send_duration_seconds_count"):
-            wall["server_sends_per_s_in_window"] = round(d["chat_send_duration_seconds_count"] / a.duration, 1)
-            wall["server_mean_send_ms_in_window"] = round(
-                1000 * d["chat_send_duration_seconds_sum"] / d["chat_send_duration_seconds_count"], 2)
-        wall["server_slow_client_closes_total"] = m1.get("chat_slow_client_closes_total", 0)
+        cpu1, clk1 = {n: cpu_secs(p) for n, p in a.procs.items()}, time.time()
+        m1 = {n: server_metrics(u) for n, u in a.metrics.items()}
+        by_proc = {n: round(100 * (cpu1[n] - cpu0[n]) / (clk1 - clk0), 1) for n in a.procs}
+        rss = {n: vmrss_kib(p) for n, p in a.procs.items()}
+        wall = {"server_cpu_pct_in_window": round(sum(cpu1[n] - cpu0[n] for n in a.procs) * 100 / (clk1 - clk0), 1),
+                "server_cpu_pct_by_process": by_proc,
+                "server_cpu_secs_in_window": round(sum(cpu1[n] - cpu0[n] for n in a.procs), 3),
+                "server_rss_kib_end_of_window": sum(rss.values()),
+                "server_rss_kib_by_process": rss}
+        # A gateway whose /metrics did not answer at either end counts as no data, not as a delta.
+        deltas = {n: {k: m1[n].get(k, 0.0) - m0[n].get(k, 0.0) for k in m1[n]} if m0[n] and m1[n] else {}
+                  for n in a.metrics}
+        total: Counter = Counter()
+        for d in deltas.values():
+            total.update(d)
+        if total.get("chat_send_duration_seconds_count"):
+            agg = send_stats(total, a.duration)
+            wall["server_sends_per_s_in_window"] = agg["sends_per_s"]
+            wall["server_mean_send_ms_in_window"] = agg["mean_send_ms"]
+        wall["server_send_by_gateway"] = {n: send_stats(d, a.duration) for n, d in deltas.items()}
+        wall["server_slow_client_closes_total"] = sum(m.get("chat_slow_client_closes_total", 0) for m in m1.values())
         parts = []
         deadline = time.time() + a.drain + 120
         while len(parts) < len(procs):
@@ -498,6 +544,9 @@ def run_pairs(a, pid: int) -> dict:
                 p.terminate()
     res = merge_pairs(parts, cfg, wall)
     res["client_processes"] = nproc
+    delivered = res["delivered_msgs_per_s"] * a.duration
+    res["server_cpu_ms_per_delivered_msg"] = (round(1000 * wall["server_cpu_secs_in_window"] / delivered, 3)
+                                              if delivered else None)
     res["client_cpu_pct_in_window"] = round(100 * res["client_cpu_secs"] / (a.duration + a.ramp), 1)
     return res
 
@@ -663,8 +712,8 @@ def fmt(x) -> str:
 def print_report(r: dict) -> None:
     m = r["machine"]
     print()
-    print(f"== results ({m['cores']} cores, {m['cpu']}; clients share the cores with the server;"
-          f" load average at start {m['loadavg_at_start']}) ==")
+    print(f"== results: {r.get('target', 'single')} ({m['cores']} cores, {m['cpu']}; clients share the cores"
+          f" with the server; load average at start {m['loadavg_at_start']}) ==")
     if "baseline" in r:
         b = r["baseline"]
         print(f"baseline   ping rtt p50/p99 {fmt(b['ping_rtt']['p50_ms'])}/{fmt(b['ping_rtt']['p99_ms'])} ms;"
@@ -692,17 +741,132 @@ def print_report(r: dict) -> None:
               f" errors {p['errors'] or 'none'}; closed by server {p['closed_by_server'] or 'none'},"
               f" reconnects {p['reconnects']}")
         if "server_mean_send_ms_in_window" in p:
+            gws = p.get("server_send_by_gateway", {})
+            per_gw = "; ".join(f"{n} {fmt(g['mean_send_ms'])} ms at {g['sends_per_s']}/s" for n, g in gws.items())
             print(f"           server side: {p['server_sends_per_s_in_window']} sends/s, mean send handling"
-                  f" {p['server_mean_send_ms_in_window']} ms (chat_send_duration_seconds)")
-        print(f"           CPU in window: server {p['server_cpu_pct_in_window']}%, clients "
+                  f" {p['server_mean_send_ms_in_window']} ms (chat_send_duration_seconds"
+                  f"{': ' + per_gw if len(gws) > 1 else ''}); client send->ack mean"
+                  f" {fmt(p['send_to_ack']['mean_ms'])} ms")
+        by_proc = p.get("server_cpu_pct_by_process", {})
+        split = f" ({', '.join(f'{n} {v}%' for n, v in by_proc.items())})" if len(by_proc) > 1 else ""
+        print(f"           CPU in window: server {p['server_cpu_pct_in_window']}%{split}, clients "
               f"{p['client_cpu_pct_in_window']}% (of one core; 200% = whole machine);"
+              f" server CPU {fmt(p.get('server_cpu_ms_per_delivered_msg'))} ms per delivered msg;"
               f" client send lag p99 {fmt(p['client_send_lag']['p99_ms'])} ms")
+
+
+# --------------------------------------------------------------------------
+# single vs cluster (run.sh --target both)
+
+
+def ratio(x, y):
+    """x / y, or None when either is missing or y is 0."""
+    if x is None or y is None or y == 0:
+        return None
+    return round(x / y, 2)
+
+
+def comparison(single: dict, cluster: dict) -> dict:
+    """The headline figures of both runs and their ratio cluster/single."""
+    def get(r: dict, *path):
+        for k in path:
+            if not isinstance(r, dict) or k not in r:
+                return None
+            r = r[k]
+        return r
+
+    rows = [("delivered msg/s", ("pairs", "delivered_msgs_per_s")),
+            ("send->delivery p50 ms", ("pairs", "send_to_delivery", "p50_ms")),
+            ("send->delivery p99 ms", ("pairs", "send_to_delivery", "p99_ms")),
+            ("send->ack p50 ms", ("pairs", "send_to_ack", "p50_ms")),
+            ("send->ack p99 ms", ("pairs", "send_to_ack", "p99_ms")),
+            ("send->ack mean ms (client)", ("pairs", "send_to_ack", "mean_ms")),
+            ("send mean ms (gateway /metrics)", ("pairs", "server_mean_send_ms_in_window")),
+            ("server CPU % (all processes)", ("pairs", "server_cpu_pct_in_window")),
+            ("server CPU ms per delivered msg", ("pairs", "server_cpu_ms_per_delivered_msg")),
+            ("client CPU %", ("pairs", "client_cpu_pct_in_window")),
+            ("client send lag p99 ms", ("pairs", "client_send_lag", "p99_ms")),
+            ("baseline send->ack p50 ms", ("baseline", "send_to_ack", "p50_ms")),
+            ("baseline send->delivery p50 ms", ("baseline", "send_to_delivery", "p50_ms")),
+            ("baseline ping rtt p50 ms", ("baseline", "ping_rtt", "p50_ms"))]
+    out = {}
+    for label, path in rows:
+        s, c = get(single, *path), get(cluster, *path)
+        if s is None and c is None:
+            continue
+        out[label] = {"single": s, "cluster": c, "cluster_over_single": ratio(c, s)}
+    return out
+
+
+def print_comparison(r: dict) -> None:
+    s, c = r["single"], r["cluster"]
+    p = s.get("pairs", {})
+    print()
+    print(f"== single vs cluster: pairs {p.get('users')} users, offered {p.get('offered_msgs_per_s')} msg/s"
+          f" for {s['params']['duration']} s (same options; load average at start: single"
+          f" {s['machine']['loadavg_at_start']}, cluster {c['machine']['loadavg_at_start']}) ==")
+    print(f"{'':34}{'single':>10}{'cluster':>10}{'cluster/single':>16}")
+    for label, v in r["comparison"].items():
+        print(f"{label:34}{fmt(v['single']):>10}{fmt(v['cluster']):>10}{fmt(v['cluster_over_single']):>16}")
+    if r.get("different_gateway_builds"):
+        print("warning: the single run and the cluster ran different gateway binaries (the sources changed and"
+              " cluster.sh rebuilt them between the runs): " + r["different_gateway_builds"])
+    for name, rep in (("single", s), ("cluster", c)):
+        q = rep.get("pairs")
+        if not q:
+            continue
+        cpu = ", ".join(f"{n} {v}%" for n, v in q.get("server_cpu_pct_by_process", {}).items())
+        gws = ", ".join(f"{n} {fmt(g['mean_send_ms'])} ms at {g['sends_per_s']}/s"
+                        for n, g in q.get("server_send_by_gateway", {}).items())
+        print(f"{name:8} server CPU by process: {cpu or '-'}")
+        print(f"{'':8} mean send per gateway (chat_send_duration_seconds): {gws or '-'};"
+              f" client send->ack mean {fmt(q['send_to_ack']['mean_ms'])} ms")
+        print(f"{'':8} exactly-once: acked {q['acked_total']}, lost {q['lost']}, duplicated {q['duplicated']},"
+              f" own inbox lost {q['own_inbox_lost']} dup {q['own_inbox_duplicated']},"
+              f" unacked {q['unacked_at_end']}, errors {q['errors'] or 'none'}")
+
+
+def run_compare(a) -> int:
+    with open(a.compare[0]) as f:
+        single = json.load(f)
+    with open(a.compare[1]) as f:
+        cluster = json.load(f)
+    report = {"command": a.command, "target": "both", "comparison": comparison(single, cluster),
+              "single": single, "cluster": cluster}
+    builds = {f"{t} {n}": b.get("sha256") for t, r in (("single", single), ("cluster", cluster))
+              for n, b in r.get("server_binaries", {}).items() if n.startswith("gateway")}
+    if len(set(builds.values())) > 1:
+        report["different_gateway_builds"] = ", ".join(f"{k} {v}" for k, v in builds.items())
+    print_comparison(report)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nJSON summary (both runs and the comparison): {a.out}")
+    return 0
+
+
+def parse_pairs(specs: list[str], what: str, ap) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not (sep and name and value):
+            ap.error(f"{what} wants NAME=VALUE, got {spec!r}")
+        out[name] = value
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", help="ws://127.0.0.1:PORT/v1/ws")
-    ap.add_argument("--pid", type=int, help="server pid (for RSS and CPU)")
+    ap.add_argument("--url", help="ws://127.0.0.1:PORT/v1/ws (the gateway, or the cluster's load balancer)")
+    ap.add_argument("--pid", type=int, help="the single gateway's pid (for RSS and CPU)")
+    ap.add_argument("--target", choices=("single", "cluster", "both"), default="single",
+                    help="what runs behind --url (a label; run.sh sets it). idle is single only")
+    ap.add_argument("--proc", action="append", default=[], metavar="NAME=PID",
+                    help="a server process whose CPU and RSS count (repeatable; default gateway=--pid)")
+    ap.add_argument("--metrics-url", action="append", default=[], metavar="NAME=http://HOST:PORT",
+                    help="a gateway whose /metrics is read (repeatable; default: the --url's host)")
+    ap.add_argument("--compare", nargs=2, metavar=("SINGLE.json", "CLUSTER.json"),
+                    help="only print two runs side by side and write both into --out")
     ap.add_argument("--secret", help="the server's HS256 JWT secret")
     ap.add_argument("--scenarios", default="idle,baseline,pairs")
     ap.add_argument("--pairs", type=int, default=500)
@@ -722,18 +886,36 @@ def main() -> int:
                     help="only print the gateway flags these options need (send rate above the default)")
     a = ap.parse_args()
 
+    scenarios = [s for s in a.scenarios.split(",") if s]
+    if unknown := [s for s in scenarios if s not in ("idle", "baseline", "pairs")]:
+        ap.error(f"unknown scenario(s) {','.join(unknown)}")
+    if a.target != "single" and "idle" in scenarios:
+        ap.error("idle measures the RSS of one server process: it runs with --target single only")
     if a.server_flags:
+        # The same flags serve the gateway (single) and msg-service (cluster, CLUSTER_MSG_FLAGS).
         if a.rate > 20:  # the server's default per-user limit is 20/s, burst 50
             print(f"--send-rate {math.ceil(a.rate * 2)} --send-burst {max(50, math.ceil(a.rate * 4))}")
         return 0
-    if not (a.url and a.pid and a.secret):
-        ap.error("--url, --pid and --secret are required (bench/run.sh passes them)")
+    if a.compare:
+        return run_compare(a)
+    if not (a.url and a.secret and (a.pid or a.proc)):
+        ap.error("--url, --secret and --pid (or --proc) are required (bench/run.sh passes them)")
     if not a.url.startswith("ws://127.0.0.1:"):
         ap.error("this benchmark only targets 127.0.0.1")
+    if "idle" in scenarios and not a.pid:
+        ap.error("idle needs --pid")
+    procs = parse_pairs(a.proc, "--proc", ap)
+    a.procs = {n: int(p) for n, p in procs.items()} if procs else {"gateway": a.pid}
+    a.metrics = parse_pairs(a.metrics_url, "--metrics-url", ap) or {"gateway": http_base(a.url)}
+    for u in a.metrics.values():
+        if not u.startswith("http://127.0.0.1:"):
+            ap.error("this benchmark only targets 127.0.0.1")
 
-    scenarios = [s for s in a.scenarios.split(",") if s]
-    report = {"command": a.command, "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "params": {k: v for k, v in vars(a).items() if k not in ("secret", "url", "pid", "command", "out")}}
+    report = {"command": a.command, "target": a.target, "url": a.url, "machine": machine(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "params": {k: v for k, v in vars(a).items()
+                         if k not in ("secret", "url", "pid", "command", "out", "proc", "metrics_url", "compare")}}
+    report["server_binaries"] = {n: exe_id(p) for n, p in a.procs.items()}
     print(f"client open-file limit {raise_nofile()} per process; {os.cpu_count()} cores shared by the server "
           f"and the client processes", flush=True)
     for s in scenarios:
@@ -744,9 +926,7 @@ def main() -> int:
         elif s == "baseline":
             report["baseline"] = run_baseline(a)
         elif s == "pairs":
-            report["pairs"] = run_pairs(a, a.pid)
-        else:
-            ap.error(f"unknown scenario {s}")
+            report["pairs"] = run_pairs(a)
         print(f"   done in {time.time() - t:.1f} s", flush=True)
         time.sleep(1.0)
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
