@@ -1,6 +1,6 @@
 //! The msg-service binary (distributed mode): serves the message service over
-//! gRPC to the gateways, on the embedded store, with Redis for the inbox
-//! cache, the notify bus and presence.
+//! gRPC to the gateways, on the embedded store or ScyllaDB / Cassandra, with
+//! Redis for the inbox cache, the notify bus and presence.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use msg_service::{Backends, MessageService, ServiceConfig};
-use storage::{Durability, EmbeddedStore, RedisBackends, RedisOptions};
+use storage::scylla::{ConsistencyLevel, Keyspace, Replication};
+use storage::{
+    Durability, EmbeddedStore, MessageStore, RedisBackends, RedisOptions, ScyllaOptions,
+    ScyllaStore,
+};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -21,9 +25,34 @@ struct Config {
     /// gRPC address to listen on.
     #[arg(long, env = "CHAT_MSG_LISTEN", default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
+    /// The durable store: the embedded one under --data-dir, or Scylla.
+    #[arg(long, env = "CHAT_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
     /// Where the embedded store lives.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// Scylla / Cassandra contact points, comma-separated host:port.
+    #[arg(
+        long,
+        env = "CHAT_SCYLLA_NODES",
+        value_delimiter = ',',
+        required_if_eq("store", "scylla")
+    )]
+    scylla_nodes: Vec<String>,
+    /// The keyspace (created with its tables if missing).
+    #[arg(long, env = "CHAT_SCYLLA_KEYSPACE", default_value = "chat")]
+    scylla_keyspace: Keyspace,
+    /// Replication of a keyspace the service creates: `SimpleStrategy:1`, or
+    /// `NetworkTopologyStrategy:dc1=3,dc2=3`.
+    #[arg(
+        long,
+        env = "CHAT_SCYLLA_REPLICATION",
+        default_value = "SimpleStrategy:1"
+    )]
+    scylla_replication: Replication,
+    /// Consistency of reads and writes (LWTs use the matching serial level).
+    #[arg(long, env = "CHAT_SCYLLA_CONSISTENCY", default_value = "LOCAL_QUORUM")]
+    scylla_consistency: ConsistencyLevel,
     /// Redis URL for the inbox cache, notify bus and presence (shared with the gateways).
     #[arg(long, env = "CHAT_REDIS_URL")]
     redis: String,
@@ -35,6 +64,35 @@ struct Config {
     send_burst: u32,
 }
 
+/// Which durable store the service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// The embedded LSM store under --data-dir (one instance).
+    Embedded,
+    /// ScyllaDB or Cassandra.
+    Scylla,
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
+    Ok(match config.store {
+        StoreKind::Embedded => Arc::new(
+            EmbeddedStore::open(&config.data_dir.join("store"), Durability::Fsync)
+                .context("opening the embedded store")?,
+        ),
+        StoreKind::Scylla => {
+            let mut options = ScyllaOptions::new(config.scylla_nodes.clone());
+            options.keyspace = config.scylla_keyspace.clone();
+            options.replication = config.scylla_replication.clone();
+            options.consistency = config.scylla_consistency;
+            Arc::new(
+                ScyllaStore::connect(&options)
+                    .await
+                    .context("connecting to Scylla")?,
+            )
+        }
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -43,13 +101,12 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let store = EmbeddedStore::open(&config.data_dir.join("store"), Durability::Fsync)
-        .context("opening the store")?;
+    let store = open_store(&config).await?;
     let redis = RedisBackends::connect(&config.redis, RedisOptions::default())
         .await
         .context("connecting to Redis")?;
     let backends = Backends {
-        store: Arc::new(store),
+        store,
         cache: Arc::new(redis.cache),
         bus: Arc::new(redis.bus),
         presence: Arc::new(redis.presence),

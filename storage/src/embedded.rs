@@ -35,6 +35,9 @@ struct Tables {
     inbox_index: Keyspace,
     ceilings: Keyspace,
     dedup: Keyspace,
+    /// Serializes ceiling compare-and-sets. A std mutex: it is only taken on
+    /// a blocking thread, for one read and one write.
+    ceiling_lock: std::sync::Mutex<()>,
 }
 
 /// The embedded store under a data directory.
@@ -99,6 +102,7 @@ impl EmbeddedStore {
             inbox_index: open("inbox_index")?,
             ceilings: open("seq_ceilings")?,
             dedup: open("dedup")?,
+            ceiling_lock: std::sync::Mutex::new(()),
             db: db.clone(),
         };
         let commit = GroupCommit::start(db).map_err(Error::unavailable)?;
@@ -351,13 +355,29 @@ impl MessageStore for EmbeddedStore {
         .await
     }
 
-    async fn store_ceiling(&self, name: &str, max_seq: Seq) -> Result<()> {
+    async fn swap_ceiling(&self, name: &str, expected: Seq, max_seq: Seq) -> Result<()> {
         let name = name.to_owned();
         // A ceiling must be on disk before seqs under it are handed out, even
         // in the benchmark baseline: it is what keeps seqs from going back.
         let tables = Arc::clone(&self.tables);
         let commit = Arc::clone(&self.commit);
         let ticket = blocking(move || {
+            // The compare and the set under one lock: fjall has no
+            // conditional write, and two swaps from the same value must not
+            // both succeed.
+            let _guard = tables
+                .ceiling_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let current = match tables.ceilings.get(&name)? {
+                Some(value) => seq_of(&value)?,
+                None => 0,
+            };
+            if current != expected {
+                return Err(Error::Conflict(format!(
+                    "ceiling of {name} is {current}, not {expected}"
+                )));
+            }
             tables.ceilings.insert(name, max_seq.to_be_bytes())?;
             Ok(commit.ticket())
         })

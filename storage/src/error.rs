@@ -15,6 +15,14 @@ pub enum Error {
     /// The backend returned data this code cannot read: not retryable.
     #[error("bad data in storage: {0}")]
     BadData(String),
+    /// The backend refused the request for good (a statement or schema this
+    /// code does not match, no permission): not retryable.
+    #[error("storage rejected the request: {0}")]
+    Rejected(#[source] BoxError),
+    /// A conditional write found another value than it expected: another
+    /// writer got there first. Not retryable as is: reload, then decide.
+    #[error("conflicting write: {0}")]
+    Conflict(String),
 }
 
 impl Error {

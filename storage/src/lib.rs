@@ -1,7 +1,8 @@
 //! Every adapter to a data system, behind traits: the durable message store,
 //! the inbox cache, the notify bus and presence, with their single-machine
 //! implementations (embedded fjall store, in-process cache, bus, presence)
-//! and the distributed ones (Redis cache, bus, presence).
+//! and the distributed ones (Redis cache, bus, presence; the Scylla store
+//! behind the `scylla` feature, on by default).
 
 mod bus;
 mod cache;
@@ -11,11 +12,15 @@ mod group_commit;
 mod model;
 mod presence;
 mod redis;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 mod seqsvr;
 mod store;
 pub mod suite;
 
 pub use self::redis::{RedisBackends, RedisBus, RedisCache, RedisOptions, RedisPresence};
+#[cfg(feature = "scylla")]
+pub use self::scylla::{ScyllaOptions, ScyllaStore};
 pub use bus::{InProcessBus, Notification, NotifyBus, Subscription};
 pub use cache::{InProcessCache, InboxCache};
 pub use embedded::{Durability, EmbeddedStore};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proto::Seq;
 
-use crate::{MessageStore, Result};
+use crate::{Error, MessageStore, Result};
 
 /// The allocation state of one key (an inbox or a conversation log). The
 /// caller holds it under the lock that serializes that key's appends.
@@ -52,13 +52,39 @@ impl SeqAllocator {
 
     /// The next seq of `key`; persists a higher ceiling first when needed.
     pub async fn next(&self, key: &str, cursor: &mut SeqCursor) -> Result<Seq> {
-        let next = cursor.current + 1;
-        if next > cursor.ceiling {
-            let ceiling = cursor.current + self.step;
-            self.store.store_ceiling(key, ceiling).await?;
-            cursor.ceiling = ceiling;
+        if cursor.current >= cursor.ceiling {
+            self.raise_ceiling(key, cursor).await?;
         }
-        cursor.current = next;
-        Ok(next)
+        cursor.current += 1;
+        Ok(cursor.current)
+    }
+
+    /// Moves the persisted ceiling one step up from the one the cursor knows.
+    /// If another writer moved it meanwhile (a second instance serving the
+    /// same key), resumes above the ceiling found and tries once more: the
+    /// range between is the other writer's. A second conflict is returned.
+    async fn raise_ceiling(&self, key: &str, cursor: &mut SeqCursor) -> Result<()> {
+        let wanted = cursor.current.saturating_add(self.step);
+        match self.store.swap_ceiling(key, cursor.ceiling, wanted).await {
+            Ok(()) => {
+                cursor.ceiling = wanted;
+                return Ok(());
+            }
+            Err(Error::Conflict(reason)) => {
+                tracing::warn!(key, %reason, "seq ceiling moved by another writer; resuming above it");
+            }
+            Err(err) => return Err(err),
+        }
+        let found = self.store.load_ceiling(key).await?;
+        // `max`: a ceiling is never below a seq handed out under it, but if
+        // it ever were, this still never goes back.
+        let current = found.max(cursor.current);
+        let wanted = current.saturating_add(self.step);
+        self.store.swap_ceiling(key, found, wanted).await?;
+        *cursor = SeqCursor {
+            current,
+            ceiling: wanted,
+        };
+        Ok(())
     }
 }

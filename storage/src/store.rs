@@ -70,8 +70,13 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// The persisted seq ceiling of an allocator key (0 when none).
     async fn load_ceiling(&self, key: &str) -> Result<Seq>;
-    /// Persists a new seq ceiling; durable before it returns.
-    async fn store_ceiling(&self, key: &str, max_seq: Seq) -> Result<()>;
+    /// Persists `max_seq` as the ceiling of `key` if the persisted ceiling is
+    /// still `expected` (0: none yet), as one atomic compare-and-set, so that
+    /// of two instances that loaded the same ceiling only one can raise it and
+    /// they never hand out the same range. Fails with
+    /// [`Error::Conflict`](crate::Error::Conflict) when the ceiling is not
+    /// `expected`. Durable before it returns.
+    async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> Result<()>;
 
     /// Makes everything written so far durable (used at shutdown).
     async fn flush(&self) -> Result<()>;

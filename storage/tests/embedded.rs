@@ -68,7 +68,10 @@ async fn everything_written_is_there_after_reopening_the_data_dir() {
                 .await
                 .expect("append");
         }
-        store.store_ceiling("u:alice", 100).await.expect("ceiling");
+        store
+            .swap_ceiling("u:alice", 0, 100)
+            .await
+            .expect("ceiling");
         // Dropped without flush(): the ceiling's fsync covers the appends
         // logged before it, and nothing else is made durable.
     }

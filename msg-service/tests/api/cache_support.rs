@@ -129,8 +129,8 @@ impl MessageStore for CountingStore {
     async fn load_ceiling(&self, key: &str) -> storage::Result<Seq> {
         self.inner.load_ceiling(key).await
     }
-    async fn store_ceiling(&self, key: &str, max_seq: Seq) -> storage::Result<()> {
-        self.inner.store_ceiling(key, max_seq).await
+    async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> storage::Result<()> {
+        self.inner.swap_ceiling(key, expected, max_seq).await
     }
     async fn flush(&self) -> storage::Result<()> {
         self.inner.flush().await

@@ -15,6 +15,7 @@ mod notify;
 mod paging;
 mod redis_outage;
 mod restart;
+mod scylla_needs_node;
 mod send;
 mod sync_invariant;
 mod validation;

@@ -21,7 +21,7 @@ const SENDS_EACH: usize = 30;
 /// Small, so the reader needs many pages and reads while sends land.
 const READ_LIMIT: usize = 7;
 /// Only a hang would take this long; it turns a hang into a failure.
-const DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_syncing_during_concurrent_sends_gets_every_entry_once_in_order()
@@ -50,7 +50,7 @@ struct Sent {
     ack: Ack,
 }
 
-async fn check_invariant(svc: &TestService) -> anyhow::Result<()> {
+pub(crate) async fn check_invariant(svc: &TestService) -> anyhow::Result<()> {
     let reader = user("reader");
     let senders = users("sender", SENDERS);
     let mut members = senders.clone();

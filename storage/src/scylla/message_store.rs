@@ -1,0 +1,273 @@
+//! `MessageStore` for the Scylla store: each call as one statement or one
+//! logged batch, reads across buckets through `walk`, seq ceilings as
+//! LWTs on the ceiling row only (once per allocator step, never per message).
+
+use async_trait::async_trait;
+use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
+
+use super::buckets::{bucket_of, clamp, from_cql, section_of, to_cql};
+use super::bulkhead::Class;
+use super::rows::{self, ConversationRow, DedupRow, InboxRow, MessageRow};
+use super::statements::logged_batch;
+use super::store::ScyllaStore;
+use super::walk::{BucketWalk, Direction, Walk, newest};
+use crate::model::{ConversationMeta, MessageRef, Page, WriteTicket};
+use crate::{Error, MessageStore, Result};
+
+/// Users per membership batch: two small rows each, well under the batch
+/// size warning threshold (5 KiB by default).
+const MEMBERS_PER_BATCH: usize = 32;
+
+/// A seq a caller asks about that no stored row can have (above `bigint`).
+fn stored_seq(seq: Seq) -> Option<i64> {
+    i64::try_from(seq).ok()
+}
+
+#[async_trait]
+impl MessageStore for ScyllaStore {
+    async fn put_conversation(&self, meta: &ConversationMeta) -> Result<()> {
+        let values = rows::conversation_values(meta)?;
+        let statement = &self.statements().put_conversation;
+        self.execute(Class::Write, statement, values).await?;
+        Ok(())
+    }
+
+    async fn conversation(&self, conv: &ConvId) -> Result<Option<ConversationMeta>> {
+        let statement = &self.statements().conversation;
+        let row: Option<ConversationRow> = self.select_one(statement, (conv.as_str(),)).await?;
+        row.map(ConversationRow::into_meta).transpose()
+    }
+
+    async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> Result<()> {
+        let st = self.statements();
+        for chunk in users.chunks(MEMBERS_PER_BATCH) {
+            // Both directions of each membership in one logged batch, so
+            // the two tables never disagree after a failure.
+            let batch = logged_batch(
+                chunk
+                    .iter()
+                    .flat_map(|_| [st.add_member.clone(), st.add_user_conv.clone()]),
+            );
+            let values: Vec<(&str, &str)> = chunk
+                .iter()
+                .flat_map(|u| [(conv.as_str(), u.as_str()), (u.as_str(), conv.as_str())])
+                .collect();
+            self.batch(&batch, values).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_member(&self, conv: &ConvId, user: &UserId) -> Result<()> {
+        let (conv, user) = (conv.as_str(), user.as_str());
+        let batch = &self.statements().remove_member;
+        self.batch(batch, ((conv, user), (user, conv))).await
+    }
+
+    async fn members(&self, conv: &ConvId) -> Result<Vec<UserId>> {
+        let statement = &self.statements().members;
+        let found = self.select_all(statement, (conv.as_str(),)).await?;
+        let mut members: Vec<UserId> = rows::ids("user_id", found)?;
+        members.sort();
+        Ok(members)
+    }
+
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConvId>> {
+        let statement = &self.statements().user_convs;
+        let found = self.select_all(statement, (user.as_str(),)).await?;
+        let mut convs: Vec<ConvId> = rows::ids("conv_id", found)?;
+        convs.sort();
+        Ok(convs)
+    }
+
+    async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket> {
+        let conv_seq = to_cql(msg.conv_seq)?;
+        let bucket = bucket_of(conv_seq);
+        let (conv, from, id) = (
+            msg.conv_id.as_str(),
+            msg.from.as_str(),
+            msg.client_msg_id.as_str(),
+        );
+        let values = (
+            rows::message_values(msg, bucket)?,
+            (conv, bucket),
+            (from, id, conv, conv_seq, self.dedup_ttl()),
+        );
+        self.batch(&self.statements().append_message, values)
+            .await?;
+        // Durable at the consistency level already: see the module doc.
+        Ok(WriteTicket::default())
+    }
+
+    async fn message(&self, conv: &ConvId, conv_seq: Seq) -> Result<Option<HistoryMessage>> {
+        let Some(conv_seq) = stored_seq(conv_seq) else {
+            return Ok(None);
+        };
+        let values = (conv.as_str(), bucket_of(conv_seq), conv_seq);
+        let row: Option<MessageRow> = self.select_one(&self.statements().message, values).await?;
+        row.map(MessageRow::into_message).transpose()
+    }
+
+    async fn messages(
+        &self,
+        conv: &ConvId,
+        page: Page,
+        limit: usize,
+    ) -> Result<Vec<HistoryMessage>> {
+        let st = self.statements();
+        let (direction, list, read, bound) = match page {
+            Page::Before(0) => return Ok(Vec::new()),
+            Page::Before(n) => (
+                Direction::Down,
+                &st.message_buckets_down,
+                &st.messages_before,
+                clamp(n),
+            ),
+            Page::After(n) => match stored_seq(n) {
+                Some(n) if n < i64::MAX => {
+                    (Direction::Up, &st.message_buckets_up, &st.messages_after, n)
+                }
+                _ => return Ok(Vec::new()),
+            },
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The bucket of the first seq past the bound.
+        let first = match direction {
+            Direction::Up => bound + 1,
+            Direction::Down => bound - 1,
+        };
+        let buckets = BucketWalk::new(self, list, conv.as_str(), direction, bucket_of(first));
+        let walk = Walk {
+            buckets,
+            read,
+            bound,
+        };
+        walk.collect::<MessageRow>(limit).await
+    }
+
+    async fn last_conv_seq(&self, conv: &ConvId) -> Result<Seq> {
+        let st = self.statements();
+        let buckets = BucketWalk::new(
+            self,
+            &st.message_buckets_down,
+            conv.as_str(),
+            Direction::Down,
+            i64::MAX,
+        );
+        newest(buckets, &st.newest_message).await
+    }
+
+    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<WriteTicket> {
+        let seq = to_cql(entry.seq)?;
+        let conv_seq = to_cql(entry.message.conv_seq)?;
+        let (bucket, u, conv) = (
+            bucket_of(seq),
+            user.as_str(),
+            entry.message.conv_id.as_str(),
+        );
+        let values = (
+            rows::inbox_values(user, entry, bucket)?,
+            (u, conv, bucket_of(conv_seq), conv_seq, seq),
+            (u, bucket),
+        );
+        self.batch(&self.statements().append_inbox, values).await?;
+        // Durable at the consistency level already: see the module doc.
+        Ok(WriteTicket::default())
+    }
+
+    async fn inbox_seq_of(
+        &self,
+        user: &UserId,
+        conv: &ConvId,
+        conv_seq: Seq,
+    ) -> Result<Option<Seq>> {
+        let Some(conv_seq) = stored_seq(conv_seq) else {
+            return Ok(None);
+        };
+        let values = (user.as_str(), conv.as_str(), bucket_of(conv_seq), conv_seq);
+        let statement = &self.statements().inbox_seq_of;
+        let row: Option<(i64,)> = self.select_one(statement, values).await?;
+        row.map(|(seq,)| from_cql(seq)).transpose()
+    }
+
+    async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>> {
+        let after = match stored_seq(after) {
+            Some(after) if after < i64::MAX && limit > 0 => after,
+            _ => return Ok(Vec::new()),
+        };
+        let st = self.statements();
+        let buckets = BucketWalk::new(
+            self,
+            &st.inbox_buckets_up,
+            user.as_str(),
+            Direction::Up,
+            bucket_of(after + 1),
+        );
+        let walk = Walk {
+            buckets,
+            read: &st.inbox_after,
+            bound: after,
+        };
+        walk.collect::<InboxRow>(limit).await
+    }
+
+    async fn inbox_head(&self, user: &UserId) -> Result<Seq> {
+        let st = self.statements();
+        let buckets = BucketWalk::new(
+            self,
+            &st.inbox_buckets_down,
+            user.as_str(),
+            Direction::Down,
+            i64::MAX,
+        );
+        newest(buckets, &st.newest_inbox).await
+    }
+
+    /// Nothing to wait for: every write was durable when it returned.
+    async fn durable(&self, _ticket: WriteTicket) -> Result<()> {
+        Ok(())
+    }
+
+    async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<MessageRef>> {
+        let values = (sender.as_str(), id.as_str());
+        let row: Option<DedupRow> = self.select_one(&self.statements().dedup, values).await?;
+        row.map(DedupRow::into_ref).transpose()
+    }
+
+    async fn load_ceiling(&self, key: &str) -> Result<Seq> {
+        // A serial read is a Paxos round: it takes an LWT slot.
+        let statement = &self.statements().load_ceiling;
+        let result = self
+            .execute(Class::Lwt, statement, (section_of(key), key))
+            .await?;
+        match rows::all::<(i64,)>(result)?.first() {
+            Some(&(max_seq,)) => from_cql(max_seq),
+            None => Ok(0),
+        }
+    }
+
+    async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> Result<()> {
+        let (section, max_seq) = (section_of(key), to_cql(max_seq)?);
+        let st = self.statements();
+        let result = if expected == 0 {
+            let values = (section, key, max_seq);
+            self.execute(Class::Lwt, &st.create_ceiling, values).await?
+        } else {
+            let values = (max_seq, section, key, to_cql(expected)?);
+            self.execute(Class::Lwt, &st.raise_ceiling, values).await?
+        };
+        if rows::applied(result)? {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "the seq ceiling of {key} is no longer {expected}"
+            )))
+        }
+    }
+
+    /// Nothing to flush: every write was durable when it returned.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

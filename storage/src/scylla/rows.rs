@@ -1,0 +1,372 @@
+//! Rows as CQL returns them, and the values CQL binds, converted to and
+//! from the protocol's types. Whatever fails to convert back (an id that no
+//! longer parses, an unknown kind, a negative seq) is `BadData`.
+
+use ::scylla::DeserializeRow;
+use ::scylla::response::query_result::QueryResult;
+use ::scylla::value::{CqlValue, Row};
+use proto::{ConvKind, Entry, HistoryMessage, MessageKind, UserId};
+
+use super::buckets::{from_cql, to_cql};
+use super::errors;
+use crate::model::{ConversationMeta, MessageRef};
+use crate::{Error, Result};
+
+fn message_kind_name(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Text => "text",
+    }
+}
+
+fn message_kind(name: &str) -> Result<MessageKind> {
+    match name {
+        "text" => Ok(MessageKind::Text),
+        other => Err(Error::BadData(format!("unknown message kind {other:?}"))),
+    }
+}
+
+fn conv_kind_name(kind: ConvKind) -> &'static str {
+    match kind {
+        ConvKind::Dm => "dm",
+        ConvKind::Group => "group",
+    }
+}
+
+fn conv_kind(name: &str) -> Result<ConvKind> {
+    match name {
+        "dm" => Ok(ConvKind::Dm),
+        "group" => Ok(ConvKind::Group),
+        other => Err(Error::BadData(format!(
+            "unknown conversation kind {other:?}"
+        ))),
+    }
+}
+
+/// Parses an id read from a row.
+pub(crate) fn id<T: std::str::FromStr>(what: &str, text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| Error::BadData(format!("{what} {text:?} in storage is not valid")))
+}
+
+/// A row of `messages` (the columns of `MESSAGE_COLUMNS`).
+#[derive(Debug, DeserializeRow)]
+#[scylla(crate = ::scylla)]
+pub(crate) struct MessageRow {
+    pub(crate) conv_id: String,
+    pub(crate) conv_seq: i64,
+    pub(crate) sender: String,
+    pub(crate) client_msg_id: String,
+    pub(crate) kind: String,
+    pub(crate) body: String,
+    pub(crate) ts: i64,
+}
+
+impl MessageRow {
+    pub(crate) fn into_message(self) -> Result<HistoryMessage> {
+        Ok(HistoryMessage {
+            conv_id: id("conv_id", &self.conv_id)?,
+            conv_seq: from_cql(self.conv_seq)?,
+            from: id("sender", &self.sender)?,
+            client_msg_id: id("client_msg_id", &self.client_msg_id)?,
+            kind: message_kind(&self.kind)?,
+            body: self.body,
+            ts: from_cql(self.ts)?,
+        })
+    }
+}
+
+/// A row of `inbox` (the columns of `INBOX_COLUMNS`).
+#[derive(Debug, DeserializeRow)]
+#[scylla(crate = ::scylla)]
+pub(crate) struct InboxRow {
+    pub(crate) seq: i64,
+    pub(crate) conv_id: String,
+    pub(crate) conv_seq: i64,
+    pub(crate) sender: String,
+    pub(crate) client_msg_id: String,
+    pub(crate) kind: String,
+    pub(crate) body: String,
+    pub(crate) ts: i64,
+}
+
+impl InboxRow {
+    pub(crate) fn into_entry(self) -> Result<Entry> {
+        let message = MessageRow {
+            conv_id: self.conv_id,
+            conv_seq: self.conv_seq,
+            sender: self.sender,
+            client_msg_id: self.client_msg_id,
+            kind: self.kind,
+            body: self.body,
+            ts: self.ts,
+        };
+        Ok(Entry {
+            seq: from_cql(self.seq)?,
+            message: message.into_message()?,
+        })
+    }
+}
+
+/// A row of `conversations`.
+#[derive(Debug, DeserializeRow)]
+#[scylla(crate = ::scylla)]
+pub(crate) struct ConversationRow {
+    pub(crate) conv_id: String,
+    pub(crate) kind: String,
+    pub(crate) title: Option<String>,
+    pub(crate) created_at: i64,
+}
+
+impl ConversationRow {
+    pub(crate) fn into_meta(self) -> Result<ConversationMeta> {
+        Ok(ConversationMeta {
+            conv_id: id("conv_id", &self.conv_id)?,
+            kind: conv_kind(&self.kind)?,
+            title: self.title,
+            created_at: from_cql(self.created_at)?,
+        })
+    }
+}
+
+/// A row of `dedup`.
+#[derive(Debug, DeserializeRow)]
+#[scylla(crate = ::scylla)]
+pub(crate) struct DedupRow {
+    pub(crate) conv_id: String,
+    pub(crate) conv_seq: i64,
+}
+
+impl DedupRow {
+    pub(crate) fn into_ref(self) -> Result<MessageRef> {
+        Ok(MessageRef {
+            conv_id: id("conv_id", &self.conv_id)?,
+            conv_seq: from_cql(self.conv_seq)?,
+        })
+    }
+}
+
+/// `(conv_id, kind, title, created_at)` for `PUT_CONVERSATION`.
+pub(crate) fn conversation_values(
+    meta: &ConversationMeta,
+) -> Result<(&str, &'static str, Option<&str>, i64)> {
+    Ok((
+        meta.conv_id.as_str(),
+        conv_kind_name(meta.kind),
+        meta.title.as_deref(),
+        to_cql(meta.created_at)?,
+    ))
+}
+
+/// The message columns after the keys: `(sender, client_msg_id, kind, body, ts)`.
+pub(crate) type MessageTail<'a> = (&'a str, &'a str, &'static str, &'a str, i64);
+
+fn message_tail(msg: &HistoryMessage) -> Result<MessageTail<'_>> {
+    Ok((
+        msg.from.as_str(),
+        msg.client_msg_id.as_str(),
+        message_kind_name(msg.kind),
+        msg.body.as_str(),
+        to_cql(msg.ts)?,
+    ))
+}
+
+/// The values of `INSERT_MESSAGE`, in its column order.
+#[allow(clippy::type_complexity)]
+pub(crate) fn message_values(
+    msg: &HistoryMessage,
+    bucket: i64,
+) -> Result<(&str, i64, i64, &str, &str, &'static str, &str, i64)> {
+    let (sender, client_msg_id, kind, body, ts) = message_tail(msg)?;
+    let conv_seq = to_cql(msg.conv_seq)?;
+    Ok((
+        msg.conv_id.as_str(),
+        bucket,
+        conv_seq,
+        sender,
+        client_msg_id,
+        kind,
+        body,
+        ts,
+    ))
+}
+
+/// The values of `INSERT_INBOX`, in its column order.
+#[allow(clippy::type_complexity)]
+pub(crate) fn inbox_values<'a>(
+    user: &'a UserId,
+    entry: &'a Entry,
+    bucket: i64,
+) -> Result<(
+    &'a str,
+    i64,
+    i64,
+    &'a str,
+    i64,
+    &'a str,
+    &'a str,
+    &'static str,
+    &'a str,
+    i64,
+)> {
+    let msg = &entry.message;
+    let (sender, client_msg_id, kind, body, ts) = message_tail(msg)?;
+    Ok((
+        user.as_str(),
+        bucket,
+        to_cql(entry.seq)?,
+        msg.conv_id.as_str(),
+        to_cql(msg.conv_seq)?,
+        sender,
+        client_msg_id,
+        kind,
+        body,
+        ts,
+    ))
+}
+
+/// Every row of a result.
+pub(crate) fn all<R>(result: QueryResult) -> Result<Vec<R>>
+where
+    R: for<'frame, 'metadata> ::scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
+{
+    let rows = result.into_rows_result().map_err(errors::rows)?;
+    let typed = rows.rows::<R>().map_err(errors::rows)?;
+    typed.collect::<Result<Vec<R>, _>>().map_err(errors::rows)
+}
+
+/// Whether a conditional statement applied: the `[applied]` column, first
+/// in the result on Cassandra and ScyllaDB alike (what follows it, the row
+/// as it is, differs between them, so the row is read untyped).
+pub(crate) fn applied(result: QueryResult) -> Result<bool> {
+    let row = all::<Row>(result)?.into_iter().next();
+    match row.as_ref().and_then(|r| r.columns.first()) {
+        Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
+        other => Err(Error::BadData(format!(
+            "a conditional update answered {other:?}, not [applied]"
+        ))),
+    }
+}
+
+/// The ids of a one-column result, parsed.
+pub(crate) fn ids<T: std::str::FromStr>(what: &str, rows: Vec<(String,)>) -> Result<Vec<T>> {
+    rows.into_iter().map(|(text,)| id(what, &text)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proto::{ClientMsgId, ConvId};
+
+    use super::*;
+
+    fn sample() -> HistoryMessage {
+        let (a, b) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
+        HistoryMessage {
+            conv_id: ConvId::dm(&a, &b).unwrap(),
+            conv_seq: 70_000,
+            from: a,
+            client_msg_id: ClientMsgId::parse("c-1").unwrap(),
+            kind: MessageKind::Text,
+            body: "hello".into(),
+            ts: 1_764_262_800_000,
+        }
+    }
+
+    /// The row CQL would return for what `inbox_values` bound.
+    fn inbox_row_of(user: &UserId, entry: &Entry) -> InboxRow {
+        let (_, _, seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts) =
+            inbox_values(user, entry, 1).unwrap();
+        InboxRow {
+            seq,
+            conv_id: conv_id.into(),
+            conv_seq,
+            sender: sender.into(),
+            client_msg_id: client_msg_id.into(),
+            kind: kind.into(),
+            body: body.into(),
+            ts,
+        }
+    }
+
+    #[test]
+    fn a_message_reads_back_as_it_was_bound() {
+        let msg = sample();
+        let (conv_id, bucket, conv_seq, sender, client_msg_id, kind, body, ts) =
+            message_values(&msg, 1).unwrap();
+        assert_eq!(bucket, 1);
+        let row = MessageRow {
+            conv_id: conv_id.into(),
+            conv_seq,
+            sender: sender.into(),
+            client_msg_id: client_msg_id.into(),
+            kind: kind.into(),
+            body: body.into(),
+            ts,
+        };
+        assert_eq!(row.into_message().unwrap(), msg);
+    }
+
+    #[test]
+    fn an_inbox_entry_reads_back_as_it_was_bound() {
+        let entry = Entry {
+            seq: 9,
+            message: sample(),
+        };
+        let user = UserId::parse("bob").unwrap();
+        assert_eq!(inbox_row_of(&user, &entry).into_entry().unwrap(), entry);
+    }
+
+    #[test]
+    fn a_conversation_reads_back_with_or_without_a_title() {
+        for title in [None, Some("team".to_owned())] {
+            let meta = ConversationMeta {
+                conv_id: ConvId::group("g1").unwrap(),
+                kind: ConvKind::Group,
+                title,
+                created_at: 5,
+            };
+            let (conv_id, kind, title, created_at) = conversation_values(&meta).unwrap();
+            let row = ConversationRow {
+                conv_id: conv_id.into(),
+                kind: kind.into(),
+                title: title.map(str::to_owned),
+                created_at,
+            };
+            assert_eq!(row.into_meta().unwrap(), meta);
+        }
+    }
+
+    #[test]
+    fn rows_that_do_not_convert_are_bad_data() {
+        let entry = Entry {
+            seq: 1,
+            message: sample(),
+        };
+        let user = UserId::parse("bob").unwrap();
+        let mut unknown_kind = inbox_row_of(&user, &entry);
+        unknown_kind.kind = "sticker".into();
+        let mut bad_id = inbox_row_of(&user, &entry);
+        bad_id.sender = "not a user".into();
+        let mut negative = inbox_row_of(&user, &entry);
+        negative.seq = -3;
+        for row in [unknown_kind, bad_id, negative] {
+            assert!(matches!(row.into_entry(), Err(Error::BadData(_))));
+        }
+        let dedup = DedupRow {
+            conv_id: "nope".into(),
+            conv_seq: 1,
+        };
+        assert!(matches!(dedup.into_ref(), Err(Error::BadData(_))));
+    }
+
+    #[test]
+    fn a_timestamp_beyond_a_bigint_is_refused_before_it_is_written() {
+        let mut msg = sample();
+        msg.ts = u64::MAX;
+        assert!(matches!(message_values(&msg, 0), Err(Error::BadData(_))));
+    }
+}

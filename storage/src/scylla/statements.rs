@@ -1,0 +1,354 @@
+//! Every statement the store runs, prepared once at start-up with its
+//! settings: reads and plain writes are idempotent (the driver may retry
+//! them on another node after a timeout), LWTs are not, the ceiling read
+//! runs at the serial level so it sees every committed LWT.
+//!
+//! Batches: an append writes its row, the row that finds it again (the
+//! dedup record, the inbox index) and its bucket's entry in one LOGGED
+//! batch. The rows are in different partitions, so only a logged batch
+//! (written to the batch log first, replayed if the coordinator dies) makes
+//! them all-or-nothing, which the trait promises: a dedup record must never
+//! point at a message that is not there. Unlogged batches are only atomic
+//! within one partition. The batch log costs one more write per append,
+//! not a round trip: the batch is still one request.
+
+use ::scylla::client::session::Session;
+use ::scylla::frame::types::{Consistency, SerialConsistency};
+use ::scylla::statement::batch::{Batch, BatchType};
+use ::scylla::statement::prepared::PreparedStatement;
+
+use super::config::{ConsistencyLevel, Keyspace};
+use super::errors;
+use super::schema::in_keyspace;
+use crate::Result;
+
+const MESSAGE_COLUMNS: &str = "conv_id, conv_seq, sender, client_msg_id, kind, body, ts";
+const INBOX_COLUMNS: &str = "seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts";
+
+pub(crate) const PUT_CONVERSATION: &str =
+    "INSERT INTO {ks}.conversations (conv_id, kind, title, created_at) VALUES (?, ?, ?, ?)";
+pub(crate) const CONVERSATION: &str =
+    "SELECT conv_id, kind, title, created_at FROM {ks}.conversations WHERE conv_id = ?";
+pub(crate) const ADD_MEMBER: &str = "INSERT INTO {ks}.members (conv_id, user_id) VALUES (?, ?)";
+pub(crate) const ADD_USER_CONV: &str =
+    "INSERT INTO {ks}.user_convs (user_id, conv_id) VALUES (?, ?)";
+pub(crate) const REMOVE_MEMBER: &str = "DELETE FROM {ks}.members WHERE conv_id = ? AND user_id = ?";
+pub(crate) const REMOVE_USER_CONV: &str =
+    "DELETE FROM {ks}.user_convs WHERE user_id = ? AND conv_id = ?";
+pub(crate) const MEMBERS: &str = "SELECT user_id FROM {ks}.members WHERE conv_id = ?";
+pub(crate) const USER_CONVS: &str = "SELECT conv_id FROM {ks}.user_convs WHERE user_id = ?";
+
+pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO {ks}.messages \
+     (conv_id, bucket, conv_seq, sender, client_msg_id, kind, body, ts) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+pub(crate) const INSERT_MESSAGE_BUCKET: &str =
+    "INSERT INTO {ks}.message_buckets (conv_id, bucket) VALUES (?, ?)";
+pub(crate) const INSERT_DEDUP: &str = "INSERT INTO {ks}.dedup \
+     (user_id, client_msg_id, conv_id, conv_seq) VALUES (?, ?, ?, ?) USING TTL ?";
+pub(crate) const MESSAGE: &str =
+    "SELECT {message} FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND conv_seq = ?";
+pub(crate) const MESSAGES_BEFORE: &str = "SELECT {message} FROM {ks}.messages \
+     WHERE conv_id = ? AND bucket = ? AND conv_seq < ? LIMIT ?";
+pub(crate) const MESSAGES_AFTER: &str = "SELECT {message} FROM {ks}.messages \
+     WHERE conv_id = ? AND bucket = ? AND conv_seq > ? ORDER BY conv_seq ASC LIMIT ?";
+pub(crate) const NEWEST_MESSAGE: &str =
+    "SELECT conv_seq FROM {ks}.messages WHERE conv_id = ? AND bucket = ? LIMIT 1";
+pub(crate) const MESSAGE_BUCKETS_DOWN: &str =
+    "SELECT bucket FROM {ks}.message_buckets WHERE conv_id = ? AND bucket <= ? LIMIT ?";
+pub(crate) const MESSAGE_BUCKETS_UP: &str = "SELECT bucket FROM {ks}.message_buckets \
+     WHERE conv_id = ? AND bucket >= ? ORDER BY bucket ASC LIMIT ?";
+
+pub(crate) const INSERT_INBOX: &str = "INSERT INTO {ks}.inbox \
+     (user_id, bucket, seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+pub(crate) const INSERT_INBOX_INDEX: &str = "INSERT INTO {ks}.inbox_index \
+     (user_id, conv_id, bucket, conv_seq, seq) VALUES (?, ?, ?, ?, ?)";
+pub(crate) const INSERT_INBOX_BUCKET: &str =
+    "INSERT INTO {ks}.inbox_buckets (user_id, bucket) VALUES (?, ?)";
+pub(crate) const INBOX_AFTER: &str = "SELECT {inbox} FROM {ks}.inbox \
+     WHERE user_id = ? AND bucket = ? AND seq > ? LIMIT ?";
+pub(crate) const NEWEST_INBOX: &str =
+    "SELECT seq FROM {ks}.inbox WHERE user_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1";
+pub(crate) const INBOX_BUCKETS_DOWN: &str =
+    "SELECT bucket FROM {ks}.inbox_buckets WHERE user_id = ? AND bucket <= ? LIMIT ?";
+pub(crate) const INBOX_BUCKETS_UP: &str = "SELECT bucket FROM {ks}.inbox_buckets \
+     WHERE user_id = ? AND bucket >= ? ORDER BY bucket ASC LIMIT ?";
+pub(crate) const INBOX_SEQ_OF: &str = "SELECT seq FROM {ks}.inbox_index \
+     WHERE user_id = ? AND conv_id = ? AND bucket = ? AND conv_seq = ?";
+
+pub(crate) const DEDUP: &str =
+    "SELECT conv_id, conv_seq FROM {ks}.dedup WHERE user_id = ? AND client_msg_id = ?";
+
+pub(crate) const LOAD_CEILING: &str =
+    "SELECT max_seq FROM {ks}.seq_ceilings WHERE section = ? AND alloc_key = ?";
+pub(crate) const CREATE_CEILING: &str = "INSERT INTO {ks}.seq_ceilings (section, alloc_key, max_seq) \
+     VALUES (?, ?, ?) IF NOT EXISTS";
+pub(crate) const RAISE_CEILING: &str = "UPDATE {ks}.seq_ceilings SET max_seq = ? \
+     WHERE section = ? AND alloc_key = ? IF max_seq = ?";
+
+/// The full text of a statement for a keyspace.
+pub(crate) fn render(text: &str, keyspace: &Keyspace) -> String {
+    in_keyspace(text, keyspace)
+        .replace("{message}", MESSAGE_COLUMNS)
+        .replace("{inbox}", INBOX_COLUMNS)
+}
+
+/// The prepared statements and batches of one keyspace.
+pub(crate) struct Statements {
+    pub(crate) put_conversation: PreparedStatement,
+    pub(crate) conversation: PreparedStatement,
+    pub(crate) add_member: PreparedStatement,
+    pub(crate) add_user_conv: PreparedStatement,
+    pub(crate) members: PreparedStatement,
+    pub(crate) user_convs: PreparedStatement,
+    /// Deletes the member row and the user's conversation row together.
+    pub(crate) remove_member: Batch,
+    /// Message row, its bucket, its dedup record (with a TTL).
+    pub(crate) append_message: Batch,
+    pub(crate) message: PreparedStatement,
+    pub(crate) messages_before: PreparedStatement,
+    pub(crate) messages_after: PreparedStatement,
+    pub(crate) newest_message: PreparedStatement,
+    pub(crate) message_buckets_down: PreparedStatement,
+    pub(crate) message_buckets_up: PreparedStatement,
+    /// Inbox row, its index row, its bucket.
+    pub(crate) append_inbox: Batch,
+    pub(crate) inbox_after: PreparedStatement,
+    pub(crate) newest_inbox: PreparedStatement,
+    pub(crate) inbox_buckets_down: PreparedStatement,
+    pub(crate) inbox_buckets_up: PreparedStatement,
+    pub(crate) inbox_seq_of: PreparedStatement,
+    pub(crate) dedup: PreparedStatement,
+    pub(crate) load_ceiling: PreparedStatement,
+    pub(crate) create_ceiling: PreparedStatement,
+    pub(crate) raise_ceiling: PreparedStatement,
+}
+
+/// Rows per page of a read that is not bounded by a `LIMIT`.
+const PAGE_SIZE: i32 = 1000;
+
+struct Preparer<'a> {
+    session: &'a Session,
+    keyspace: &'a Keyspace,
+    serial: SerialConsistency,
+}
+
+impl Preparer<'_> {
+    async fn prepare(&self, text: &str, idempotent: bool) -> Result<PreparedStatement> {
+        let mut statement = self
+            .session
+            .prepare(render(text, self.keyspace))
+            .await
+            .map_err(errors::prepare)?;
+        statement.set_is_idempotent(idempotent);
+        statement.set_page_size(PAGE_SIZE);
+        Ok(statement)
+    }
+
+    /// A select or a plain insert or delete: the same effect however often it runs.
+    async fn plain(&self, text: &str) -> Result<PreparedStatement> {
+        self.prepare(text, true).await
+    }
+
+    /// A conditional update: sent once; a second try could see its own write
+    /// as a conflict, which the allocator handles by reloading.
+    async fn lwt(&self, text: &str) -> Result<PreparedStatement> {
+        let mut statement = self.prepare(text, false).await?;
+        statement.set_serial_consistency(Some(self.serial));
+        Ok(statement)
+    }
+
+    /// A read at the serial level: it completes any LWT in progress on the
+    /// row first, so it sees the latest ceiling.
+    async fn serial_read(&self, text: &str) -> Result<PreparedStatement> {
+        let mut statement = self.prepare(text, true).await?;
+        statement.set_consistency(match self.serial {
+            SerialConsistency::Serial => Consistency::Serial,
+            SerialConsistency::LocalSerial => Consistency::LocalSerial,
+        });
+        Ok(statement)
+    }
+
+    async fn logged_batch(&self, texts: &[&str]) -> Result<Batch> {
+        let mut statements = Vec::with_capacity(texts.len());
+        for text in texts {
+            statements.push(self.plain(text).await?);
+        }
+        Ok(logged_batch(statements))
+    }
+}
+
+/// A logged batch of `statements` (appended in order), idempotent: it only
+/// inserts or deletes, so running it twice leaves the same rows.
+pub(crate) fn logged_batch(statements: impl IntoIterator<Item = PreparedStatement>) -> Batch {
+    let mut batch = Batch::new(BatchType::Logged);
+    for statement in statements {
+        batch.append_statement(statement);
+    }
+    batch.set_is_idempotent(true);
+    batch
+}
+
+impl Statements {
+    /// Prepares every statement against `keyspace` (which must exist).
+    pub(crate) async fn prepare(
+        session: &Session,
+        keyspace: &Keyspace,
+        level: ConsistencyLevel,
+    ) -> Result<Self> {
+        let p = Preparer {
+            session,
+            keyspace,
+            serial: level.serial(),
+        };
+        Ok(Statements {
+            put_conversation: p.plain(PUT_CONVERSATION).await?,
+            conversation: p.plain(CONVERSATION).await?,
+            add_member: p.plain(ADD_MEMBER).await?,
+            add_user_conv: p.plain(ADD_USER_CONV).await?,
+            members: p.plain(MEMBERS).await?,
+            user_convs: p.plain(USER_CONVS).await?,
+            remove_member: p.logged_batch(&[REMOVE_MEMBER, REMOVE_USER_CONV]).await?,
+            append_message: p
+                .logged_batch(&[INSERT_MESSAGE, INSERT_MESSAGE_BUCKET, INSERT_DEDUP])
+                .await?,
+            message: p.plain(MESSAGE).await?,
+            messages_before: p.plain(MESSAGES_BEFORE).await?,
+            messages_after: p.plain(MESSAGES_AFTER).await?,
+            newest_message: p.plain(NEWEST_MESSAGE).await?,
+            message_buckets_down: p.plain(MESSAGE_BUCKETS_DOWN).await?,
+            message_buckets_up: p.plain(MESSAGE_BUCKETS_UP).await?,
+            append_inbox: p
+                .logged_batch(&[INSERT_INBOX, INSERT_INBOX_INDEX, INSERT_INBOX_BUCKET])
+                .await?,
+            inbox_after: p.plain(INBOX_AFTER).await?,
+            newest_inbox: p.plain(NEWEST_INBOX).await?,
+            inbox_buckets_down: p.plain(INBOX_BUCKETS_DOWN).await?,
+            inbox_buckets_up: p.plain(INBOX_BUCKETS_UP).await?,
+            inbox_seq_of: p.plain(INBOX_SEQ_OF).await?,
+            dedup: p.plain(DEDUP).await?,
+            load_ceiling: p.serial_read(LOAD_CEILING).await?,
+            create_ceiling: p.lwt(CREATE_CEILING).await?,
+            raise_ceiling: p.lwt(RAISE_CEILING).await?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+    use crate::scylla::schema::TABLES;
+
+    const ALL: &[&str] = &[
+        PUT_CONVERSATION,
+        CONVERSATION,
+        ADD_MEMBER,
+        ADD_USER_CONV,
+        REMOVE_MEMBER,
+        REMOVE_USER_CONV,
+        MEMBERS,
+        USER_CONVS,
+        INSERT_MESSAGE,
+        INSERT_MESSAGE_BUCKET,
+        INSERT_DEDUP,
+        MESSAGE,
+        MESSAGES_BEFORE,
+        MESSAGES_AFTER,
+        NEWEST_MESSAGE,
+        MESSAGE_BUCKETS_DOWN,
+        MESSAGE_BUCKETS_UP,
+        INSERT_INBOX,
+        INSERT_INBOX_INDEX,
+        INSERT_INBOX_BUCKET,
+        INBOX_AFTER,
+        NEWEST_INBOX,
+        INBOX_BUCKETS_DOWN,
+        INBOX_BUCKETS_UP,
+        INBOX_SEQ_OF,
+        DEDUP,
+        LOAD_CEILING,
+        CREATE_CEILING,
+        RAISE_CEILING,
+    ];
+
+    const KEYWORDS: &[&str] = &[
+        "select", "from", "where", "and", "insert", "into", "values", "update", "set", "if", "not",
+        "exists", "delete", "order", "by", "asc", "desc", "limit", "using", "ttl",
+    ];
+
+    /// Table name -> its columns, read from the schema's DDL.
+    fn schema_columns() -> HashMap<String, HashSet<String>> {
+        TABLES
+            .iter()
+            .map(|ddl| {
+                let head = ddl.lines().next().unwrap();
+                let table = head.split("{ks}.").nth(1).unwrap().trim_end_matches(" (");
+                let columns = ddl
+                    .lines()
+                    .skip(1)
+                    .filter(|line| line.starts_with("    ") && !line.contains("PRIMARY KEY"))
+                    .map(|line| line.split_whitespace().next().unwrap().to_owned())
+                    .collect();
+                (table.to_owned(), columns)
+            })
+            .collect()
+    }
+
+    fn words(text: &str) -> impl Iterator<Item = &str> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .filter(|w| !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()))
+    }
+
+    #[test]
+    fn every_statement_uses_only_tables_and_columns_of_the_schema() {
+        let schema = schema_columns();
+        let ks: Keyspace = "ks".parse().unwrap();
+        for text in ALL {
+            let cql = render(text, &ks);
+            let table = words(&cql)
+                .find_map(|w| w.strip_prefix("ks."))
+                .unwrap_or_else(|| panic!("no table in {cql}"));
+            let columns = schema
+                .get(table)
+                .unwrap_or_else(|| panic!("{table} is not in the schema: {cql}"));
+            for word in words(&cql).filter(|w| !w.starts_with("ks.")) {
+                assert!(
+                    KEYWORDS.contains(&word.to_ascii_lowercase().as_str())
+                        || columns.contains(word),
+                    "{word:?} is neither a keyword nor a column of {table}: {cql}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bind_markers_match_the_values_the_store_binds() {
+        let ks = Keyspace::default();
+        let markers = |text: &str| render(text, &ks).matches('?').count();
+        assert_eq!(markers(INSERT_MESSAGE), 8);
+        assert_eq!(markers(INSERT_INBOX), 10);
+        assert_eq!(markers(INSERT_DEDUP), 5, "four columns and the TTL");
+        assert_eq!(markers(RAISE_CEILING), 4);
+        assert_eq!(markers(INBOX_AFTER), 4);
+    }
+
+    #[test]
+    fn reads_that_page_across_buckets_are_ordered_the_way_they_walk() {
+        let ks = Keyspace::default();
+        assert!(
+            !render(INBOX_AFTER, &ks).contains("ORDER BY"),
+            "inbox is ascending"
+        );
+        assert!(render(MESSAGES_AFTER, &ks).contains("ORDER BY conv_seq ASC"));
+        assert!(
+            !render(MESSAGES_BEFORE, &ks).contains("ORDER BY"),
+            "messages are newest first"
+        );
+        assert!(render(INBOX_BUCKETS_UP, &ks).contains("ORDER BY bucket ASC"));
+        assert!(render(NEWEST_INBOX, &ks).contains("ORDER BY seq DESC LIMIT 1"));
+    }
+}

@@ -1,0 +1,208 @@
+//! The durable store on ScyllaDB or Cassandra: the `MessageStore` trait over
+//! prepared statements, every request in a bulkhead slot of its class.
+//!
+//! Durability: a write returns once the replicas its consistency level asks
+//! for have it in their commit logs, so every write is durable when it
+//! returns. Appends return `WriteTicket::default()` (durable already), and
+//! `durable` and `flush` have nothing to wait for.
+
+use std::sync::Arc;
+
+use ::scylla::client::execution_profile::ExecutionProfile;
+use ::scylla::client::session::Session;
+use ::scylla::client::session_builder::SessionBuilder;
+use ::scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use ::scylla::response::query_result::QueryResult;
+use ::scylla::response::{PagingState, PagingStateResponse};
+use ::scylla::serialize::batch::BatchValues;
+use ::scylla::serialize::row::SerializeRow;
+use ::scylla::statement::batch::Batch;
+use ::scylla::statement::prepared::PreparedStatement;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use super::bulkhead::{Bulkhead, Class};
+use super::config::{Keyspace, ScyllaOptions};
+use super::rows;
+use super::statements::Statements;
+use super::{errors, schema};
+use crate::{Error, Result};
+
+/// Added to the driver's request timeout for the bulkhead's own deadline: it
+/// only ends requests the driver failed to end.
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// The Scylla store; cheap to clone (clones share the session).
+#[derive(Clone)]
+pub struct ScyllaStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: Session,
+    keyspace: Keyspace,
+    statements: Statements,
+    bulkhead: Bulkhead,
+    /// Seconds a dedup record lives.
+    dedup_ttl: i32,
+}
+
+async fn open_session(options: &ScyllaOptions) -> Result<Session> {
+    let profile = ExecutionProfile::builder()
+        .consistency(options.consistency.driver())
+        .serial_consistency(Some(options.consistency.serial()))
+        .request_timeout(Some(options.request_timeout))
+        .build();
+    // Client-side timestamps, rising within this process: of two writes to
+    // one row from here (a member removed, then added back), the later one
+    // wins even if the coordinators' clocks disagree.
+    SessionBuilder::new()
+        .known_nodes(&options.nodes)
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
+        .connection_timeout(options.connect_timeout)
+        .default_execution_profile_handle(profile.into_handle())
+        .build()
+        .await
+        .map_err(errors::new_session)
+}
+
+impl ScyllaStore {
+    /// Connects to the cluster, creates the keyspace and tables that are
+    /// missing (see `deploy/scylla/schema.cql`), and prepares every statement.
+    pub async fn connect(options: &ScyllaOptions) -> Result<Self> {
+        let dedup_ttl = options
+            .dedup_ttl_secs()
+            .map_err(|err| Error::Rejected(Box::new(err)))?;
+        if !options.consistency.reads_own_writes() {
+            tracing::warn!(
+                consistency = %options.consistency,
+                "reads may miss acknowledged writes unless the keyspace has one replica"
+            );
+        }
+        let session = open_session(options).await?;
+        schema::ensure(&session, &options.keyspace, &options.replication).await?;
+        let statements =
+            Statements::prepare(&session, &options.keyspace, options.consistency).await?;
+        let bulkhead = Bulkhead::new(options.limits, options.request_timeout + DEADLINE_GRACE);
+        tracing::info!(keyspace = %options.keyspace, nodes = ?options.nodes, "Scylla store ready");
+        Ok(ScyllaStore {
+            inner: Arc::new(Inner {
+                session,
+                keyspace: options.keyspace.clone(),
+                statements,
+                bulkhead,
+                dedup_ttl,
+            }),
+        })
+    }
+
+    /// Drops a keyspace and everything in it, through a session of its own
+    /// (tests and tear-downs; never called by the service).
+    pub async fn drop_keyspace(options: &ScyllaOptions) -> Result<()> {
+        let session = open_session(options).await?;
+        schema::drop_keyspace(&session, &options.keyspace).await
+    }
+
+    /// The keyspace this store uses.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.inner.keyspace
+    }
+
+    pub(crate) fn statements(&self) -> &Statements {
+        &self.inner.statements
+    }
+
+    pub(crate) fn dedup_ttl(&self) -> i32 {
+        self.inner.dedup_ttl
+    }
+
+    /// Runs one prepared statement in a slot of `class`.
+    pub(crate) async fn execute(
+        &self,
+        class: Class,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult> {
+        let session = &self.inner.session;
+        self.inner
+            .bulkhead
+            .run(class, async {
+                session
+                    .execute_unpaged(statement, values)
+                    .await
+                    .map_err(errors::execution)
+            })
+            .await
+    }
+
+    /// Runs one batch of writes in a write slot.
+    pub(crate) async fn batch(&self, batch: &Batch, values: impl BatchValues) -> Result<()> {
+        let session = &self.inner.session;
+        self.inner
+            .bulkhead
+            .run(Class::Write, async {
+                session
+                    .batch(batch, values)
+                    .await
+                    .map_err(errors::execution)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The rows of a select bounded by its `LIMIT` or its key.
+    pub(crate) async fn select<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>>
+    where
+        R: for<'frame, 'metadata> ::scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
+    {
+        rows::all(self.execute(Class::Read, statement, values).await?)
+    }
+
+    /// The first row of a select, if any.
+    pub(crate) async fn select_one<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Option<R>>
+    where
+        R: for<'frame, 'metadata> ::scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
+    {
+        Ok(self.select(statement, values).await?.into_iter().next())
+    }
+
+    /// Every row of a select with no `LIMIT` (a member list), page by page,
+    /// each page in a read slot of its own.
+    pub(crate) async fn select_all<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>>
+    where
+        R: for<'frame, 'metadata> ::scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
+    {
+        let session = &self.inner.session;
+        let mut all = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next): (QueryResult, PagingStateResponse) = self
+                .inner
+                .bulkhead
+                .run(Class::Read, async {
+                    session
+                        .execute_single_page(statement, &values, paging)
+                        .await
+                        .map_err(errors::execution)
+                })
+                .await?;
+            all.extend(rows::all::<R>(result)?);
+            match next.into_paging_control_flow() {
+                ControlFlow::Break(()) => return Ok(all),
+                ControlFlow::Continue(state) => paging = state,
+            }
+        }
+    }
+}
