@@ -11,7 +11,7 @@ use secrecy::SecretString;
 /// `--msg-service`, it runs the message service in-process on an embedded
 /// store under `--data-dir` (the single-machine default).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "gateway", version)]
+#[command(name = "gateway", version, args_override_self = true)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]

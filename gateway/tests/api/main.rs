@@ -7,4 +7,5 @@ mod kill9;
 mod notify;
 mod shutdown;
 mod slow_client;
+mod web_client;
 mod ws_client;
