@@ -1,4 +1,4 @@
-//! What the cache tests share: a store double that counts the reads a sync
+//! What the cache tests share: the store double counting the reads a sync
 //! makes, a service on the embedded store with a chosen inbox cache (a real
 //! Redis one or the in-process one), a mix of traffic to one reader, and the
 //! answer every sync must give, computed from the store alone.
@@ -9,133 +9,24 @@ mod redis_server;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use async_trait::async_trait;
 use msg_service::ServiceConfig;
-use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, SyncResult, UserId};
+use proto::{ConvId, Entry, Seq, SyncResult, UserId};
 use storage::{
-    ConversationMeta, EmbeddedStore, InProcessCache, InboxCache, MessageRef, MessageStore, Page,
-    RedisBackends, RedisCache, RedisOptions, WriteTicket,
+    EmbeddedStore, InProcessCache, InboxCache, MessageStore, RedisBackends, RedisCache,
+    RedisOptions,
 };
 
 pub use redis_server::{FreezingProxy, RedisServer};
 
 use crate::helpers::{Options, TestService, user, users};
+use crate::store_double::StoreDouble;
+pub use crate::store_double::StoreReads;
 
 /// Every limit a sync is tried with.
 pub const LIMITS: [usize; 5] = [1, 2, 7, 100, 500];
-
-/// Store calls a sync can make, counted.
-#[derive(Default)]
-pub struct StoreReads {
-    read_inbox: AtomicUsize,
-    inbox_head: AtomicUsize,
-}
-
-impl StoreReads {
-    /// `(read_inbox calls, inbox_head calls)` so far.
-    pub fn now(&self) -> (usize, usize) {
-        (
-            self.read_inbox.load(Ordering::SeqCst),
-            self.inbox_head.load(Ordering::SeqCst),
-        )
-    }
-}
-
-/// The embedded store, counting `read_inbox` and `inbox_head`.
-struct CountingStore {
-    inner: EmbeddedStore,
-    reads: Arc<StoreReads>,
-}
-
-#[async_trait]
-impl MessageStore for CountingStore {
-    async fn put_conversation(&self, meta: &ConversationMeta) -> storage::Result<()> {
-        self.inner.put_conversation(meta).await
-    }
-    async fn conversation(&self, conv: &ConvId) -> storage::Result<Option<ConversationMeta>> {
-        self.inner.conversation(conv).await
-    }
-    async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> storage::Result<()> {
-        self.inner.add_members(conv, users).await
-    }
-    async fn remove_member(&self, conv: &ConvId, user: &UserId) -> storage::Result<()> {
-        self.inner.remove_member(conv, user).await
-    }
-    async fn members(&self, conv: &ConvId) -> storage::Result<Vec<UserId>> {
-        self.inner.members(conv).await
-    }
-    async fn user_conversations(&self, user: &UserId) -> storage::Result<Vec<ConvId>> {
-        self.inner.user_conversations(user).await
-    }
-    async fn append_message(&self, msg: &HistoryMessage) -> storage::Result<WriteTicket> {
-        self.inner.append_message(msg).await
-    }
-    async fn message(
-        &self,
-        conv: &ConvId,
-        conv_seq: Seq,
-    ) -> storage::Result<Option<HistoryMessage>> {
-        self.inner.message(conv, conv_seq).await
-    }
-    async fn messages(
-        &self,
-        conv: &ConvId,
-        page: Page,
-        limit: usize,
-    ) -> storage::Result<Vec<HistoryMessage>> {
-        self.inner.messages(conv, page, limit).await
-    }
-    async fn last_conv_seq(&self, conv: &ConvId) -> storage::Result<Seq> {
-        self.inner.last_conv_seq(conv).await
-    }
-    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> storage::Result<WriteTicket> {
-        self.inner.append_inbox(user, entry).await
-    }
-    async fn inbox_seq_of(
-        &self,
-        user: &UserId,
-        conv: &ConvId,
-        conv_seq: Seq,
-    ) -> storage::Result<Option<Seq>> {
-        self.inner.inbox_seq_of(user, conv, conv_seq).await
-    }
-    async fn durable(&self, ticket: WriteTicket) -> storage::Result<()> {
-        self.inner.durable(ticket).await
-    }
-    async fn read_inbox(
-        &self,
-        user: &UserId,
-        after: Seq,
-        limit: usize,
-    ) -> storage::Result<Vec<Entry>> {
-        self.reads.read_inbox.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_inbox(user, after, limit).await
-    }
-    async fn inbox_head(&self, user: &UserId) -> storage::Result<Seq> {
-        self.reads.inbox_head.fetch_add(1, Ordering::SeqCst);
-        self.inner.inbox_head(user).await
-    }
-    async fn dedup_get(
-        &self,
-        sender: &UserId,
-        id: &ClientMsgId,
-    ) -> storage::Result<Option<MessageRef>> {
-        self.inner.dedup_get(sender, id).await
-    }
-    async fn load_ceiling(&self, key: &str) -> storage::Result<Seq> {
-        self.inner.load_ceiling(key).await
-    }
-    async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> storage::Result<()> {
-        self.inner.swap_ceiling(key, expected, max_seq).await
-    }
-    async fn flush(&self) -> storage::Result<()> {
-        self.inner.flush().await
-    }
-}
 
 /// A service on the counting store with the given cache, the bare store
 /// under it (read past the service, uncounted), and the counters.
@@ -169,8 +60,9 @@ impl Harness {
             cache: Some(cache),
             wrap_store: Some(Arc::new(move |inner: EmbeddedStore| {
                 *b.lock().unwrap_or_else(|p| p.into_inner()) = Some(inner.clone());
-                Arc::new(CountingStore {
+                Arc::new(StoreDouble {
                     inner,
+                    faults: Arc::default(),
                     reads: Arc::clone(&r),
                 }) as Arc<dyn MessageStore>
             })),

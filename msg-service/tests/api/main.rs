@@ -17,5 +17,6 @@ mod redis_outage;
 mod restart;
 mod scylla_needs_node;
 mod send;
+mod store_double;
 mod sync_invariant;
 mod validation;

@@ -1,0 +1,181 @@
+//! A test double around the embedded store, shared by the fault and cache
+//! tests: it injects failures where a test asks for them and counts the
+//! store reads a sync makes. Everything else goes straight through.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
+use storage::{ConversationMeta, EmbeddedStore, MessageRef, MessageStore, Page, WriteTicket};
+use tokio::sync::oneshot;
+
+/// Store calls a sync can make, counted.
+#[derive(Default)]
+pub struct StoreReads {
+    read_inbox: AtomicUsize,
+    inbox_head: AtomicUsize,
+}
+
+impl StoreReads {
+    /// `(read_inbox calls, inbox_head calls)` so far.
+    pub fn now(&self) -> (usize, usize) {
+        (
+            self.read_inbox.load(Ordering::SeqCst),
+            self.inbox_head.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// What the store double does wrong, and when.
+#[derive(Default)]
+pub struct Faults {
+    /// Fail this many `append_message` calls, before writing.
+    pub append_message: AtomicUsize,
+    /// Fail the next `append_inbox` of this user, before writing.
+    pub inbox_of: Mutex<Option<UserId>>,
+    /// Write the next `append_inbox` of this user, then report a failure (a
+    /// write that landed but timed out, as a remote store can do).
+    pub inbox_written_then_fail: Mutex<Option<UserId>>,
+    /// Write the next `append_inbox` of this user, report it on the first
+    /// channel, then return only once the second one fires (a slow write
+    /// whose caller gives up meanwhile).
+    pub hold_inbox_of: Mutex<Option<HeldInbox>>,
+}
+
+/// The user whose append is held, where to report it, when to let it go.
+pub type HeldInbox = (UserId, oneshot::Sender<Seq>, oneshot::Receiver<()>);
+
+fn outage() -> storage::Error {
+    storage::Error::Unavailable("injected outage".into())
+}
+
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn take_if_user<T>(
+    slot: &Mutex<Option<T>>,
+    user: &UserId,
+    user_of: impl Fn(&T) -> &UserId,
+) -> Option<T> {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.as_ref().is_some_and(|t| user_of(t) == user) {
+        slot.take()
+    } else {
+        None
+    }
+}
+
+/// The embedded store with injected faults and counted sync reads.
+pub struct StoreDouble {
+    pub inner: EmbeddedStore,
+    pub faults: Arc<Faults>,
+    pub reads: Arc<StoreReads>,
+}
+
+#[async_trait]
+impl MessageStore for StoreDouble {
+    async fn put_conversation(&self, meta: &ConversationMeta) -> storage::Result<()> {
+        self.inner.put_conversation(meta).await
+    }
+    async fn conversation(&self, conv: &ConvId) -> storage::Result<Option<ConversationMeta>> {
+        self.inner.conversation(conv).await
+    }
+    async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> storage::Result<()> {
+        self.inner.add_members(conv, users).await
+    }
+    async fn remove_member(&self, conv: &ConvId, user: &UserId) -> storage::Result<()> {
+        self.inner.remove_member(conv, user).await
+    }
+    async fn members(&self, conv: &ConvId) -> storage::Result<Vec<UserId>> {
+        self.inner.members(conv).await
+    }
+    async fn user_conversations(&self, user: &UserId) -> storage::Result<Vec<ConvId>> {
+        self.inner.user_conversations(user).await
+    }
+    async fn append_message(&self, msg: &HistoryMessage) -> storage::Result<WriteTicket> {
+        if take_one(&self.faults.append_message) {
+            return Err(outage());
+        }
+        self.inner.append_message(msg).await
+    }
+    async fn message(
+        &self,
+        conv: &ConvId,
+        conv_seq: Seq,
+    ) -> storage::Result<Option<HistoryMessage>> {
+        self.inner.message(conv, conv_seq).await
+    }
+    async fn messages(
+        &self,
+        conv: &ConvId,
+        page: Page,
+        limit: usize,
+    ) -> storage::Result<Vec<HistoryMessage>> {
+        self.inner.messages(conv, page, limit).await
+    }
+    async fn last_conv_seq(&self, conv: &ConvId) -> storage::Result<Seq> {
+        self.inner.last_conv_seq(conv).await
+    }
+    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> storage::Result<WriteTicket> {
+        if take_if_user(&self.faults.inbox_of, user, |u| u).is_some() {
+            return Err(outage());
+        }
+        if take_if_user(&self.faults.inbox_written_then_fail, user, |u| u).is_some() {
+            self.inner.append_inbox(user, entry).await?;
+            return Err(outage());
+        }
+        if let Some((_, written, release)) =
+            take_if_user(&self.faults.hold_inbox_of, user, |(u, _, _)| u)
+        {
+            let ticket = self.inner.append_inbox(user, entry).await?;
+            let _ = written.send(entry.seq);
+            let _ = release.await;
+            return Ok(ticket);
+        }
+        self.inner.append_inbox(user, entry).await
+    }
+    async fn inbox_seq_of(
+        &self,
+        user: &UserId,
+        conv: &ConvId,
+        conv_seq: Seq,
+    ) -> storage::Result<Option<Seq>> {
+        self.inner.inbox_seq_of(user, conv, conv_seq).await
+    }
+    async fn durable(&self, ticket: WriteTicket) -> storage::Result<()> {
+        self.inner.durable(ticket).await
+    }
+    async fn read_inbox(
+        &self,
+        user: &UserId,
+        after: Seq,
+        limit: usize,
+    ) -> storage::Result<Vec<Entry>> {
+        self.reads.read_inbox.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_inbox(user, after, limit).await
+    }
+    async fn inbox_head(&self, user: &UserId) -> storage::Result<Seq> {
+        self.reads.inbox_head.fetch_add(1, Ordering::SeqCst);
+        self.inner.inbox_head(user).await
+    }
+    async fn dedup_get(
+        &self,
+        sender: &UserId,
+        id: &ClientMsgId,
+    ) -> storage::Result<Option<MessageRef>> {
+        self.inner.dedup_get(sender, id).await
+    }
+    async fn load_ceiling(&self, key: &str) -> storage::Result<Seq> {
+        self.inner.load_ceiling(key).await
+    }
+    async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> storage::Result<()> {
+        self.inner.swap_ceiling(key, expected, max_seq).await
+    }
+    async fn flush(&self) -> storage::Result<()> {
+        self.inner.flush().await
+    }
+}
