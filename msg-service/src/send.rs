@@ -2,14 +2,17 @@
 //! fan-out to every member's inbox, all durable before the ack. A retry of a
 //! send that failed part-way finishes it instead of storing it again.
 
+use std::sync::Arc;
+
 use futures_util::stream::{self, StreamExt};
 use proto::{
     Ack, ConvId, ConvKind, Entry, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId,
 };
 use storage::{ConversationMeta, MessageRef, Notification, WriteTicket};
 
+use crate::Backends;
 use crate::clock::now_ms;
-use crate::logs::Appended;
+use crate::logs::{Appended, Logged, Write};
 use crate::service::{Core, conv_key, inbox_key};
 use crate::{Error, Result};
 
@@ -45,6 +48,10 @@ impl Core {
                     "dedup record of {sender} points at a missing message"
                 ))
             })?;
+        // A write that reported a failure but landed is visible only once settled.
+        self.conversations
+            .settle(&conv_key(&stored.conv_id))
+            .await?;
         let members = match message.conv_id.dm_members() {
             Some((a, b)) => vec![a, b],
             None => store.members(&message.conv_id).await?,
@@ -93,22 +100,32 @@ impl Core {
         conv: &ConvId,
         request: SendRequest,
     ) -> Result<Appended<(HistoryMessage, WriteTicket)>> {
-        let store = &self.backends.store;
-        let load_head = || async { Ok(store.last_conv_seq(conv).await?) };
-        self.conversations
-            .append(&conv_key(conv), load_head, |conv_seq, _| async move {
-                let message = HistoryMessage {
-                    conv_id: conv.clone(),
-                    conv_seq,
-                    from: sender.clone(),
-                    client_msg_id: request.client_msg_id,
-                    kind: request.kind,
-                    body: request.body,
-                    ts: now_ms(),
-                };
+        let store = Arc::clone(&self.backends.store);
+        let load_head = || async { Ok(self.backends.store.last_conv_seq(conv).await?) };
+        let tag = format!("{sender}\0{}", request.client_msg_id);
+        // Built once, so that re-issuing the write stores the same message.
+        let template = HistoryMessage {
+            conv_id: conv.clone(),
+            conv_seq: 0,
+            from: sender.clone(),
+            client_msg_id: request.client_msg_id,
+            kind: request.kind,
+            body: request.body,
+            ts: now_ms(),
+        };
+        let write: Write<(HistoryMessage, WriteTicket)> = Arc::new(move |conv_seq, _| {
+            let store = Arc::clone(&store);
+            let message = HistoryMessage {
+                conv_seq,
+                ..template.clone()
+            };
+            Box::pin(async move {
                 let ticket = store.append_message(&message).await?;
                 Ok((message, ticket))
             })
+        });
+        self.conversations
+            .append(&conv_key(conv), tag, load_head, write)
             .await
     }
 
@@ -141,6 +158,7 @@ impl Core {
                 .inbox_seq_of(user, &message.conv_id, message.conv_seq)
                 .await?
             {
+                self.inboxes.settle(&inbox_key(user)).await?;
                 return Ok(seq);
             }
         }
@@ -154,32 +172,23 @@ impl Core {
         user: &UserId,
         message: &HistoryMessage,
     ) -> Result<Seq> {
-        let Self { backends, .. } = self;
-        let load_head = || async { Ok(backends.store.inbox_head(user).await?) };
+        let store = &self.backends.store;
+        let load_head = || async { Ok(store.inbox_head(user).await?) };
+        let tag = format!("{}\0{}", message.conv_id, message.conv_seq);
+        let (backends, owner, message) = (self.backends.clone(), user.clone(), message.clone());
+        let write: Write<WriteTicket> = Arc::new(move |seq, previous| {
+            let (backends, user) = (backends.clone(), owner.clone());
+            let entry = Entry {
+                seq,
+                message: message.clone(),
+            };
+            Box::pin(async move { write_inbox_entry(&backends, &user, previous, &entry).await })
+        });
         let appended = self
             .inboxes
-            .append(&inbox_key(user), load_head, |seq, previous| async move {
-                let entry = Entry {
-                    seq,
-                    message: message.clone(),
-                };
-                let ticket = match backends.store.append_inbox(user, &entry).await {
-                    Ok(ticket) => ticket,
-                    Err(err) => {
-                        // The write may have landed anyway (a timeout): the
-                        // cache must not skip it, so it forgets this inbox.
-                        drop_cache(backends, user).await;
-                        return Err(err.into());
-                    }
-                };
-                if let Err(err) = backends.cache.append(user, previous, &entry).await {
-                    tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
-                    drop_cache(backends, user).await;
-                }
-                Ok(ticket)
-            })
+            .append(&inbox_key(user), tag, load_head, write)
             .await?;
-        backends.store.durable(appended.value).await?;
+        store.durable(appended.value).await?;
         appended.publish();
         self.notify(user, appended.seq).await;
         Ok(appended.seq)
@@ -207,7 +216,30 @@ impl Core {
     }
 }
 
-async fn drop_cache(backends: &crate::Backends, user: &UserId) {
+/// Writes one inbox entry to the store, then to the cache in order.
+async fn write_inbox_entry(
+    backends: &Backends,
+    user: &UserId,
+    previous: Seq,
+    entry: &Entry,
+) -> Result<WriteTicket> {
+    let ticket = match backends.store.append_inbox(user, entry).await {
+        Ok(ticket) => ticket,
+        Err(err) => {
+            // The write may have landed anyway (a timeout): the cache must
+            // not skip it, so it forgets this inbox.
+            drop_cache(backends, user).await;
+            return Err(err.into());
+        }
+    };
+    if let Err(err) = backends.cache.append(user, previous, entry).await {
+        tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
+        drop_cache(backends, user).await;
+    }
+    Ok(ticket)
+}
+
+async fn drop_cache(backends: &Backends, user: &UserId) {
     if let Err(err) = backends.cache.invalidate(user).await {
         tracing::error!(error = %err, %user, "inbox cache could not be dropped");
     }
@@ -246,5 +278,11 @@ fn target_conv(sender: &UserId, target: &Target) -> Result<ConvId> {
             reason: "must name another user, not the sender".into(),
         })),
         Target::Peer(peer) => Ok(ConvId::dm(sender, peer)?),
+    }
+}
+
+impl Logged for (HistoryMessage, WriteTicket) {
+    fn ticket(&self) -> WriteTicket {
+        self.1
     }
 }

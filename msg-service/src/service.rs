@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use proto::{ConvId, Seq, UserId};
-use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator};
+use proto::{ConvId, HistoryMessage, Seq, UserId};
+use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator, WriteTicket};
 
 use crate::logs::Logs;
 use crate::rate_limit::SendLimiter;
@@ -63,9 +63,9 @@ pub(crate) struct Core {
     pub(crate) backends: Backends,
     pub(crate) config: ServiceConfig,
     /// Inbox logs, keyed `u:<user>`.
-    pub(crate) inboxes: Logs,
+    pub(crate) inboxes: Logs<WriteTicket>,
     /// Conversation logs, keyed `c:<conv_id>`.
-    pub(crate) conversations: Logs,
+    pub(crate) conversations: Logs<(HistoryMessage, WriteTicket)>,
     /// Serializes the sends of one sender, so a duplicate `client_msg_id`
     /// sent twice at once stores one message.
     pub(crate) senders: Stripes,
@@ -86,8 +86,8 @@ impl MessageService {
     pub fn new(backends: Backends, config: ServiceConfig) -> Self {
         let seqs = SeqAllocator::new(Arc::clone(&backends.store), config.seq_step);
         let core = Core {
-            inboxes: Logs::new(seqs.clone()),
-            conversations: Logs::new(seqs),
+            inboxes: Logs::new(seqs.clone(), Arc::clone(&backends.store)),
+            conversations: Logs::new(seqs, Arc::clone(&backends.store)),
             senders: Stripes::new(1024),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
             backends,

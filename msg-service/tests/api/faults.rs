@@ -230,3 +230,112 @@ async fn an_inbox_write_that_lands_but_reports_an_error_leaves_no_hole() -> anyh
     );
     Ok(())
 }
+
+fn bare_store(bare: &BareStore) -> anyhow::Result<EmbeddedStore> {
+    bare.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .context("the bare store")
+}
+
+/// `(from, client_msg_id)` of each entry, in order.
+fn ids(entries: &[proto::Entry]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.message.from.to_string(),
+                e.message.client_msg_id.as_str().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_inbox_write_that_times_out_and_lands_later_is_not_skipped_by_a_reader()
+-> anyhow::Result<()> {
+    let (svc, faults, bare) = start_faulty()?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    svc.send(&alice, &bob, "c-1", "first").await?;
+    *faults
+        .inbox_late_of
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(bob.clone());
+
+    assert_unavailable(svc.send(&alice, &bob, "c-2", "timed out").await);
+    let before = svc.sync_all(&bob, 0).await?;
+    let cursor = before.last().map_or(0, |e| e.seq);
+    svc.send(&alice, &bob, "c-3", "third").await?;
+    let after_cursor = svc.sync_all(&bob, cursor).await?;
+    assert_eq!(
+        ids(&after_cursor),
+        [
+            ("alice".into(), "c-2".into()),
+            ("alice".into(), "c-3".into())
+        ],
+        "a reader past the first message gets the timed-out one before the next"
+    );
+
+    assert_eq!(faults.land_late_writes(&bare_store(&bare)?).await?, 1);
+    svc.send(&alice, &bob, "c-2", "timed out").await?;
+    let all = svc.sync_all(&bob, 0).await?;
+    assert_eq!(
+        ids(&all),
+        [
+            ("alice".into(), "c-1".into()),
+            ("alice".into(), "c-2".into()),
+            ("alice".into(), "c-3".into())
+        ],
+        "after the late write lands and the sender retries, each message is there once"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_conversation_append_that_times_out_and_lands_later_is_stored_once() -> anyhow::Result<()>
+{
+    let (svc, faults, bare) = start_faulty()?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    svc.send(&alice, &bob, "c-0", "hello").await?;
+    faults.message_late.store(1, Ordering::Release);
+
+    assert_unavailable(svc.send(&alice, &bob, "c-1", "timed out").await);
+    let ack = svc.send(&alice, &bob, "c-1", "timed out").await?;
+    let history = svc.full_history(&bob, &dm(&alice, &bob)).await?;
+
+    assert_eq!(faults.land_late_writes(&bare_store(&bare)?).await?, 1);
+    let landed = svc.full_history(&bob, &dm(&alice, &bob)).await?;
+    assert_eq!(landed, history, "the late write changes nothing");
+    let ones: Vec<_> = landed
+        .iter()
+        .filter(|m| m.client_msg_id.as_str() == "c-1")
+        .map(|m| m.conv_seq)
+        .collect();
+    assert_eq!(ones, [ack.conv_seq], "the retry settled the same conv_seq");
+    assert_eq!(copies(&svc, &bob, &alice, "c-1").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_conversation_append_that_times_out_comes_before_the_next_message_of_another_sender()
+-> anyhow::Result<()> {
+    let (svc, faults, _) = start_faulty()?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    faults.message_late.store(1, Ordering::Release);
+
+    assert_unavailable(svc.send(&alice, &bob, "a-1", "timed out").await);
+    svc.send(&bob, &alice, "b-1", "reply").await?;
+    let retry = svc.send(&alice, &bob, "a-1", "timed out").await?;
+
+    let history = svc.full_history(&bob, &dm(&alice, &bob)).await?;
+    let order: Vec<_> = history
+        .iter()
+        .map(|m| (m.client_msg_id.as_str().to_owned(), m.conv_seq))
+        .collect();
+    assert_eq!(order.len(), 2, "{order:?}");
+    assert_eq!(order[0], ("a-1".to_owned(), retry.conv_seq));
+    assert_eq!(order[1].0, "b-1");
+    assert_eq!(copies(&svc, &bob, &alice, "a-1").await?, 1);
+    assert_eq!(copies(&svc, &alice, &alice, "a-1").await?, 1);
+    Ok(())
+}

@@ -41,6 +41,42 @@ pub struct Faults {
     /// channel, then return only once the second one fires (a slow write
     /// whose caller gives up meanwhile).
     pub hold_inbox_of: Mutex<Option<HeldInbox>>,
+    /// Report the next `append_inbox` of this user as failed without
+    /// writing it, and keep it in `late` (a timed-out write that a remote
+    /// store applies later, e.g. replayed from its batch log).
+    pub inbox_late_of: Mutex<Option<UserId>>,
+    /// The same for this many `append_message` calls.
+    pub message_late: AtomicUsize,
+    /// The writes kept back by `inbox_late_of` and `message_late`.
+    pub late: Mutex<Vec<LateWrite>>,
+}
+
+/// A write the double reported as failed and has not applied yet.
+pub enum LateWrite {
+    Inbox(UserId, Entry),
+    Message(HistoryMessage),
+}
+
+impl Faults {
+    /// Applies the kept-back writes to `store`, as a remote store would.
+    pub async fn land_late_writes(&self, store: &EmbeddedStore) -> storage::Result<usize> {
+        let late = std::mem::take(&mut *self.late.lock().unwrap_or_else(|p| p.into_inner()));
+        for write in &late {
+            let ticket = match write {
+                LateWrite::Inbox(user, entry) => store.append_inbox(user, entry).await?,
+                LateWrite::Message(message) => store.append_message(message).await?,
+            };
+            store.durable(ticket).await?;
+        }
+        Ok(late.len())
+    }
+
+    fn keep_late(&self, write: LateWrite) {
+        self.late
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(write);
+    }
 }
 
 /// The user whose append is held, where to report it, when to let it go.
@@ -100,6 +136,10 @@ impl MessageStore for StoreDouble {
         if take_one(&self.faults.append_message) {
             return Err(outage());
         }
+        if take_one(&self.faults.message_late) {
+            self.faults.keep_late(LateWrite::Message(msg.clone()));
+            return Err(outage());
+        }
         self.inner.append_message(msg).await
     }
     async fn message(
@@ -122,6 +162,11 @@ impl MessageStore for StoreDouble {
     }
     async fn append_inbox(&self, user: &UserId, entry: &Entry) -> storage::Result<WriteTicket> {
         if take_if_user(&self.faults.inbox_of, user, |u| u).is_some() {
+            return Err(outage());
+        }
+        if take_if_user(&self.faults.inbox_late_of, user, |u| u).is_some() {
+            self.faults
+                .keep_late(LateWrite::Inbox(user.clone(), entry.clone()));
             return Err(outage());
         }
         if take_if_user(&self.faults.inbox_written_then_fail, user, |u| u).is_some() {
