@@ -2,7 +2,7 @@
 # Runs every test of the project: formatting, lints, the workspace's unit and
 # integration tests (Redis tests start their own redis-server), then the
 # PROTOCOL.md conformance suite against a freshly started single-machine
-# server, and again through HAProxy against the local two-gateway cluster,
+# server, short runs of every load test scenario against it, and again through HAProxy against the local two-gateway cluster,
 # the deployment files validated offline, then the web client's end-to-end
 # tests in headless Chromium.
 # Installs what the tests need when it is missing; safe to run again.
@@ -43,7 +43,7 @@ log "cargo test --workspace"
 cargo test --workspace --locked
 
 log "conformance suite against a fresh server"
-cargo build --locked -p gateway
+cargo build --locked -p gateway -p loadtest
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 data_dir="$(mktemp -d)"
 secret="conformance-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
@@ -60,6 +60,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 CHAT_JWT_SECRET="$secret" "$conformance/run.sh" "http://127.0.0.1:$port"
+
+log "load test scenarios, short runs against the same server (0 lost, 0 duplicated)"
+CHAT_JWT_SECRET="$secret" scripts/loadtest-smoke.sh "ws://127.0.0.1:$port/v1/ws"
 
 log "graceful shutdown exits 0"
 kill -TERM "$server"
