@@ -1,184 +1,164 @@
 #!/usr/bin/env bash
-# Builds the release binaries, starts the server on 127.0.0.1 with fresh data,
-# runs the benchmark scenarios (bench.py), prints the results and writes
-# bench/results/latest.json, then stops the server.
+# The benchmark suite: builds the release binaries, then with the load tester
+# (`loadtest`) measures, in one run on this machine:
+#   - pairs against the baseline relay (`relay`: WebSocket forwarding, no storage),
+#   - pairs against the single-machine server: delivered msgs/s at an offered
+#     load above its capacity, then p99 at 50% of that rate,
+#   - the same against the distributed mode on one machine (deploy/local/cluster.sh),
+#   - catch-up entries/s (single-machine),
+#   - server memory per idle connection at 15,000 connections (several
+#     loadtest processes, several loopback source addresses),
+# prints one table with ratios, and ends with the machine-readable line
+#   RESULT pairs_ratio=<single/relay delivered msgs/s> p99_ms=<single p99 at 50%> kib_per_conn=<idle>
 #
-#   bench/run.sh                      # single gateway, all scenarios, defaults
-#   bench/run.sh --scenarios pairs --rate 4 --duration 30
-#   bench/run.sh --target cluster     # the local cluster (deploy/local/cluster.sh) behind HAProxy
-#   bench/run.sh --target both --scenarios pairs   # single, then cluster; side by side with ratios
-#   bench/run.sh --help               # every option of bench.py
-#
-# --target single|cluster|both (default single) is run.sh's own option; everything
-# else is passed to bench.py. cluster and both default to --scenarios baseline,pairs
-# (idle is single only).
+# Knobs (environment): BENCH_USERS (200), BENCH_DURATION (10 s),
+# BENCH_RELAY_RATE (150 msg/s per user), BENCH_SERVER_RATE (15 msg/s per user;
+# both above capacity on 2 cores), BENCH_IDLE (15000), BENCH_IDLE_PROCS (3),
+# BENCH_CATCH_UP (10000), BENCH_SKIP (comma list of relay,single,cluster,idle,catch-up).
+# JSON reports and plots land in bench/results/.
 set -euo pipefail
 
-BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$BENCH_DIR/.." && pwd)"
-VENV="${BENCH_VENV:-$BENCH_DIR/.venv}"
-PY="$VENV/bin/python"
-COMMAND="bench/run.sh${*:+ $*}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+out="$root/bench/results"
+mkdir -p "$out"
 
-# --- run.sh's own option: --target; the rest goes to bench.py
-TARGET=single
-ARGS=()
-while (($#)); do
-    case "$1" in
-        --target) [[ $# -ge 2 ]] || { echo "run.sh: --target needs single|cluster|both" >&2; exit 2; }
-                  TARGET="$2"; shift 2 ;;
-        --target=*) TARGET="${1#*=}"; shift ;;
-        *) ARGS+=("$1"); shift ;;
-    esac
-done
-case "$TARGET" in
-    single) ;;
-    cluster|both) ARGS=(--scenarios baseline,pairs "${ARGS[@]}") ;;  # a later --scenarios wins
-    *) echo "run.sh: --target must be single, cluster or both (got '$TARGET')" >&2; exit 2 ;;
-esac
+users="${BENCH_USERS:-200}"
+duration="${BENCH_DURATION:-10}"
+relay_rate="${BENCH_RELAY_RATE:-150}"
+server_rate="${BENCH_SERVER_RATE:-15}"
+idle_conns="${BENCH_IDLE:-15000}"
+idle_procs="${BENCH_IDLE_PROCS:-3}"
+catch_up="${BENCH_CATCH_UP:-10000}"
+skip=",${BENCH_SKIP:-},"
 
-# --- the client's virtualenv, (re)made only when requirements.txt changes
-stamp="$VENV/.requirements.sha256"
-want="$(sha256sum "$BENCH_DIR/requirements.txt" | cut -d' ' -f1)"
-if [[ ! -x "$PY" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    echo "== setting up $VENV"
-    python3 -m venv "$VENV"
-    "$PY" -m pip install --quiet --disable-pip-version-check -r "$BENCH_DIR/requirements.txt"
-    echo "$want" >"$stamp"
-fi
-
-if [[ " ${ARGS[*]} " == *" --help "* || " ${ARGS[*]} " == *" -h "* ]]; then
-    exec "$PY" "$BENCH_DIR/bench.py" --help
-fi
-
-# --- checks the options (bench.py exits 2 on a bad one) and gets the server flags they
-# need: --send-rate etc. when --rate > 20, for the gateway (single) or msg-service (cluster)
-EXTRA_FLAGS="$("$PY" "$BENCH_DIR/bench.py" --server-flags --target "$TARGET" "${ARGS[@]}")"
-read -r -a EXTRA <<<"$EXTRA_FLAGS"
-
-# --- open files: the server holds one fd per connection (10,000 idle by default)
-soft="$(ulimit -Sn)"; hard="$(ulimit -Hn)"
-if [[ "$soft" != "$hard" ]]; then ulimit -n "$hard" || true; fi
-echo "== ulimit -n: $(ulimit -n) (hard $hard); cores: $(nproc) - the client processes compete with the server for them"
-if [[ "$(ulimit -n)" != unlimited && "$(ulimit -n)" -lt 11000 ]]; then
-    echo "warning: ulimit -n $(ulimit -n) is below what 10,000 idle connections need; lower --idle-conns" >&2
-fi
-
-# --- build (cluster.sh builds too; doing it here keeps the build out of the measurements)
-PACKAGES=(-p gateway); [[ "$TARGET" != single ]] && PACKAGES+=(-p msg-service)
-echo "== cargo build --release ${PACKAGES[*]}"
-(cd "$ROOT" && cargo build --release "${PACKAGES[@]}")
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/gateway"  # where cargo put it (as cluster.sh)
-
-SECRET="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
-WORK="$(mktemp -d -t chat-bench-out.XXXXXX)"  # per-target JSON of a `both` run
-DATA=""; SERVER_PID=""; CLUSTER_DIR=""
-CLUSTER_SH="$ROOT/deploy/local/cluster.sh"
-
-# --- the single-machine gateway
-start_single() {
-    DATA="$(mktemp -d -t chat-bench.XXXXXX)"
-    PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    echo "== starting gateway on 127.0.0.1:$PORT (data dir $DATA) ${EXTRA[*]:-}"
-    RUST_LOG="${RUST_LOG:-warn}" "$BIN" --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
-        --jwt-secret "$SECRET" "${EXTRA[@]}" >"$DATA/server.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 100); do
-        if "$PY" -c "import urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:$PORT/readyz', timeout=1)" 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$DATA/server.log"; echo "gateway exited" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "gateway not ready after 10 s" >&2; exit 1
-}
-
-stop_single() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-    if [[ -n "$DATA" ]]; then
-        if [[ -s "$DATA/server.log" ]]; then
-            echo "== gateway log (warnings and errors, last 20 lines)"
-            tail -n 20 "$DATA/server.log"
-        fi
-        rm -rf "$DATA"
-    fi
-    DATA=""
-}
-
-run_single() {  # run_single OUT
-    start_single
-    local status=0
-    "$PY" "$BENCH_DIR/bench.py" "${ARGS[@]}" --target single --url "ws://127.0.0.1:$PORT/v1/ws" \
-        --pid "$SERVER_PID" --secret "$SECRET" --command "$COMMAND" ${1:+--out "$1"} || status=$?
-    stop_single
-    return "$status"
-}
-
-# --- the local cluster: redis, msg-service, two gateways, HAProxy (deploy/local/cluster.sh)
-start_cluster() {
-    CLUSTER_DIR="$(mktemp -d -t chat-bench-cluster.XXXXXX)"
-    echo "== starting the cluster (deploy/local/cluster.sh up, dir $CLUSTER_DIR) ${EXTRA[*]:+msg-service ${EXTRA[*]}}"
-    CLUSTER_DIR="$CLUSTER_DIR" CLUSTER_PROFILE=release CHAT_JWT_SECRET="$SECRET" \
-        CLUSTER_MSG_FLAGS="$EXTRA_FLAGS" RUST_LOG="${RUST_LOG:-warn}" "$CLUSTER_SH" up >/dev/null
-    LB_URL="$(cat "$CLUSTER_DIR/lb.url")"
-    PROCS=()
-    local name
-    for name in msg-service gateway1 gateway2 haproxy redis; do
-        PROCS+=(--proc "$name=$(cat "$CLUSTER_DIR/$name.pid")")
-    done
-    METRICS=(--metrics-url "gateway1=$(sed -n 's/^gw1=//p' "$CLUSTER_DIR/endpoints")"
-             --metrics-url "gateway2=$(sed -n 's/^gw2=//p' "$CLUSTER_DIR/endpoints")")
-    echo "== cluster up: load balancer $LB_URL; $(tr '\n' ' ' <"$CLUSTER_DIR/endpoints")"
-}
-
-stop_cluster() {
-    [[ -n "$CLUSTER_DIR" ]] || return 0
-    CLUSTER_DIR="$CLUSTER_DIR" "$CLUSTER_SH" down || true
-    local name
-    for name in gateway1 gateway2 msg-service haproxy; do
-        if [[ -s "$CLUSTER_DIR/$name.log" ]]; then
-            echo "== $name log (last 10 lines)"
-            tail -n 10 "$CLUSTER_DIR/$name.log"
-        fi
-    done
-    rm -rf "$CLUSTER_DIR"
-    CLUSTER_DIR=""
-}
-
-run_cluster() {  # run_cluster OUT
-    start_cluster
-    local status=0
-    "$PY" "$BENCH_DIR/bench.py" "${ARGS[@]}" --target cluster --url "ws://${LB_URL#http://}/v1/ws" \
-        "${PROCS[@]}" "${METRICS[@]}" --secret "$SECRET" --command "$COMMAND" ${1:+--out "$1"} || status=$?
-    stop_cluster
-    return "$status"
-}
-
+export CHAT_JWT_SECRET="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+work="$(mktemp -d -t chat-bench.XXXXXX)"
+pids=()
 cleanup() {
-    stop_single
-    stop_cluster
-    rm -rf "$WORK"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  CLUSTER_DIR="$work/cluster" deploy/local/cluster.sh down >/dev/null 2>&1 || true
+  rm -rf "$work"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# --- run
-case "$TARGET" in
-    single) run_single "" ;;
-    cluster) run_cluster "" ;;
-    both)
-        echo "== 1/2: single-machine gateway"
-        run_single "$WORK/single.json"
-        sleep 2
-        echo "== 2/2: cluster"
-        run_cluster "$WORK/cluster.json"
-        "$PY" "$BENCH_DIR/bench.py" "${ARGS[@]}" --command "$COMMAND" \
-            --compare "$WORK/single.json" "$WORK/cluster.json"
-        ;;
-esac
+say() { printf '== %s\n' "$*" >&2; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, r))" "$@"; }
+skipped() { [[ "$skip" == *",$1,"* ]]; }
+wait_ready() {
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server on port $1 not ready" >&2; return 1
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# Starts a fresh single-machine gateway; sets $gw_pid, $gw_port.
+start_gateway() {
+  gw_port="$(free_port)"
+  RUST_LOG=warn "$bin/gateway" --listen "127.0.0.1:$gw_port" --data-dir "$work/data-$gw_port" \
+    --send-rate 100000 --send-burst 100000 >"$work/gateway-$gw_port.log" 2>&1 &
+  gw_pid=$!; pids+=("$gw_pid")
+  wait_ready "$gw_port"
+}
+stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# pairs NAME URL RATE: runs pairs, leaves bench/results/NAME.json
+pairs() {
+  say "pairs on $1: $users users x $3 msg/s"
+  "$bin/loadtest" pairs --url "$2" --users "$users" --rate "$3" --duration "$duration" \
+    --drain-timeout 120 --json "$out/$1.json" --plot "$out/$1.svg" | tail -n 8 >&2
+}
+delivered() { field "$out/$1.json" 'round(delivered_per_s, 1)'; }
+p99() { field "$out/$1.json" 'delivery_latency["p99_ms"]'; }
+half_rate() { python3 -c "print(round($1 / 2 / $users, 3))"; }
+
+say "cargo build --release (gateway, msg-service, loadtest)"
+cargo build --release --locked -p gateway -p msg-service -p loadtest >&2
+
+if ! skipped relay; then
+  port="$(free_port)"
+  RUST_LOG=warn "$bin/relay" --listen "127.0.0.1:$port" >"$work/relay.log" 2>&1 &
+  relay_pid=$!; pids+=("$relay_pid")
+  sleep 0.5
+  pairs relay-max "ws://127.0.0.1:$port/v1/ws" "$relay_rate"
+  stop "$relay_pid"
+fi
+
+if ! skipped single; then
+  start_gateway
+  pairs single-max "ws://127.0.0.1:$gw_port/v1/ws" "$server_rate"
+  pairs single-half "ws://127.0.0.1:$gw_port/v1/ws" "$(half_rate "$(delivered single-max)")"
+  if ! skipped catch-up; then
+    say "catch-up: $catch_up entries"
+    "$bin/loadtest" catch-up --url "ws://127.0.0.1:$gw_port/v1/ws" --entries "$catch_up" --senders 20 \
+      --json "$out/catch-up.json" | tail -n 4 >&2
+  fi
+  stop "$gw_pid"
+fi
+
+if ! skipped cluster; then
+  say "cluster: redis, msg-service, two gateways, HAProxy"
+  CLUSTER_DIR="$work/cluster" CLUSTER_PROFILE=release CLUSTER_MSG_FLAGS="--send-rate 100000 --send-burst 100000" \
+    RUST_LOG=warn deploy/local/cluster.sh up >/dev/null
+  lb="$(cat "$work/cluster/lb.url")"
+  pairs cluster-max "ws://${lb#http://}/v1/ws" "$server_rate"
+  pairs cluster-half "ws://${lb#http://}/v1/ws" "$(half_rate "$(delivered cluster-max)")"
+  CLUSTER_DIR="$work/cluster" deploy/local/cluster.sh down >/dev/null
+fi
+
+if ! skipped idle; then
+  start_gateway
+  say "idle: $idle_conns connections from $idle_procs processes"
+  before="$(rss_kib "$gw_pid")"
+  per_proc=$((idle_conns / idle_procs))
+  idle_pids=()
+  for i in $(seq 1 "$idle_procs"); do
+    "$bin/loadtest" idle --url "ws://127.0.0.1:$gw_port/v1/ws" --connections "$per_proc" --duration 3600 \
+      --ramp 5 --prefix "idle$i" --sources "127.0.0.$((2 * i))-127.0.0.$((2 * i + 1))" >"$work/idle-$i.out" 2>&1 &
+    idle_pids+=("$!"); pids+=("$!")
+  done
+  for i in $(seq 1 "$idle_procs"); do
+    until grep -q '^READY' "$work/idle-$i.out"; do
+      kill -0 "${idle_pids[$((i - 1))]}" 2>/dev/null || { cat "$work/idle-$i.out" >&2; exit 1; }
+      sleep 0.5
+    done
+  done
+  sleep 2  # let the server settle its per-connection buffers before reading RSS
+  after="$(rss_kib "$gw_pid")"
+  open=$((per_proc * idle_procs))
+  kib_per_conn="$(python3 -c "print(round(($after - $before) / $open, 1))")"
+  printf '{"connections": %d, "rss_before_kib": %d, "rss_after_kib": %d, "kib_per_conn": %s}\n' \
+    "$open" "$before" "$after" "$kib_per_conn" >"$out/idle.json"
+  for pid in "${idle_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  stop "$gw_pid"
+fi
+
+# --- the table
+value() { [[ -f "$out/$1.json" ]] && "${@:2}" "$1" || echo "-"; }
+ratio() { python3 -c "a, b = '$1', '$2'; print('-' if '-' in (a, b) else round(float(a) / float(b), 3))"; }
+relay_max="$(value relay-max delivered)"
+single_max="$(value single-max delivered)"
+cluster_max="$(value cluster-max delivered)"
+single_p99="$(value single-half p99)"
+cluster_p99="$(value cluster-half p99)"
+relay_p99="$(value relay-max p99)"
+catch_up_rate="$( [[ -f "$out/catch-up.json" ]] && field "$out/catch-up.json" 'round(extra["entries_per_s"])' || echo -)"
+kib="$( [[ -f "$out/idle.json" ]] && field "$out/idle.json" 'kib_per_conn' || echo -)"
+
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $users users in pairs, $duration s per run"
+printf '%-34s %14s %12s %10s\n' "" "delivered/s" "p99 ms" "vs relay"
+printf '%-34s %14s %12s %10s\n' "relay baseline (no storage)" "$relay_max" "$relay_p99" "1"
+printf '%-34s %14s %12s %10s\n' "single-machine, max" "$single_max" "$(value single-max p99)" "$(ratio "$single_max" "$relay_max")"
+printf '%-34s %14s %12s %10s\n' "single-machine, 50% of max" "$(value single-half delivered)" "$single_p99" ""
+printf '%-34s %14s %12s %10s\n' "distributed on one machine, max" "$cluster_max" "$(value cluster-max p99)" "$(ratio "$cluster_max" "$relay_max")"
+printf '%-34s %14s %12s %10s\n' "distributed, 50% of max" "$(value cluster-half delivered)" "$cluster_p99" ""
+echo "catch-up (single): $catch_up_rate entries/s"
+echo "memory per idle connection (single, $idle_conns): $kib KiB"
+echo "JSON reports and plots: bench/results/"
+echo "RESULT pairs_ratio=$(ratio "$single_max" "$relay_max") p99_ms=$single_p99 kib_per_conn=$kib"
