@@ -4,22 +4,17 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use msg_service::Conversation;
-use proto::{Ack, ConvId, MAX_SYNC_LIMIT, SendRequest, SyncResult, UserId, clamp_sync_limit};
-use serde::Deserialize;
+use proto::{Ack, ConvId, SendRequest, SyncResult, UserId};
 use storage::Page;
 
 use crate::error::{Error, ErrorBody, Result};
-use crate::extract::{Caller, JsonBody, query_u64};
+use crate::extract::{Caller, JsonBody};
+use crate::query::{history_params, sync_params};
 use crate::schema::*;
 use crate::state::AppState;
-
-/// History pages hold at most this many messages.
-const MAX_HISTORY_LIMIT: u64 = 200;
-const DEFAULT_HISTORY_LIMIT: u64 = 50;
 
 /// A send with its metrics, shared by REST and WebSocket.
 pub async fn send_checked(state: &AppState, user: &UserId, request: SendRequest) -> Result<Ack> {
@@ -37,12 +32,6 @@ fn parse_conv(conv_id: &str) -> Result<ConvId> {
 
 fn parse_users(users: &[String]) -> Result<Vec<UserId>> {
     users.iter().map(|u| Ok(UserId::parse(u)?)).collect()
-}
-
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| Error::BadRequest(e.body_text()))
 }
 
 /// The caller's conversations.
@@ -119,14 +108,6 @@ pub async fn remove_member(
     Ok(Json(state.api.remove_member(&user, &conv, &member).await?))
 }
 
-/// Query of a history page.
-#[derive(Deserialize)]
-pub struct HistoryQuery {
-    before: Option<String>,
-    after: Option<String>,
-    limit: Option<String>,
-}
-
 /// A page of history: newest first (`before`), or oldest first (`after`).
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages", tag = "messages",
     params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>"),
@@ -139,34 +120,15 @@ pub async fn history(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(conv_id): Path<String>,
-    q: Result<Query<HistoryQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<HistoryResponse>> {
-    let q = query(q)?;
+    let params = history_params(raw.as_deref())?;
     let conv = parse_conv(&conv_id)?;
-    let before = query_u64(q.before.as_deref(), "before")?;
-    let after = query_u64(q.after.as_deref(), "after")?;
-    let limit = match query_u64(q.limit.as_deref(), "limit")? {
-        Some(0) => {
-            return Err(Error::BadRequest(
-                "`limit` must be a positive integer".into(),
-            ));
-        }
-        limit => limit
-            .unwrap_or(DEFAULT_HISTORY_LIMIT)
-            .min(MAX_HISTORY_LIMIT),
-    };
-    let page = match (before, after) {
-        (Some(_), Some(_)) => {
-            return Err(Error::BadRequest(
-                "give `before` or `after`, not both".into(),
-            ));
-        }
-        (_, Some(after)) => Page::After(after),
-        (before, None) => Page::Before(before.unwrap_or(u64::MAX)),
-    };
-    let limit = usize::try_from(limit).unwrap_or(MAX_SYNC_LIMIT);
-    let result = state.api.history(&user, &conv, page, limit).await?;
-    let (next_before, next_after) = match page {
+    let result = state
+        .api
+        .history(&user, &conv, params.page, params.limit)
+        .await?;
+    let (next_before, next_after) = match params.page {
         Page::Before(_) => (Some(result.next), None),
         Page::After(_) => (None, Some(result.next)),
     };
@@ -199,14 +161,6 @@ pub async fn send(
     Ok(Json(send_checked(&state, &user, request).await?))
 }
 
-/// Query of `GET /v1/sync`.
-#[derive(Deserialize)]
-pub struct SyncQuery {
-    since: Option<String>,
-    limit: Option<String>,
-    wait_ms: Option<String>,
-}
-
 /// Inbox entries after `since`; long-polls up to `wait_ms` when none is newer.
 #[utoipa::path(get, path = "/v1/sync", tag = "sync",
     params(("since" = Option<u64>, Query, description = "entries with seq > since (default 0)"),
@@ -217,14 +171,13 @@ pub struct SyncQuery {
 pub async fn sync(
     State(state): State<AppState>,
     Caller(user): Caller,
-    q: Result<Query<SyncQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<SyncResult>> {
-    let q = query(q)?;
-    let since = query_u64(q.since.as_deref(), "since")?.unwrap_or(0);
-    let limit = clamp_sync_limit(query_u64(q.limit.as_deref(), "limit")?)?;
-    let wait = Duration::from_millis(query_u64(q.wait_ms.as_deref(), "wait_ms")?.unwrap_or(0))
-        .min(state.limits.max_wait);
-    Ok(Json(long_poll(&state, &user, since, limit, wait).await?))
+    let params = sync_params(raw.as_deref())?;
+    let wait = Duration::from_millis(params.wait_ms).min(state.limits.max_wait);
+    Ok(Json(
+        long_poll(&state, &user, params.since, params.limit, wait).await?,
+    ))
 }
 
 async fn long_poll(
@@ -237,6 +190,13 @@ async fn long_poll(
     if wait.is_zero() {
         return Ok(state.api.sync(user, since, limit).await?);
     }
+    // A waiting poll holds a connection like a socket does.
+    let _slot = state
+        .slots
+        .try_take(user)
+        .ok_or(Error::TooManyConnections {
+            limit: state.slots.max_per_user(),
+        })?;
     // Listen before reading, so a message landing in between still wakes us.
     let mut registration = state.hub.register(user).await;
     let first = state.api.sync(user, since, limit).await?;

@@ -2,9 +2,14 @@
 //! binary, for kill -9), driven over WebSocket and HTTP like a client.
 
 mod auth;
+mod authorization;
 mod helpers;
+mod jwt_attacks;
 mod kill9;
+mod limits;
 mod notify;
+mod raw_ws;
+mod secrets;
 mod shutdown;
 mod slow_client;
 mod web_client;
