@@ -70,6 +70,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+            // serde quotes the offending value: keep the echo short.
+            .map_err(|e| {
+                Error::BadRequest(format!(
+                    "invalid JSON body: {}",
+                    proto::excerpt(&e.to_string())
+                ))
+            })
     }
 }

@@ -4,6 +4,8 @@
 mod auth;
 mod authorization;
 mod helpers;
+mod hostile_checks;
+mod hostile_input;
 mod jwt_attacks;
 mod kill9;
 mod limits;
