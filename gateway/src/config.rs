@@ -95,6 +95,11 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..))]
     pub ws_frame_rate: u32,
 
+    /// Longest long poll of `GET /v1/sync`, in milliseconds (`wait_ms` above
+    /// it is cut to it).
+    #[arg(long, env = "CHAT_MAX_LONG_POLL_MS", default_value_t = 30_000)]
+    pub max_long_poll_ms: u64,
+
     /// Frames a socket may send in a burst.
     #[arg(long, env = "CHAT_WS_FRAME_BURST", default_value_t = 200,
         value_parser = clap::value_parser!(u32).range(1..))]

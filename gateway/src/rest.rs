@@ -48,7 +48,8 @@ pub async fn list_conversations(
 
 /// Creates a group; the caller is a member.
 #[utoipa::path(post, path = "/v1/conversations", tag = "conversations", request_body = CreateGroup,
-    responses((status = 201, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 201, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_group(
     State(state): State<AppState>,
@@ -63,7 +64,8 @@ pub async fn create_group(
 /// One conversation, for a member.
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}", tag = "conversations",
     params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>")),
-    responses((status = 200, body = ConversationSchema), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_conversation(
     State(state): State<AppState>,
@@ -80,7 +82,8 @@ pub async fn get_conversation(
 /// Adds members to a group (any member may).
 #[utoipa::path(post, path = "/v1/conversations/{conv_id}/members", tag = "conversations", request_body = AddMembers,
     params(("conv_id" = String, Path, description = "g:<id>")),
-    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn add_members(
     State(state): State<AppState>,
@@ -96,7 +99,8 @@ pub async fn add_members(
 /// Removes a member from a group (any member may).
 #[utoipa::path(delete, path = "/v1/conversations/{conv_id}/members/{user}", tag = "conversations",
     params(("conv_id" = String, Path, description = "g:<id>"), ("user" = String, Path, description = "the member to remove")),
-    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_member(
     State(state): State<AppState>,
@@ -114,7 +118,8 @@ pub async fn remove_member(
         ("before" = Option<u64>, Query, description = "conv_seq < before, newest first"),
         ("after" = Option<u64>, Query, description = "conv_seq > after, oldest first"),
         ("limit" = Option<u64>, Query, description = "default 50, at most 200")),
-    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn history(
     State(state): State<AppState>,
@@ -142,8 +147,9 @@ pub async fn history(
 /// Sends a message over HTTP; answers the fields of an `ack`.
 #[utoipa::path(post, path = "/v1/conversations/{conv_id}/messages", tag = "messages", request_body = SendBody,
     params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>")),
-    responses((status = 200, body = AckSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = AckSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn send(
     State(state): State<AppState>,
@@ -166,7 +172,8 @@ pub async fn send(
     params(("since" = Option<u64>, Query, description = "entries with seq > since (default 0)"),
         ("limit" = Option<u64>, Query, description = "default 100, at most 500"),
         ("wait_ms" = Option<u64>, Query, description = "long-poll up to this many ms (at most 30000)")),
-    responses((status = 200, body = SyncSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = SyncSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "the user's connection slots are all in use (long polls)")),
     security(("bearer" = [])))]
 pub async fn sync(
     State(state): State<AppState>,
@@ -223,7 +230,7 @@ async fn long_poll(
 
 /// Mints a token for any user (only when dev auth is on).
 #[utoipa::path(post, path = "/v1/dev/token", tag = "dev", request_body = DevTokenRequest,
-    responses((status = 200, body = DevToken), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = DevToken), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn dev_token(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<DevTokenRequest>,

@@ -141,6 +141,7 @@ impl App {
 fn limits(config: &Config) -> Limits {
     Limits {
         idle_timeout: config.ws_idle_timeout(),
+        max_wait: Duration::from_millis(config.max_long_poll_ms),
         frame_rate: config.ws_frame_rate,
         frame_burst: config.ws_frame_burst,
         ..Limits::default()
