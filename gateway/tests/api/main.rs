@@ -15,4 +15,5 @@ mod secrets;
 mod shutdown;
 mod slow_client;
 mod web_client;
+mod ws_abuse;
 mod ws_client;
