@@ -83,6 +83,8 @@ trap - EXIT
 log "deployment files, validated offline (kustomize, schemas, haproxy -c, nginx -t, alert rules, metric names)"
 bash deploy/validate.sh
 
+log "schemathesis against the REST API of a fresh server"; bash scripts/test-hostile.sh
+
 log "browser end-to-end tests (headless Chromium)"
 bash e2e/run.sh
 

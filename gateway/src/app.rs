@@ -2,6 +2,8 @@
 //! the WebSocket route, and the operational endpoints.
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -53,6 +55,13 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { axum::Json(api_json) }),
         )
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span of one request: method and path only. Never the query string
+/// (the WebSocket upgrade carries `?token=<jwt>`) and never headers
+/// (`Authorization`), so no log level writes a token.
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
 }

@@ -29,6 +29,12 @@ struct Claims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     did: Option<String>,
+    /// Only written (dev tokens); jsonwebtoken checks it from the raw claims.
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    iss: Option<String>,
+    /// Only written (dev tokens); an `aud` may be a string or a list.
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    aud: Option<String>,
 }
 
 /// Who a valid token speaks for.
@@ -40,10 +46,23 @@ pub struct Identity {
     pub device: Option<String>,
 }
 
+/// Claims every token must carry when configured (`iss`, `aud`).
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// The required issuer, if any.
+    pub issuer: Option<String>,
+    /// The required audience, if any.
+    pub audience: Option<String>,
+}
+
 /// Verifies tokens and mints dev tokens.
 pub struct Auth {
-    keys: Vec<(Algorithm, DecodingKey)>,
+    /// One validation per accepted algorithm, each pinned to its own key, so
+    /// a token's header can never pick a key meant for another algorithm
+    /// (an HS256 token "signed" with the RS256 public key is refused).
+    keys: Vec<(Algorithm, DecodingKey, Validation)>,
     signing: EncodingKey,
+    expected: Expected,
 }
 
 impl Auth {
@@ -52,6 +71,7 @@ impl Auth {
         secret: &SecretString,
         rs256_pem: Option<&[u8]>,
         eddsa_pem: Option<&[u8]>,
+        expected: Expected,
     ) -> Result<Self> {
         let bytes = secret.expose_secret().as_bytes();
         let mut keys = vec![(Algorithm::HS256, DecodingKey::from_secret(bytes))];
@@ -67,9 +87,14 @@ impl Auth {
                 DecodingKey::from_ed_pem(pem).map_err(Error::Config)?,
             ));
         }
+        let keys = keys
+            .into_iter()
+            .map(|(alg, key)| (alg, key, validation(alg, &expected)))
+            .collect();
         Ok(Auth {
             keys,
             signing: EncodingKey::from_secret(bytes),
+            expected,
         })
     }
 
@@ -81,15 +106,12 @@ impl Auth {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Error::Unauthorized("malformed token"))?;
-        let (alg, key) = self
+        let (_, key, validation) = self
             .keys
             .iter()
-            .find(|(alg, _)| *alg == header.alg)
+            .find(|(alg, _, _)| *alg == header.alg)
             .ok_or(Error::Unauthorized("token algorithm not accepted"))?;
-        let mut validation = Validation::new(*alg);
-        validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|_| Error::Unauthorized("invalid or expired token"))?;
         let user = UserId::parse(&data.claims.sub)
             .map_err(|_| Error::Unauthorized("token subject is not a valid user id"))?;
@@ -99,16 +121,43 @@ impl Auth {
         })
     }
 
-    /// An HS256 token for `user`, valid for a day.
+    /// An HS256 token for `user`, valid for a day, with the configured
+    /// `iss` and `aud` so this gateway accepts it.
     pub fn mint(&self, user: &UserId) -> Result<String> {
         let claims = Claims {
             sub: user.to_string(),
             exp: unix_now() + DEV_TOKEN_TTL_SECS,
             did: None,
+            iss: self.expected.issuer.clone(),
+            aud: self.expected.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.signing)
             .map_err(Error::Config)
     }
+}
+
+/// What a token signed with `alg` must satisfy: `exp` and `sub` present,
+/// `exp` and `nbf` (when given) within the leeway, `iss` and `aud` when
+/// configured. An `aud` is not checked unless an audience is configured.
+fn validation(alg: Algorithm, expected: &Expected) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = LEEWAY_SECS;
+    // Off by default in jsonwebtoken: a token that is not valid yet is refused.
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    if let Some(issuer) = &expected.issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    match &expected.audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 fn unix_now() -> u64 {
@@ -141,4 +190,35 @@ pub fn load_or_create_secret(data_dir: &Path) -> std::io::Result<SecretString> {
     file.write_all(secret.as_bytes())?;
     file.sync_all()?;
     Ok(SecretString::from(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_generated_secret_file_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().expect("a temporary dir");
+        let secret = load_or_create_secret(dir.path()).expect("creating the secret");
+        let meta = fs::metadata(dir.path().join(SECRET_FILE)).expect("the secret file exists");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(secret.expose_secret().len(), 64, "32 random bytes in hex");
+        let again = load_or_create_secret(dir.path()).expect("reading it back");
+        assert_eq!(again.expose_secret(), secret.expose_secret());
+    }
+
+    #[test]
+    fn a_dev_token_carries_the_configured_issuer_and_audience_and_verifies() {
+        let expected = Expected {
+            issuer: Some("chat-tests".into()),
+            audience: Some("chat".into()),
+        };
+        let auth = Auth::new(&SecretString::from("s3cret"), None, None, expected)
+            .expect("building the verifier");
+        let alice = UserId::parse("alice").expect("a user id");
+        let token = auth.mint(&alice).expect("minting");
+        assert_eq!(auth.verify(&token).expect("it verifies").user, alice);
+    }
 }

@@ -68,6 +68,42 @@ pub struct Config {
     /// Sends per user in a burst (token bucket size).
     #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
     pub send_burst: u32,
+
+    /// Required `iss` claim of every token (not checked when absent).
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim of every token (not checked when absent).
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Open WebSockets (and waiting long polls) per user on this gateway;
+    /// one more is refused with 429 `rate_limited` before the upgrade.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_user: u32,
+
+    /// A socket that sends nothing (no frame, no pong to the server's pings)
+    /// for this many seconds is closed with 1008.
+    #[arg(long, env = "CHAT_WS_IDLE_TIMEOUT_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_idle_timeout_secs: u64,
+
+    /// Frames per second a socket may send on average (pings included);
+    /// past the burst the socket gets `rate_limited` and is closed with 1008.
+    #[arg(long, env = "CHAT_WS_FRAME_RATE", default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_frame_rate: u32,
+
+    /// Longest long poll of `GET /v1/sync`, in milliseconds (`wait_ms` above
+    /// it is cut to it).
+    #[arg(long, env = "CHAT_MAX_LONG_POLL_MS", default_value_t = 30_000)]
+    pub max_long_poll_ms: u64,
+
+    /// Frames a socket may send in a burst.
+    #[arg(long, env = "CHAT_WS_FRAME_BURST", default_value_t = 200,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_frame_burst: u32,
 }
 
 impl Config {
@@ -79,6 +115,11 @@ impl Config {
     /// Whether `POST /v1/dev/token` is served.
     pub fn dev_auth(&self) -> bool {
         self.dev_auth.unwrap_or(!self.is_distributed())
+    }
+
+    /// The idle timeout of a socket.
+    pub fn ws_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.ws_idle_timeout_secs)
     }
 
     /// The drain deadline as a duration.

@@ -22,6 +22,12 @@ pub enum Error {
     /// Input malformed before it could be parsed (JSON syntax, content type).
     #[error("{0}")]
     BadRequest(String),
+    /// The user already holds as many connections as allowed.
+    #[error("at most {limit} connections per user; close one before opening another")]
+    TooManyConnections {
+        /// The cap per user.
+        limit: usize,
+    },
     /// The gateway is draining.
     #[error("the server is shutting down, reconnect later")]
     Draining,
@@ -42,6 +48,10 @@ pub enum Error {
     Config(#[source] jsonwebtoken::errors::Error),
 }
 
+/// When a user over the connection cap may try again: long enough not to
+/// spin, short enough for a tab that was just closed to free its slot.
+const TOO_MANY_CONNECTIONS_RETRY_MS: u64 = 5_000;
+
 /// An error body: `{"code": ..., "message": ...}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -59,6 +69,7 @@ impl Error {
             Error::Invalid(err) => err.code(),
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::Draining => ErrorCode::Unavailable,
+            Error::TooManyConnections { .. } => ErrorCode::RateLimited,
             Error::Service(err) => err.code(),
             Error::Config(_) | Error::Startup { .. } => ErrorCode::Internal,
         }
@@ -67,6 +78,7 @@ impl Error {
     fn retry_after_ms(&self) -> Option<u64> {
         match self {
             Error::Draining => Some(1_000),
+            Error::TooManyConnections { .. } => Some(TOO_MANY_CONNECTIONS_RETRY_MS),
             Error::Service(err) => err.retry_after_ms(),
             _ => None,
         }

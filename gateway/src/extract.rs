@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, header, request::Parts};
-use proto::{Seq, UserId};
+use proto::UserId;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
@@ -70,20 +70,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
-    }
-}
-
-/// An optional non-negative integer query parameter.
-pub fn query_u64(value: Option<&str>, name: &'static str) -> Result<Option<Seq>> {
-    value
-        .map(|v| {
-            v.parse::<u64>().map_err(|_| {
-                Error::Invalid(proto::ProtoError::InvalidField {
-                    field: name,
-                    reason: "must be a non-negative integer".into(),
-                })
+            // serde quotes the offending value: keep the echo short.
+            .map_err(|e| {
+                Error::BadRequest(format!(
+                    "invalid JSON body: {}",
+                    proto::excerpt(&e.to_string())
+                ))
             })
-        })
-        .transpose()
+    }
 }

@@ -3,14 +3,18 @@
 
 mod app;
 pub mod auth;
+mod budget;
+mod close;
 pub mod config;
 mod error;
 mod extract;
 pub mod hub;
 mod ops;
+pub mod query;
 mod rest;
 mod schema;
 pub mod session;
+pub mod slots;
 mod startup;
 pub mod state;
 mod ws;

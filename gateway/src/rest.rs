@@ -4,22 +4,17 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use msg_service::Conversation;
-use proto::{Ack, ConvId, MAX_SYNC_LIMIT, SendRequest, SyncResult, UserId, clamp_sync_limit};
-use serde::Deserialize;
+use proto::{Ack, ConvId, SendRequest, SyncResult, UserId};
 use storage::Page;
 
 use crate::error::{Error, ErrorBody, Result};
-use crate::extract::{Caller, JsonBody, query_u64};
+use crate::extract::{Caller, JsonBody};
+use crate::query::{history_params, sync_params};
 use crate::schema::*;
 use crate::state::AppState;
-
-/// History pages hold at most this many messages.
-const MAX_HISTORY_LIMIT: u64 = 200;
-const DEFAULT_HISTORY_LIMIT: u64 = 50;
 
 /// A send with its metrics, shared by REST and WebSocket.
 pub async fn send_checked(state: &AppState, user: &UserId, request: SendRequest) -> Result<Ack> {
@@ -39,12 +34,6 @@ fn parse_users(users: &[String]) -> Result<Vec<UserId>> {
     users.iter().map(|u| Ok(UserId::parse(u)?)).collect()
 }
 
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| Error::BadRequest(e.body_text()))
-}
-
 /// The caller's conversations.
 #[utoipa::path(get, path = "/v1/conversations", tag = "conversations",
     responses((status = 200, body = ConversationList), (status = 401, body = ErrorBody)),
@@ -59,7 +48,8 @@ pub async fn list_conversations(
 
 /// Creates a group; the caller is a member.
 #[utoipa::path(post, path = "/v1/conversations", tag = "conversations", request_body = CreateGroup,
-    responses((status = 201, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 201, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_group(
     State(state): State<AppState>,
@@ -74,7 +64,8 @@ pub async fn create_group(
 /// One conversation, for a member.
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}", tag = "conversations",
     params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>")),
-    responses((status = 200, body = ConversationSchema), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_conversation(
     State(state): State<AppState>,
@@ -91,7 +82,8 @@ pub async fn get_conversation(
 /// Adds members to a group (any member may).
 #[utoipa::path(post, path = "/v1/conversations/{conv_id}/members", tag = "conversations", request_body = AddMembers,
     params(("conv_id" = String, Path, description = "g:<id>")),
-    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn add_members(
     State(state): State<AppState>,
@@ -107,7 +99,8 @@ pub async fn add_members(
 /// Removes a member from a group (any member may).
 #[utoipa::path(delete, path = "/v1/conversations/{conv_id}/members/{user}", tag = "conversations",
     params(("conv_id" = String, Path, description = "g:<id>"), ("user" = String, Path, description = "the member to remove")),
-    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_member(
     State(state): State<AppState>,
@@ -119,54 +112,28 @@ pub async fn remove_member(
     Ok(Json(state.api.remove_member(&user, &conv, &member).await?))
 }
 
-/// Query of a history page.
-#[derive(Deserialize)]
-pub struct HistoryQuery {
-    before: Option<String>,
-    after: Option<String>,
-    limit: Option<String>,
-}
-
 /// A page of history: newest first (`before`), or oldest first (`after`).
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages", tag = "messages",
     params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>"),
         ("before" = Option<u64>, Query, description = "conv_seq < before, newest first"),
         ("after" = Option<u64>, Query, description = "conv_seq > after, oldest first"),
         ("limit" = Option<u64>, Query, description = "default 50, at most 200")),
-    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn history(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(conv_id): Path<String>,
-    q: Result<Query<HistoryQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<HistoryResponse>> {
-    let q = query(q)?;
+    let params = history_params(raw.as_deref())?;
     let conv = parse_conv(&conv_id)?;
-    let before = query_u64(q.before.as_deref(), "before")?;
-    let after = query_u64(q.after.as_deref(), "after")?;
-    let limit = match query_u64(q.limit.as_deref(), "limit")? {
-        Some(0) => {
-            return Err(Error::BadRequest(
-                "`limit` must be a positive integer".into(),
-            ));
-        }
-        limit => limit
-            .unwrap_or(DEFAULT_HISTORY_LIMIT)
-            .min(MAX_HISTORY_LIMIT),
-    };
-    let page = match (before, after) {
-        (Some(_), Some(_)) => {
-            return Err(Error::BadRequest(
-                "give `before` or `after`, not both".into(),
-            ));
-        }
-        (_, Some(after)) => Page::After(after),
-        (before, None) => Page::Before(before.unwrap_or(u64::MAX)),
-    };
-    let limit = usize::try_from(limit).unwrap_or(MAX_SYNC_LIMIT);
-    let result = state.api.history(&user, &conv, page, limit).await?;
-    let (next_before, next_after) = match page {
+    let result = state
+        .api
+        .history(&user, &conv, params.page, params.limit)
+        .await?;
+    let (next_before, next_after) = match params.page {
         Page::Before(_) => (Some(result.next), None),
         Page::After(_) => (None, Some(result.next)),
     };
@@ -180,8 +147,9 @@ pub async fn history(
 /// Sends a message over HTTP; answers the fields of an `ack`.
 #[utoipa::path(post, path = "/v1/conversations/{conv_id}/messages", tag = "messages", request_body = SendBody,
     params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>")),
-    responses((status = 200, body = AckSchema), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = AckSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn send(
     State(state): State<AppState>,
@@ -199,32 +167,24 @@ pub async fn send(
     Ok(Json(send_checked(&state, &user, request).await?))
 }
 
-/// Query of `GET /v1/sync`.
-#[derive(Deserialize)]
-pub struct SyncQuery {
-    since: Option<String>,
-    limit: Option<String>,
-    wait_ms: Option<String>,
-}
-
 /// Inbox entries after `since`; long-polls up to `wait_ms` when none is newer.
 #[utoipa::path(get, path = "/v1/sync", tag = "sync",
     params(("since" = Option<u64>, Query, description = "entries with seq > since (default 0)"),
         ("limit" = Option<u64>, Query, description = "default 100, at most 500"),
         ("wait_ms" = Option<u64>, Query, description = "long-poll up to this many ms (at most 30000)")),
-    responses((status = 200, body = SyncSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = SyncSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "the user's connection slots are all in use (long polls)")),
     security(("bearer" = [])))]
 pub async fn sync(
     State(state): State<AppState>,
     Caller(user): Caller,
-    q: Result<Query<SyncQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<SyncResult>> {
-    let q = query(q)?;
-    let since = query_u64(q.since.as_deref(), "since")?.unwrap_or(0);
-    let limit = clamp_sync_limit(query_u64(q.limit.as_deref(), "limit")?)?;
-    let wait = Duration::from_millis(query_u64(q.wait_ms.as_deref(), "wait_ms")?.unwrap_or(0))
-        .min(state.limits.max_wait);
-    Ok(Json(long_poll(&state, &user, since, limit, wait).await?))
+    let params = sync_params(raw.as_deref())?;
+    let wait = Duration::from_millis(params.wait_ms).min(state.limits.max_wait);
+    Ok(Json(
+        long_poll(&state, &user, params.since, params.limit, wait).await?,
+    ))
 }
 
 async fn long_poll(
@@ -237,6 +197,13 @@ async fn long_poll(
     if wait.is_zero() {
         return Ok(state.api.sync(user, since, limit).await?);
     }
+    // A waiting poll holds a connection like a socket does.
+    let _slot = state
+        .slots
+        .try_take(user)
+        .ok_or(Error::TooManyConnections {
+            limit: state.slots.max_per_user(),
+        })?;
     // Listen before reading, so a message landing in between still wakes us.
     let mut registration = state.hub.register(user).await;
     let first = state.api.sync(user, since, limit).await?;
@@ -263,7 +230,7 @@ async fn long_poll(
 
 /// Mints a token for any user (only when dev auth is on).
 #[utoipa::path(post, path = "/v1/dev/token", tag = "dev", request_body = DevTokenRequest,
-    responses((status = 200, body = DevToken), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = DevToken), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn dev_token(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<DevTokenRequest>,

@@ -100,7 +100,11 @@ pub struct AddMembers {
 /// `POST /v1/conversations/{conv_id}/messages`.
 #[derive(Deserialize, ToSchema)]
 pub struct SendBody {
+    /// 1-64 printable ASCII characters without space.
+    #[schema(pattern = "^[!-~]{1,64}$")]
     pub client_msg_id: Option<String>,
+    /// Non-empty, at most 16 KiB of UTF-8.
+    #[schema(min_length = 1)]
     pub body: Option<String>,
     pub kind: Option<String>,
 }
@@ -108,6 +112,8 @@ pub struct SendBody {
 /// `POST /v1/dev/token`.
 #[derive(Deserialize, ToSchema)]
 pub struct DevTokenRequest {
+    /// A user id.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     pub user: String,
 }
 

@@ -1,68 +1,40 @@
 //! One WebSocket session: a reader that answers frames in order, a writer
 //! that owns the socket, a bounded outgoing queue between them, and notify
-//! pushes from the hub. A client that does not read is closed with 1008.
+//! pushes from the hub. A client that does not read, floods frames or goes
+//! silent is closed with 1008 (see `close`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use proto::{ClientFrame, ErrorCode, Seq, ServerFrame, UserId, parse_client_frame};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
+use crate::budget::FrameBudget;
+use crate::close::{CloseReason, Closer, close_code, for_read_error};
 use crate::error::Error;
+use crate::slots::Slot;
 use crate::state::AppState;
 
-/// Close codes of RFC 6455 that this gateway uses.
-pub mod close_code {
-    /// Normal close.
-    pub const NORMAL: u16 = 1000;
-    /// The server is going away (drain deadline).
-    pub const GOING_AWAY: u16 = 1001;
-    /// Policy violation: the client did not read its frames.
-    pub const POLICY: u16 = 1008;
-    /// A message over the size limit.
-    pub const TOO_BIG: u16 = 1009;
-}
-
-/// Ends a session once, with the close code of the first reason given.
-#[derive(Default)]
-struct Closer {
-    token: CancellationToken,
-    code: AtomicU16,
-}
-
-impl Closer {
-    fn close(&self, code: u16) {
-        let _ = self
-            .code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.token.cancel();
-    }
-
-    fn code(&self) -> u16 {
-        match self.code.load(Ordering::Acquire) {
-            0 => close_code::NORMAL,
-            code => code,
-        }
-    }
-}
+/// How long a closed session still reads the client's input (see `linger`).
+const LINGER: Duration = Duration::from_secs(1);
 
 /// What the reader hands the writer.
 enum Outgoing {
     Frame(String),
-    Close(u16),
+    Close(CloseReason),
 }
 
 /// Runs a session over any message sink and stream (a real socket, or
-/// channels in tests) for `user` until either side ends it.
-pub async fn run<S, R, E>(sink: S, stream: R, state: AppState, user: UserId)
+/// channels in tests) for `user` until either side ends it. `slot` is the
+/// user's connection slot, held for as long as the session lives.
+pub async fn run<S, R, E>(sink: S, stream: R, state: AppState, user: UserId, slot: Slot)
 where
     S: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, E>> + Unpin + Send + 'static,
-    E: std::fmt::Display + Send,
+    E: std::error::Error + Send + 'static,
 {
     let registration = state.hub.register(&user).await;
     metrics::gauge!("chat_ws_connections").increment(1.0);
@@ -75,60 +47,149 @@ where
         state.clone(),
         Arc::clone(&closer),
     ));
-    read_loop(stream, &out, &state, &user, &closer).await;
+    let mut stream = stream;
+    read_loop(&mut stream, &out, &state, &user, &closer).await;
     drop(out);
     if let Err(err) = writer.await {
         tracing::warn!(error = %err, "socket writer task failed");
     }
+    linger(&mut stream).await;
     metrics::gauge!("chat_ws_connections").decrement(1.0);
     drop(registration);
+    drop(slot);
 }
 
 async fn read_loop<R, E>(
-    mut stream: R,
+    stream: &mut R,
     out: &mpsc::Sender<Outgoing>,
     state: &AppState,
     user: &UserId,
     closer: &Closer,
 ) where
     R: Stream<Item = Result<Message, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
+    let mut budget = FrameBudget::new(state.limits.frame_rate, state.limits.frame_burst);
     loop {
+        // Anything from the client (a pong to the writer's pings included)
+        // proves it is alive; silence for the idle timeout ends the session.
         let message = tokio::select! {
             () = closer.token.cancelled() => return,
+            () = tokio::time::sleep(state.limits.idle_timeout) => {
+                metrics::counter!("chat_ws_idle_closes_total").increment(1);
+                return closer.close(CloseReason::IDLE);
+            }
             message = stream.next() => message,
         };
+        let message = match message {
+            None | Some(Ok(Message::Close(_))) => return closer.close(CloseReason::NORMAL),
+            Some(Err(err)) => return refuse_broken(out, closer, &err),
+            Some(Ok(message)) => message,
+        };
+        if !budget.take() {
+            return refuse_flood(out, closer, &budget, state);
+        }
         let reply = match message {
-            None | Some(Ok(Message::Close(_))) => return closer.close(close_code::NORMAL),
-            Some(Err(err)) => {
-                tracing::debug!(error = %err, "socket read failed");
-                return closer.close(close_code::NORMAL);
-            }
-            Some(Ok(Message::Text(text))) if text.len() > state.limits.max_frame_bytes => {
+            Message::Text(text) if text.len() > state.limits.max_frame_bytes => {
                 let error = proto::ProtoError::TooLarge {
                     what: "frame",
                     limit: state.limits.max_frame_bytes,
                 };
                 let frame = Error::from(error).to_frame(None);
-                let _ = out.try_send(Outgoing::Frame(frame.to_json()));
-                let _ = out.try_send(Outgoing::Close(close_code::TOO_BIG));
-                return;
+                return refuse(out, closer, frame, CloseReason::TOO_BIG);
             }
-            Some(Ok(Message::Text(text))) => handle_text(state, user, &text).await,
-            Some(Ok(Message::Binary(_))) => ServerFrame::Error {
-                rid: None,
-                code: ErrorCode::BadRequest,
-                message: "binary frames are not accepted; send JSON text frames".into(),
-                retry_after_ms: None,
-            },
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Message::Text(text) => handle_text(state, user, &text).await,
+            Message::Binary(_) => {
+                bad_request("binary frames are not accepted; send JSON text frames")
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
         };
         if out.try_send(Outgoing::Frame(reply.to_json())).is_err() {
             metrics::counter!("chat_slow_client_closes_total").increment(1);
-            return closer.close(close_code::POLICY);
+            return closer.close(CloseReason::NOT_READING);
         }
     }
+}
+
+fn bad_request(message: &str) -> ServerFrame {
+    ServerFrame::Error {
+        rid: None,
+        code: ErrorCode::BadRequest,
+        message: message.into(),
+        retry_after_ms: None,
+    }
+}
+
+/// Queues a last `error` frame and the close after it. The writer sends
+/// both in order, so the client reads why before the close.
+/// When the queue is full the close cuts it short instead.
+fn refuse(out: &mpsc::Sender<Outgoing>, closer: &Closer, frame: ServerFrame, reason: CloseReason) {
+    let _ = out.try_send(Outgoing::Frame(frame.to_json()));
+    if out.try_send(Outgoing::Close(reason)).is_err() {
+        closer.close(reason);
+    }
+}
+
+/// The client sent frames faster than its budget: `rate_limited`, then 1008.
+fn refuse_flood(
+    out: &mpsc::Sender<Outgoing>,
+    closer: &Closer,
+    budget: &FrameBudget,
+    state: &AppState,
+) {
+    metrics::counter!("chat_ws_frame_flood_closes_total").increment(1);
+    let retry = u64::try_from(budget.retry_after().as_millis()).unwrap_or(u64::MAX);
+    let frame = ServerFrame::Error {
+        rid: None,
+        code: ErrorCode::RateLimited,
+        message: format!(
+            "more than {} frames per second (bursts of {}); closing",
+            state.limits.frame_rate, state.limits.frame_burst
+        ),
+        retry_after_ms: Some(retry.max(1)),
+    };
+    refuse(out, closer, frame, CloseReason::TOO_MANY_FRAMES);
+}
+
+/// A read failed: invalid UTF-8 and oversized messages get an `error`
+/// frame and their close code; a dropped connection just ends.
+fn refuse_broken<E: std::error::Error + 'static>(
+    out: &mpsc::Sender<Outgoing>,
+    closer: &Closer,
+    err: &E,
+) {
+    tracing::debug!(error = %err, "socket read failed");
+    let reason = for_read_error(err);
+    let frame = match reason.code {
+        close_code::NORMAL => return closer.close(reason),
+        close_code::TOO_BIG => ServerFrame::Error {
+            rid: None,
+            code: ErrorCode::TooLarge,
+            message: reason.reason.into(),
+            retry_after_ms: None,
+        },
+        _ => bad_request(reason.reason),
+    };
+    refuse(out, closer, frame, reason);
+}
+
+/// The closing handshake: after its close frame the server reads (and
+/// drops) what the client still sends, until its close reply, for at most
+/// a second. Closing a socket with unread input makes the kernel send a
+/// reset, which can destroy the error and close frames before the client
+/// reads them (a flooding or oversized sender would never learn why).
+async fn linger<R, E>(stream: &mut R)
+where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let drain = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Answers one text frame.
@@ -178,10 +239,16 @@ async fn write_loop<S>(
     S: Sink<Message> + Unpin,
 {
     let mut goaway_sent = false;
+    // Pings make a live client's WebSocket stack answer with a pong, which
+    // the reader counts as a sign of life; three per idle timeout.
+    let mut pings = tokio::time::interval(ping_interval(state.limits.idle_timeout));
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pings.reset();
     loop {
         let message = tokio::select! {
             () = closer.token.cancelled() => break,
-            () = state.hard_stop.cancelled() => { closer.close(close_code::GOING_AWAY); break }
+            () = state.hard_stop.cancelled() => { closer.close(CloseReason::GOING_AWAY); break }
+            _ = pings.tick() => Message::Ping(axum::body::Bytes::new()),
             () = state.draining.cancelled(), if !goaway_sent => {
                 goaway_sent = true;
                 Message::Text(goaway(&state).into())
@@ -192,7 +259,7 @@ async fn write_loop<S>(
             },
             outgoing = queue.recv() => match outgoing {
                 Some(Outgoing::Frame(text)) => Message::Text(text.into()),
-                Some(Outgoing::Close(code)) => { closer.close(code); break }
+                Some(Outgoing::Close(reason)) => { closer.close(reason); break }
                 None => break,
             },
         };
@@ -200,13 +267,14 @@ async fn write_loop<S>(
             break;
         }
     }
+    let reason = closer.reason();
     let frame = CloseFrame {
-        code: closer.code(),
-        reason: Utf8Bytes::from_static(""),
+        code: reason.code,
+        reason: Utf8Bytes::from_static(reason.reason),
     };
     // The peer may not read even this: bounded, then the socket is dropped.
     let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
+        Duration::from_secs(1),
         sink.send(Message::Close(Some(frame))),
     )
     .await;
@@ -223,14 +291,19 @@ async fn write_in_time<S: Sink<Message> + Unpin>(
         () = closer.token.cancelled() => false,
         written = tokio::time::timeout(state.limits.write_timeout, sink.send(message)) => match written {
             Ok(Ok(())) => true,
-            Ok(Err(_)) => { closer.close(close_code::NORMAL); false }
+            Ok(Err(_)) => { closer.close(CloseReason::NORMAL); false }
             Err(_) => {
                 metrics::counter!("chat_slow_client_closes_total").increment(1);
-                closer.close(close_code::POLICY);
+                closer.close(CloseReason::NOT_READING);
                 false
             }
         },
     }
+}
+
+/// A third of the idle timeout, so two pongs may be lost before it fires.
+fn ping_interval(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 3).max(Duration::from_millis(10))
 }
 
 /// A `goaway` with a delay spread over the drain window, so reconnects do

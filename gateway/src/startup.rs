@@ -25,6 +25,7 @@ use crate::auth::{Auth, load_or_create_secret};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
+use crate::slots::Slots;
 use crate::state::{AppState, Limits};
 
 /// How often presence claims are renewed (well within Redis' 90 s TTL).
@@ -72,7 +73,8 @@ impl App {
             api,
             hub,
             auth: Arc::new(auth),
-            limits: Limits::default(),
+            slots: Slots::new(config.max_connections_per_user as usize),
+            limits: limits(config),
             dev_auth: config.dev_auth(),
             draining: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
@@ -135,6 +137,17 @@ impl App {
     }
 }
 
+/// The edge limits: the protocol's defaults and the configured ones.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        idle_timeout: config.ws_idle_timeout(),
+        max_wait: Duration::from_millis(config.max_long_poll_ms),
+        frame_rate: config.ws_frame_rate,
+        frame_burst: config.ws_frame_burst,
+        ..Limits::default()
+    }
+}
+
 /// What a gateway runs on: the message service, the notify bus, presence.
 type Parts = (Arc<dyn MessageApi>, Arc<dyn NotifyBus>, Arc<dyn Presence>);
 
@@ -191,7 +204,11 @@ fn load_auth(config: &Config) -> Result<Auth> {
     let read_pem = |path: &Option<std::path::PathBuf>| path.as_ref().map(std::fs::read).transpose();
     let rs256 = read_pem(&config.jwt_rs256_public_key).map_err(startup("the RS256 public key"))?;
     let eddsa = read_pem(&config.jwt_eddsa_public_key).map_err(startup("the EdDSA public key"))?;
-    Auth::new(&secret, rs256.as_deref(), eddsa.as_deref())
+    let claims = crate::auth::Expected {
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+    };
+    Auth::new(&secret, rs256.as_deref(), eddsa.as_deref(), claims)
 }
 
 /// Not ready, `goaway` to every socket, wait for them with a deadline, then close the rest.

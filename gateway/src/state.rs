@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::hub::Hub;
+use crate::slots::Slots;
 
 /// Limits enforced at the edge (PROTOCOL.md, "Limits").
 #[derive(Debug, Clone)]
@@ -25,6 +26,12 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Longest long poll of `GET /v1/sync`.
     pub max_wait: Duration,
+    /// A socket that sends nothing for this long is closed (1008).
+    pub idle_timeout: Duration,
+    /// Frames per second a socket may send on average.
+    pub frame_rate: u32,
+    /// Frames a socket may send in a burst.
+    pub frame_burst: u32,
 }
 
 impl Default for Limits {
@@ -35,6 +42,9 @@ impl Default for Limits {
             outgoing_queue: 256,
             write_timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            frame_rate: 100,
+            frame_burst: 200,
         }
     }
 }
@@ -48,6 +58,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Token verification.
     pub auth: Arc<Auth>,
+    /// Open connections per user (sockets and waiting long polls).
+    pub slots: Arc<Slots>,
     /// Edge limits.
     pub limits: Limits,
     /// Whether `POST /v1/dev/token` is served.

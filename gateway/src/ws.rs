@@ -49,6 +49,13 @@ pub async fn upgrade(
         .unwrap_or_default();
     let ws = ws.map_err(|e| Error::BadRequest(e.body_text()))?;
     let user = identity.user;
+    // Taken before the upgrade, so the refusal is a plain 429 the client can read.
+    let slot = state
+        .slots
+        .try_take(&user)
+        .ok_or(Error::TooManyConnections {
+            limit: state.slots.max_per_user(),
+        })?;
     tracing::debug!(%user, %device, "websocket upgrade");
     let limit = state.limits.max_frame_bytes;
     let ws = ws
@@ -63,7 +70,7 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
             let span = tracing::info_span!("ws", %user, %device);
-            let session = crate::session::run(sink, stream, state, user);
+            let session = crate::session::run(sink, stream, state, user, slot);
             sockets.track_future(tracing::Instrument::instrument(session, span))
         })
         .into_response())

@@ -61,6 +61,20 @@ impl ProtoError {
     }
 }
 
+/// The longest piece of client input an error message quotes, in characters.
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// `text` cut to [`MAX_QUOTED_CHARS`] characters (with `...` when cut), so
+/// an error message never echoes a large input back to its sender.
+pub fn excerpt(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut quoted: String = chars.by_ref().take(MAX_QUOTED_CHARS).collect();
+    if chars.next().is_some() {
+        quoted.push_str("...");
+    }
+    quoted
+}
+
 /// The error codes of PROTOCOL.md, stable on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,5 +141,19 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_excerpt_keeps_short_text_and_cuts_long_text_on_a_character_boundary() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(100);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), MAX_QUOTED_CHARS + 3);
+        assert!(cut.ends_with("..."));
     }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Seq;
-use crate::error::{ErrorCode, ProtoError};
+use crate::error::{ErrorCode, ProtoError, excerpt};
 use crate::messages::{Ack, SendRequest, SyncResult, clamp_sync_limit};
 
 /// A request id chosen by the client, echoed on the reply.
@@ -53,7 +53,8 @@ pub fn parse_client_frame(text: &str) -> Result<(Option<Rid>, ClientFrame), Fram
     let object: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
         fail(
             None,
-            ProtoError::Malformed(format!("not a JSON object: {e}")),
+            // serde quotes the offending value (a whole 64 KiB string, say).
+            ProtoError::Malformed(format!("not a JSON object: {}", excerpt(&e.to_string()))),
         )
     })?;
     let rid = read_rid(&object).map_err(|e| fail(None, e))?;
@@ -82,7 +83,7 @@ fn parse_by_type(kind: &str, object: &Map<String, Value>) -> Result<ClientFrame,
         "send" => parse_send(object).map(ClientFrame::Send),
         "sync" => parse_sync(object).map(ClientFrame::Sync),
         "ping" => Ok(ClientFrame::Ping),
-        other => Err(ProtoError::UnknownType(other.chars().take(64).collect())),
+        other => Err(ProtoError::UnknownType(excerpt(other))),
     }
 }
 
@@ -196,6 +197,30 @@ impl ServerFrame {
             code: err.error.code(),
             message: err.error.to_string(),
             retry_after_ms: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regressions found by the hostile-frame tests: serde quotes the value
+    /// it refuses, and `kind` was quoted whole, so a 60 KB frame came back
+    /// as a 60 KB error message.
+    #[test]
+    fn a_refusal_quotes_at_most_a_short_excerpt_of_the_input() {
+        let huge = "s".repeat(60_000);
+        let frames = [
+            format!("\"{huge}\""),
+            format!(r#"{{"type":"{huge}"}}"#),
+            format!(
+                r#"{{"type":"send","client_msg_id":"c","to":"bob","body":"b","kind":"{huge}"}}"#
+            ),
+        ];
+        for frame in &frames {
+            let err = parse_client_frame(frame).expect_err("refused");
+            assert!(err.error.to_string().len() < 200, "{}", err.error);
         }
     }
 }

@@ -6,7 +6,7 @@ mod frames;
 mod ids;
 mod messages;
 
-pub use error::{ErrorCode, ProtoError, Result};
+pub use error::{ErrorCode, MAX_QUOTED_CHARS, ProtoError, Result, excerpt};
 pub use frames::{ClientFrame, FrameError, Rid, ServerFrame, SyncFrame, parse_client_frame};
 pub use ids::{ClientMsgId, ConvId, ConvKind, DeviceId, UserId};
 pub use messages::{

@@ -127,7 +127,7 @@ impl SendRequest {
             Some(other) => {
                 return Err(ProtoError::invalid_field(
                     "kind",
-                    format!("unknown kind `{other}`"),
+                    format!("unknown kind `{}`", crate::error::excerpt(other)),
                 ));
             }
         };

@@ -28,7 +28,7 @@ MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
 ";
 
 /// The HTTP status of a WebSocket handshake: 101 when upgraded.
-async fn upgrade_status<R: IntoClientRequest + Unpin>(request: R) -> u16 {
+pub async fn upgrade_status<R: IntoClientRequest + Unpin>(request: R) -> u16 {
     let handshake = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
         .await
         .expect("the handshake finishes in time");
@@ -40,7 +40,7 @@ async fn upgrade_status<R: IntoClientRequest + Unpin>(request: R) -> u16 {
 }
 
 /// `GET /v1/sync` with `bearer`: the status and the JSON body.
-async fn rest_sync(app: &TestApp, bearer: Option<&str>) -> (u16, Value) {
+pub async fn rest_sync(app: &TestApp, bearer: Option<&str>) -> (u16, Value) {
     let response = app.get("/v1/sync", bearer).await;
     let status = response.status().as_u16();
     let body = response.json().await.expect("a JSON body");
@@ -48,7 +48,7 @@ async fn rest_sync(app: &TestApp, bearer: Option<&str>) -> (u16, Value) {
 }
 
 /// Asserts that `token` (None: no token at all) is refused on both edges.
-async fn assert_refused(app: &TestApp, what: &str, token: Option<&str>) {
+pub async fn assert_refused(app: &TestApp, what: &str, token: Option<&str>) {
     let query = token.map(|t| format!("token={t}&")).unwrap_or_default();
     let url = app.ws_url(&format!("{query}device=phone"));
     assert_eq!(upgrade_status(url).await, 401, "WebSocket, {what}");
@@ -59,7 +59,7 @@ async fn assert_refused(app: &TestApp, what: &str, token: Option<&str>) {
 }
 
 /// A valid token with its signature segment cut off and `alg: none` instead.
-fn alg_none(valid: &str) -> String {
+pub fn alg_none(valid: &str) -> String {
     let payload = valid.split('.').nth(1).expect("a JWT has a payload");
     format!("{ALG_NONE_HEADER}.{payload}.")
 }

@@ -123,6 +123,29 @@ impl TestApp {
         request.send().await.expect("the HTTP request completes")
     }
 
+    /// `POST path` with a JSON body and a bearer token.
+    pub async fn post_json(&self, path: &str, bearer: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .timeout(WAIT)
+            .bearer_auth(bearer)
+            .json(body)
+            .send()
+            .await
+            .expect("the HTTP request completes")
+    }
+
+    /// `DELETE path` with a bearer token.
+    pub async fn delete(&self, path: &str, bearer: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(path))
+            .timeout(WAIT)
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("the HTTP request completes")
+    }
+
     /// Whether the server says it takes new work (read from its state).
     pub fn is_ready(&self) -> bool {
         self.state.as_ref().is_some_and(AppState::is_ready)
@@ -174,6 +197,13 @@ pub fn mint_hs256(claims: &Value, secret: &str) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("encoding a token")
+}
+
+/// A response's status and JSON body (`Null` when the body is not JSON).
+pub async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
 }
 
 /// The `client_msg_id`s of inbox entries, in order.

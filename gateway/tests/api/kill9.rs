@@ -25,7 +25,7 @@ struct Binary {
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding port 0");
     listener.local_addr().expect("the bound address")
 }

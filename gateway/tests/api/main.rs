@@ -2,10 +2,18 @@
 //! binary, for kill -9), driven over WebSocket and HTTP like a client.
 
 mod auth;
+mod authorization;
 mod helpers;
+mod hostile_checks;
+mod hostile_input;
+mod jwt_attacks;
 mod kill9;
+mod limits;
 mod notify;
+mod raw_ws;
+mod secrets;
 mod shutdown;
 mod slow_client;
 mod web_client;
+mod ws_abuse;
 mod ws_client;

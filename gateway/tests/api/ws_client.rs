@@ -57,6 +57,13 @@ impl WsClient {
             .expect("sending a frame");
     }
 
+    /// Sends one WebSocket message of any kind (binary, ping, raw text).
+    pub async fn send_message(&mut self, message: Message) -> Result<(), tungstenite::Error> {
+        tokio::time::timeout(WAIT, self.stream.send(message))
+            .await
+            .expect("sending a message finishes in time")
+    }
+
     /// The next text frame from the socket (not from the kept frames), or why there is none.
     pub async fn try_next_frame(&mut self) -> Result<Value, Ended> {
         loop {
