@@ -5,6 +5,9 @@
 #   deploy/local/cluster.sh up      start everything; prints the load balancer's URL once all is ready
 #   deploy/local/cluster.sh down    stop everything
 #   deploy/local/cluster.sh status  what runs
+#   deploy/local/cluster.sh kill9 NAME    kill -9 one part (redis, msg-service, gateway1, gateway2, haproxy)
+#   deploy/local/cluster.sh restart NAME  start a stopped or killed part again, as it was started,
+#                                         and wait until it is ready (fault-injection tests)
 #
 # Environment: CLUSTER_DIR (state, logs, data; default ./.cluster),
 # CLUSTER_PORT (the load balancer's port; default: a free one),
@@ -47,9 +50,12 @@ wait_for() {
   return 1
 }
 
+# start NAME PROBE CMD...: runs CMD in the background; remembers how (for restart).
 start() {
-  local name="$1"; shift
-  "$@" >"$dir/$name.log" 2>&1 &
+  local name="$1" probe="$2"; shift 2
+  printf '%s\0' "$@" >"$dir/$name.cmd"
+  printf '%s' "$probe" >"$dir/$name.probe"
+  "$@" >>"$dir/$name.log" 2>&1 &
   echo $! >"$dir/$name.pid"
 }
 
@@ -72,18 +78,21 @@ up() {
   fi
   local redis_url="redis://127.0.0.1:$redis_port"
 
-  start redis redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no
-  wait_for redis "$(cat "$dir/redis.pid")" "redis-cli -p $redis_port ping | grep -q PONG"
+  start redis "redis-cli -p $redis_port ping | grep -q PONG" \
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no
+  wait_for redis "$(cat "$dir/redis.pid")" "$(cat "$dir/redis.probe")"
 
   local msg_flags=(); read -r -a msg_flags <<<"${CLUSTER_MSG_FLAGS:-}"
-  start msg-service "$bin/msg-service" --listen "127.0.0.1:$msg_port" --data-dir "$dir/msg-data" --redis "$redis_url" \
+  start msg-service "(exec 3<>/dev/tcp/127.0.0.1/$msg_port)" \
+    "$bin/msg-service" --listen "127.0.0.1:$msg_port" --data-dir "$dir/msg-data" --redis "$redis_url" \
     "${msg_flags[@]}"
-  wait_for msg-service "$(cat "$dir/msg-service.pid")" "(exec 3<>/dev/tcp/127.0.0.1/$msg_port)"
+  wait_for msg-service "$(cat "$dir/msg-service.pid")" "$(cat "$dir/msg-service.probe")"
 
   local n port
   for n in 1 2; do
     port=$gw1_port; [ "$n" = 2 ] && port=$gw2_port
-    CHAT_JWT_SECRET="$secret" start "gateway$n" "$bin/gateway" --listen "127.0.0.1:$port" \
+    CHAT_JWT_SECRET="$secret" start "gateway$n" "curl -fsS http://127.0.0.1:$port/readyz" \
+      "$bin/gateway" --listen "127.0.0.1:$port" \
       --data-dir "$dir/gateway$n" --msg-service "http://127.0.0.1:$msg_port" --redis "$redis_url" \
       --gateway-id "gw$n" --dev-auth "${CLUSTER_DEV_AUTH:-true}"
     wait_for "gateway$n" "$(cat "$dir/gateway$n.pid")" "curl -fsS http://127.0.0.1:$port/readyz"
@@ -92,7 +101,7 @@ up() {
   sed -e "s/@LB_PORT@/$lb_port/" -e "s/@GW1_PORT@/$gw1_port/" -e "s/@GW2_PORT@/$gw2_port/" \
     "$root/deploy/local/haproxy.cfg.tmpl" >"$dir/haproxy.cfg"
   haproxy -c -q -f "$dir/haproxy.cfg"
-  start haproxy haproxy -db -f "$dir/haproxy.cfg"
+  start haproxy "curl -fsS http://127.0.0.1:$lb_port/readyz" haproxy -db -f "$dir/haproxy.cfg"
   wait_for haproxy "$(cat "$dir/haproxy.pid")" "curl -fsS http://127.0.0.1:$lb_port/readyz"
 
   printf 'gw1=http://127.0.0.1:%s\ngw2=http://127.0.0.1:%s\nmsg=http://127.0.0.1:%s\nredis=%s\n' \
@@ -130,9 +139,36 @@ status() {
   return 0
 }
 
+known_part() {
+  case "$1" in
+    redis|msg-service|gateway1|gateway2|haproxy) [ -f "$dir/$1.cmd" ] ;;
+    *) false ;;
+  esac || { echo "cluster: no part named '$1' (redis, msg-service, gateway1, gateway2, haproxy)" >&2; exit 2; }
+}
+
+kill9() {
+  known_part "$1"
+  local pid; pid="$(cat "$dir/$1.pid")"
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do alive "$pid" || return 0; sleep 0.05; done
+}
+
+# The gateways read the secret from CHAT_JWT_SECRET or the cluster's secret file.
+restart() {
+  known_part "$1"
+  local args=() secret="${CHAT_JWT_SECRET:-}"
+  [ -z "$secret" ] && [ -f "$dir/jwt-secret" ] && secret="$(cat "$dir/jwt-secret")"
+  mapfile -d '' args <"$dir/$1.cmd"
+  if alive "$(cat "$dir/$1.pid")"; then echo "cluster: $1 is running" >&2; exit 1; fi
+  CHAT_JWT_SECRET="$secret" start "$1" "$(cat "$dir/$1.probe")" "${args[@]}"
+  wait_for "$1" "$(cat "$dir/$1.pid")" "$(cat "$dir/$1.probe")"
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  kill9) kill9 "${2:?kill9 needs a part name}" ;;
+  restart) restart "${2:?restart needs a part name}" ;;
+  *) echo "usage: $0 up|down|status|kill9 NAME|restart NAME" >&2; exit 2 ;;
 esac

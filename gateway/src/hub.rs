@@ -5,10 +5,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use msg_service::MessageApi;
 use proto::{Seq, UserId};
 use storage::{GatewayId, NotifyBus, Presence};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// How often the hub refreshes presence claims and checks the presence store.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceTimes {
+    /// Re-announce every user this often (well within the claims' TTL).
+    pub refresh: std::time::Duration,
+    /// Check the presence store (restarted? reachable?) this often.
+    pub check: std::time::Duration,
+}
 
 /// A user's inbox head as this gateway last heard it, and who listens.
 struct Listener {
@@ -103,22 +113,73 @@ impl Hub {
         }
     }
 
-    /// Re-announces every user held here, every `every`, until `stop`, so
-    /// presence claims with a TTL stay alive and lost ones come back.
-    pub async fn refresh_presence(
+    /// Keeps presence right until `stop`: re-announces every user held here
+    /// every `refresh` (claims have a TTL), and checks the presence store
+    /// every `check`: after it restarted (its instance changed) the users are
+    /// announced again at once; while it is unreachable (so the notify bus,
+    /// on the same Redis, is too) the hub polls `heads` for its users' inbox
+    /// heads instead of waiting for notifies that cannot come.
+    pub async fn watch_presence(
         self: Arc<Self>,
-        every: std::time::Duration,
+        heads: Arc<dyn MessageApi>,
+        every: PresenceTimes,
         stop: CancellationToken,
     ) {
-        let mut ticks = tokio::time::interval(every);
+        let mut checks = tokio::time::interval(every.check);
+        let mut last_refresh = tokio::time::Instant::now();
+        let mut instance: Option<String> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = ticks.tick() => {}
+                _ = checks.tick() => {}
             }
-            let users: Vec<UserId> = self.users().keys().cloned().collect();
-            if let Err(err) = self.presence.refresh(&self.gateway, &users).await {
-                tracing::warn!(error = %err, users = users.len(), "presence refresh failed");
+            let due = last_refresh.elapsed() >= every.refresh;
+            match self.presence.instance().await {
+                Ok(now) => {
+                    let restarted = instance.as_ref().is_some_and(|known| *known != now);
+                    let was_down = instance.is_none();
+                    instance = Some(now);
+                    if due || restarted || was_down {
+                        if restarted || was_down {
+                            // Notifies may have been lost meanwhile: one poll
+                            // catches the heads up.
+                            self.poll_heads(heads.as_ref()).await;
+                        }
+                        self.refresh_all().await;
+                        last_refresh = tokio::time::Instant::now();
+                    }
+                }
+                Err(err) => {
+                    if instance.take().is_some() {
+                        tracing::warn!(error = %err, "presence store unreachable; polling inbox heads");
+                    }
+                    self.poll_heads(heads.as_ref()).await;
+                }
+            }
+        }
+    }
+
+    async fn refresh_all(&self) {
+        let users = self.listening_users();
+        if let Err(err) = self.presence.refresh(&self.gateway, &users).await {
+            tracing::warn!(error = %err, users = users.len(), "presence refresh failed");
+        }
+    }
+
+    fn listening_users(&self) -> Vec<UserId> {
+        self.users().keys().cloned().collect()
+    }
+
+    /// Reads the inbox head of every user held here and wakes those whose
+    /// head moved: the fallback for notifies while the bus is down.
+    async fn poll_heads(&self, heads: &dyn MessageApi) {
+        for user in self.listening_users() {
+            match heads.inbox_head(&user).await {
+                Ok(head) => self.notify(&user, head),
+                Err(err) => {
+                    tracing::debug!(error = %err, %user, "head poll failed");
+                    return;
+                }
             }
         }
     }

@@ -24,12 +24,18 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Auth, load_or_create_secret};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::hub::Hub;
+use crate::hub::{Hub, PresenceTimes};
 use crate::slots::Slots;
 use crate::state::{AppState, Limits};
 
 /// How often presence claims are renewed (well within Redis' 90 s TTL).
-const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
+/// Presence claims are re-announced every 30 s; the presence store is
+/// checked every 2 s (a restart re-announces at once; an outage switches
+/// notifies to polling the heads).
+const PRESENCE_TIMES: PresenceTimes = PresenceTimes {
+    refresh: Duration::from_secs(30),
+    check: Duration::from_secs(2),
+};
 
 /// A built server, bound to its port, not yet serving.
 pub struct App {
@@ -113,7 +119,8 @@ impl App {
         let background = CancellationToken::new();
         tokio::spawn(Arc::clone(&state.hub).run_bus(bus, background.clone()));
         let hub = Arc::clone(&state.hub);
-        tokio::spawn(hub.refresh_presence(PRESENCE_REFRESH, background.clone()));
+        let heads = Arc::clone(&state.api);
+        tokio::spawn(hub.watch_presence(heads, PRESENCE_TIMES, background.clone()));
         // The listener keeps accepting while sockets drain, so health checks
         // read 503 from /readyz (and upgrades are refused) instead of a
         // refused connection; it closes once the drain is over.

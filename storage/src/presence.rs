@@ -25,6 +25,13 @@ pub trait Presence: Send + Sync + 'static {
     /// Announces again every user `gateway` holds, extending its claims
     /// (and restoring them if the presence store lost them).
     async fn refresh(&self, gateway: &GatewayId, users: &[UserId]) -> Result<()>;
+    /// Names the running instance of the presence store; it changes when the
+    /// store restarted and may have lost every claim (gateways then announce
+    /// their users again at once instead of at their next refresh). An error
+    /// means the store is unreachable now.
+    async fn instance(&self) -> Result<String> {
+        Ok(String::new())
+    }
 }
 
 /// In-process presence: a socket count per user and gateway. Nothing lapses

@@ -164,6 +164,27 @@ impl Cluster {
         count
     }
 
+    /// Runs `cluster.sh ACTION NAME` (`kill9` or `restart` one part).
+    pub async fn part(&self, action: &str, name: &str) {
+        let output = Command::new(SCRIPT)
+            .args([action, name])
+            .env("CLUSTER_DIR", self.dir())
+            .env("CLUSTER_PROFILE", "debug")
+            .env("CHAT_JWT_SECRET", &self.secret)
+            .stdin(Stdio::null())
+            .output();
+        let output = tokio::time::timeout(UP_WAIT, output)
+            .await
+            .expect("cluster.sh finishes in time")
+            .expect("running cluster.sh");
+        assert!(
+            output.status.success(),
+            "cluster.sh {action} {name} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// The pid `cluster.sh` recorded for `name` (`gateway1`, ...).
     pub fn pid(&self, name: &str) -> u32 {
         let path = self.dir().join(format!("{name}.pid"));

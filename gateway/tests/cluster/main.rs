@@ -9,6 +9,7 @@ mod failover;
 mod harness;
 mod helpers;
 mod rate_limit;
+mod redis_restart;
 #[allow(
     dead_code,
     reason = "shared with the api tests; not every helper is used here"

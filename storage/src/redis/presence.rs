@@ -107,6 +107,19 @@ impl Presence for RedisPresence {
         Ok(names.into_iter().map(GatewayId).collect())
     }
 
+    /// Redis's `run_id`, which a restart changes (and with `--save ""` the
+    /// presence claims are gone with it).
+    async fn instance(&self) -> Result<String> {
+        let mut con = self.conn.manager();
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        let text: String = self.conn.call(info.query_async(&mut con)).await?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| crate::Error::BadData("INFO server without run_id".into()))
+    }
+
     async fn refresh(&self, gateway: &GatewayId, users: &[UserId]) -> Result<()> {
         for batch in users.chunks(REFRESH_BATCH) {
             let mut con = self.conn.manager();

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Fault injection with real processes: the local cluster (HAProxy, two
+# gateways, msg-service, Redis) under a bounded load from the load tester,
+# one fault injected mid-load per scenario, then healed. Each scenario passes
+# when the load tester's exactly-once check does: every acked message reached
+# its peer exactly once and in order (sends answered `unavailable` are retried
+# by the client with the same client_msg_id, so they are checked too once
+# acked). Prints a table: sent, acked, delivered, lost, duplicated, time to
+# recover.
+#
+#   scripts/faults.sh                  # every scenario, debug binaries
+#   FAULTS_PROFILE=release scripts/faults.sh redis gateway
+#
+# Scenarios: redis (kill -9 redis-server, restart), gateway (kill -9 one
+# gateway; clients reconnect through HAProxy), msg-service (kill -9, restart
+# on the same data), history-flood (hundreds of concurrent history requests
+# while sending: send p99 must stay within 2x of its value without the flood).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+profile="${FAULTS_PROFILE:-debug}"
+bin="${CARGO_TARGET_DIR:-$root/target}/$profile"
+cluster="$root/deploy/local/cluster.sh"
+users="${FAULTS_USERS:-20}"
+rate="${FAULTS_RATE:-5}"
+scenarios=("$@")
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(redis gateway msg-service history-flood)
+
+work="$(mktemp -d)"
+export CLUSTER_DIR="$work/cluster" CLUSTER_PROFILE="$profile"
+export CHAT_JWT_SECRET="faults-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+cleanup() { "$cluster" down >/dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+cargo_flags=(); [ "$profile" = release ] && cargo_flags=(--release)
+cargo build --locked "${cargo_flags[@]}" -p gateway -p msg-service -p loadtest >&2
+
+say() { printf '== %s\n' "$*" >&2; }
+
+# Injects the fault of scenario $1.
+inject() {
+  case "$1" in
+    redis) "$cluster" kill9 redis; sleep 2; "$cluster" restart redis ;;
+    gateway) "$cluster" kill9 gateway1; sleep 2; "$cluster" restart gateway1 ;;
+    msg-service) "$cluster" kill9 msg-service; sleep 2; "$cluster" restart msg-service ;;
+    *) echo "faults: unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
+
+# Seconds from the fault until deliveries per second are back to half their
+# median before it (the load tester's per-second timeline).
+recovery() {
+  python3 - "$1" "$2" <<'EOF'
+import json, statistics, sys
+report, fault = json.load(open(sys.argv[1])), float(sys.argv[2])
+points = report["timeline"]
+before = [p["delivered"] for p in points if p["second"] < fault]
+normal = statistics.median(before) if before else 0
+after = [p for p in points if p["second"] > fault and p["delivered"] >= normal / 2]
+print(f"{after[0]['second'] - fault:.0f}" if after and normal else "n/a")
+EOF
+}
+
+# The flood: a user with a conversation that has history, and curl keeping
+# FLOOD_PARALLEL history requests in flight until killed.
+start_flood() {
+  local lb="$1" token conv="dm:flooder:flooder2"
+  token="$(curl -fsS -X POST "$lb/v1/dev/token" -H 'content-type: application/json' \
+    -d '{"user":"flooder"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+  for i in $(seq 1 30); do
+    curl -fsS -X POST "$lb/v1/conversations/$conv/messages" -H "authorization: Bearer $token" \
+      -H 'content-type: application/json' -d "{\"client_msg_id\":\"f-$i\",\"body\":\"history $i\"}" >/dev/null
+  done
+  for _ in $(seq 1 200000); do
+    printf 'url = "%s/v1/conversations/%s/messages?limit=50"\n' "$lb" "$conv"
+  done >"$work/flood.cfg"
+  curl --parallel --parallel-max "${FLOOD_PARALLEL:-300}" -s -o /dev/null -w '%{http_code}\n' \
+    -H "authorization: Bearer $token" -K "$work/flood.cfg" >"$work/flood.codes" 2>/dev/null &
+  flood=$!
+}
+
+# pairs for 8 s without, then with the flood; send->ack p99 of both.
+history_flood() {
+  local lb="$1" url="ws://${1#http://}/v1/ws"
+  "$bin/loadtest" pairs --url "$url" --users "$users" --rate "$rate" --duration 8 --ramp 1 \
+    --json "$work/calm.json" >&2
+  start_flood "$lb"
+  "$bin/loadtest" pairs --url "$url" --users "$users" --rate "$rate" --duration 8 --ramp 1 \
+    --json "$work/flood.json" >&2 || { kill "$flood" 2>/dev/null; return 1; }
+  kill "$flood" 2>/dev/null || true; wait "$flood" 2>/dev/null || true
+  python3 - "$work/calm.json" "$work/flood.json" "$work/flood.codes" <<'EOF'
+import collections, json, sys
+calm, flood = (json.load(open(p)) for p in sys.argv[1:3])
+codes = collections.Counter(l.strip() for l in open(sys.argv[3]) if l.strip())
+a, b = calm["ack_latency"]["p99_ms"], flood["ack_latency"]["p99_ms"]
+ok = b <= 2 * max(a, 1.0) and calm["verdict"]["lost"] == flood["verdict"]["lost"] == 0
+history = ", ".join(f"{n} x {c}" for c, n in sorted(codes.items()))
+print(f"| history-flood | send p99 {a:.1f} ms calm, {b:.1f} ms flooded ({b / max(a, 1e-9):.2f}x); history answers: {history} | "
+      f"{flood['acked']} | {flood['verdict']['delivered']} of {flood['verdict']['expected']} | {flood['verdict']['lost']} | {flood['verdict']['duplicated']} | - |")
+sys.exit(0 if ok else 1)
+EOF
+}
+
+rows=()
+failed=0
+for scenario in "${scenarios[@]}"; do
+  if [ "$scenario" = history-flood ]; then
+    say "scenario history-flood: pairs without, then with ${FLOOD_PARALLEL:-300} concurrent history requests"
+    lb="$("$cluster" up)"
+    row="$(history_flood "$lb")" || failed=1
+    rows+=("${row:-| history-flood | failed | | | | | |}")
+    "$cluster" down >/dev/null
+    continue
+  fi
+  say "scenario $scenario: $users users in pairs, $rate msg/s each"
+  lb="$("$cluster" up)"
+  json="$work/$scenario.json"
+  started=$(date +%s.%N)
+  "$bin/loadtest" pairs --url "ws://${lb#http://}/v1/ws" --users "$users" --rate "$rate" \
+    --duration 12 --ramp 1 --drain-timeout 60 --json "$json" >"$work/$scenario.out" 2>&1 &
+  load=$!
+  sleep 5  # mid-load: the clients have been sending for about 4 s
+  fault_at="$(python3 -c "print($(date +%s.%N) - $started)")"
+  say "injecting: $scenario"
+  inject "$scenario"
+  status=0; wait "$load" || status=$?
+  cat "$work/$scenario.out" >&2
+  if [ "$status" -ne 0 ] || [ ! -f "$json" ]; then
+    failed=1
+    rows+=("$(printf '| %s | load tester failed (exit %s) | | | | | |' "$scenario" "$status")")
+  else
+    rows+=("$(python3 - "$json" "$scenario" "$(recovery "$json" "$fault_at")" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1])); v = r["verdict"]
+print(f"| {sys.argv[2]} | {r['sent']} | {r['acked']} | {v['delivered']} of {v['expected']} | {v['lost']} | {v['duplicated']} | {sys.argv[3]} s |")
+EOF
+)")
+  fi
+  "$cluster" down >/dev/null
+done
+
+echo
+echo "| fault | sends written (incl. retries) | acked | delivered | lost | duplicated | time to recover |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+printf '%s\n' "${rows[@]}"
+exit "$failed"
