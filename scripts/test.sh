@@ -80,6 +80,10 @@ lb_url="$(deploy/local/cluster.sh up)"
 "$conformance/run.sh" "$lb_url"
 stop_cluster
 trap - EXIT
+
+log "fault injection with real processes: kill -9 redis, a gateway, msg-service under load"
+scripts/faults.sh redis gateway msg-service
+
 log "deployment files, validated offline (kustomize, schemas, haproxy -c, nginx -t, alert rules, metric names)"
 bash deploy/validate.sh
 
