@@ -13,8 +13,11 @@
 #
 # Scenarios: redis (kill -9 redis-server, restart), gateway (kill -9 one
 # gateway; clients reconnect through HAProxy), msg-service (kill -9, restart
-# on the same data), history-flood (hundreds of concurrent history requests
-# while sending: send p99 must stay within 2x of its value without the flood).
+# on the same data), store-stall (the store's writes stall for 3 s through
+# msg-service's fault hook; the history endpoint is timed meanwhile),
+# half-fanout (every 5th inbox append fails for 3 s: fan-outs fail part-way),
+# history-flood (hundreds of concurrent history requests while sending: send
+# p99 must stay within 2x of its value without the flood).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +33,10 @@ scenarios=("$@")
 work="$(mktemp -d)"
 export CLUSTER_DIR="$work/cluster" CLUSTER_PROFILE="$profile"
 export CHAT_JWT_SECRET="faults-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+# msg-service's fault hook reads this file (empty: no fault).
+fault_file="$work/store-faults"
+: >"$fault_file"
+export CLUSTER_MSG_FLAGS="--fault-file $fault_file"
 cleanup() { "$cluster" down >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 
@@ -44,8 +51,24 @@ inject() {
     redis) "$cluster" kill9 redis; sleep 2; "$cluster" restart redis ;;
     gateway) "$cluster" kill9 gateway1; sleep 2; "$cluster" restart gateway1 ;;
     msg-service) "$cluster" kill9 msg-service; sleep 2; "$cluster" restart msg-service ;;
+    store-stall)
+      echo stall_writes >"$fault_file"
+      sleep 0.5  # the hook reads the file every 100 ms
+      history_ms="$(timed_history "$lb")"
+      sleep 2.5; : >"$fault_file" ;;
+    half-fanout) echo fail_inbox_every=5 >"$fault_file"; sleep 3; : >"$fault_file" ;;
     *) echo "faults: unknown scenario $1" >&2; exit 2 ;;
   esac
+}
+
+# Milliseconds one history request takes (a member of a DM with a message).
+timed_history() {
+  local lb="$1" token
+  token="$(curl -fsS -X POST "$lb/v1/dev/token" -H 'content-type: application/json' \
+    -d '{"user":"reader"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+  curl -s -o /dev/null -m 30 -w '%{http_code} %{time_total}' -H "authorization: Bearer $token" \
+    "$lb/v1/conversations/dm:reader:writer/messages?limit=50" \
+    | python3 -c 'import sys; code, t = sys.stdin.read().split(); print(f"{code} in {float(t) * 1000:.0f} ms")'
 }
 
 # Seconds from the fault until deliveries per second are back to half their
@@ -123,14 +146,17 @@ for scenario in "${scenarios[@]}"; do
   sleep 5  # mid-load: the clients have been sending for about 4 s
   fault_at="$(python3 -c "print($(date +%s.%N) - $started)")"
   say "injecting: $scenario"
+  history_ms=""
   inject "$scenario"
+  [ -n "$history_ms" ] && say "history during the stall: $history_ms"
   status=0; wait "$load" || status=$?
   cat "$work/$scenario.out" >&2
   if [ "$status" -ne 0 ] || [ ! -f "$json" ]; then
     failed=1
     rows+=("$(printf '| %s | load tester failed (exit %s) | | | | | |' "$scenario" "$status")")
   else
-    rows+=("$(python3 - "$json" "$scenario" "$(recovery "$json" "$fault_at")" <<'EOF'
+    label="$scenario${history_ms:+ (history answered $history_ms)}"
+    rows+=("$(python3 - "$json" "$label" "$(recovery "$json" "$fault_at")" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1])); v = r["verdict"]
 print(f"| {sys.argv[2]} | {r['sent']} | {r['acked']} | {v['delivered']} of {v['expected']} | {v['lost']} | {v['duplicated']} | {sys.argv[3]} s |")

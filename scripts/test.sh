@@ -81,8 +81,8 @@ lb_url="$(deploy/local/cluster.sh up)"
 stop_cluster
 trap - EXIT
 
-log "fault injection with real processes: kill -9 redis, a gateway, msg-service under load"
-scripts/faults.sh redis gateway msg-service
+log "fault injection with real processes under load: kill -9 redis, a gateway, msg-service; a stalled store; fan-outs failing part-way"
+scripts/faults.sh redis gateway msg-service store-stall half-fanout
 
 log "deployment files, validated offline (kustomize, schemas, haproxy -c, nginx -t, alert rules, metric names)"
 bash deploy/validate.sh

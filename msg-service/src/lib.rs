@@ -6,6 +6,7 @@ mod api;
 mod clock;
 mod conversations;
 mod error;
+pub mod fault_hook;
 pub mod grpc;
 mod history;
 mod logs;

@@ -62,6 +62,11 @@ struct Config {
     /// Sends per user in a burst (token bucket size).
     #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
     send_burst: u32,
+    /// For fault-injection tests only: a file read every 100 ms that can
+    /// stall the store's writes (`stall_writes`) or fail every Nth inbox
+    /// append (`fail_inbox_every=N`). Off unless given.
+    #[arg(long, env = "CHAT_FAULT_FILE")]
+    fault_file: Option<std::path::PathBuf>,
 }
 
 /// Which durable store the service runs on.
@@ -101,7 +106,11 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let store = open_store(&config).await?;
+    let mut store = open_store(&config).await?;
+    if let Some(path) = &config.fault_file {
+        tracing::warn!(path = %path.display(), "FAULT HOOK IS ON: the store obeys this file");
+        store = msg_service::fault_hook::FaultHook::wrap(store, path.clone());
+    }
     let redis = RedisBackends::connect(&config.redis, RedisOptions::default())
         .await
         .context("connecting to Redis")?;
