@@ -141,6 +141,7 @@ pub async fn history(
         messages: result.messages,
         next_before,
         next_after,
+        degraded: result.degraded,
     }))
 }
 

@@ -81,6 +81,11 @@ pub struct HistoryResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Option<u64>>)]
     pub next_after: Option<Option<u64>>,
+    /// Present and true only when the store is unavailable and the page was
+    /// served from the reader's cached inbox: it may miss older messages.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(default = false)]
+    pub degraded: bool,
 }
 
 /// `POST /v1/conversations`.

@@ -30,6 +30,9 @@ pub struct HistoryPage {
     /// The cursor of the next page in the same direction; `None` when
     /// nothing further exists at read time.
     pub next: Option<Seq>,
+    /// Served from the reader's cached inbox because the store is
+    /// unavailable: only what the cache holds, possibly incomplete.
+    pub degraded: bool,
 }
 
 /// What a gateway can ask of the message service. Every call names the

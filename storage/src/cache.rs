@@ -30,6 +30,10 @@ pub trait InboxCache: Send + Sync + 'static {
     ) -> Result<Option<Vec<Entry>>>;
     /// Forgets an inbox (after a failed write, so reads go to the store).
     async fn invalidate(&self, user: &UserId) -> Result<()>;
+    /// Whatever the cache holds of an inbox with `seq <= up_to`, newest
+    /// first, at most `limit` (empty when nothing): the degraded answer when
+    /// the store is down, which may miss older entries.
+    async fn newest(&self, user: &UserId, up_to: Seq, limit: usize) -> Result<Vec<Entry>>;
 }
 
 /// The cached tail of one inbox.
@@ -142,5 +146,17 @@ impl InboxCache for InProcessCache {
     async fn invalidate(&self, user: &UserId) -> Result<()> {
         self.inboxes().remove(user);
         Ok(())
+    }
+
+    async fn newest(&self, user: &UserId, up_to: Seq, limit: usize) -> Result<Vec<Entry>> {
+        Ok(self.inboxes().get(user).map_or_else(Vec::new, |c| {
+            c.entries
+                .iter()
+                .rev()
+                .filter(|e| e.seq <= up_to)
+                .take(limit)
+                .cloned()
+                .collect()
+        }))
     }
 }

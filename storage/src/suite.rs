@@ -457,6 +457,18 @@ pub mod cache {
         );
     }
 
+    pub async fn newest_returns_what_is_cached_newest_first_up_to_a_seq(cache: &dyn InboxCache) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        assert!(cache.newest(&u, 100, 10).await.unwrap().is_empty());
+        append_run(cache, &u, &conv, &peer, &[5, 6, 9]).await;
+        assert_eq!(seqs(&cache.newest(&u, 100, 10).await.unwrap()), [9, 6, 5]);
+        assert_eq!(seqs(&cache.newest(&u, 8, 10).await.unwrap()), [6, 5]);
+        assert_eq!(seqs(&cache.newest(&u, 9, 2).await.unwrap()), [9, 6]);
+        cache.invalidate(&u).await.unwrap();
+        assert!(cache.newest(&u, 100, 10).await.unwrap().is_empty());
+    }
+
     pub async fn an_append_after_a_seq_the_cache_missed_restarts_the_run(cache: &dyn InboxCache) {
         let (u, peer) = (user("u"), user("p"));
         let conv = ConvId::dm(&u, &peer).unwrap();
@@ -590,6 +602,7 @@ macro_rules! cache_suite {
         $crate::cache_suite!(@case $open, a_cached_entry_reads_back_as_written);
         $crate::cache_suite!(@case $open, a_dropped_inbox_starts_a_new_run_at_the_next_append);
         $crate::cache_suite!(@case $open, cached_inboxes_whose_ids_share_a_prefix_stay_apart);
+        $crate::cache_suite!(@case $open, newest_returns_what_is_cached_newest_first_up_to_a_seq);
     };
     (@case $open:expr, $name:ident) => {
         #[tokio::test]

@@ -120,6 +120,7 @@ impl MessageApi for RemoteMessageService {
         Ok(HistoryPage {
             messages: decode(reply.messages.into_iter().map(message_from_pb).collect())?,
             next: reply.next,
+            degraded: reply.degraded,
         })
     }
 

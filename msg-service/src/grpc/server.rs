@@ -84,6 +84,7 @@ impl Messages for GrpcService {
         reply(result, |h| pb::HistoryReply {
             messages: h.messages.into_iter().map(message_to_pb).collect(),
             next: h.next,
+            degraded: h.degraded,
         })
     }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use msg_service::Error;
 use proto::{ErrorCode, Seq, UserId};
-use storage::{EmbeddedStore, MessageStore};
+use storage::{EmbeddedStore, MessageStore, Page};
 use tokio::sync::oneshot;
 
 use crate::helpers::{Options, TestService, dm, seqs, user};
@@ -337,5 +337,65 @@ async fn a_conversation_append_that_times_out_comes_before_the_next_message_of_a
     assert_eq!(order[1].0, "b-1");
     assert_eq!(copies(&svc, &bob, &alice, "a-1").await?, 1);
     assert_eq!(copies(&svc, &alice, &alice, "a-1").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn while_the_store_is_down_history_comes_from_the_readers_cached_inbox_marked_degraded()
+-> anyhow::Result<()> {
+    let (svc, faults, _) = start_faulty()?;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    for id in ["h-1", "h-2", "h-3"] {
+        svc.send(&alice, &bob, id, "cached").await?;
+    }
+    let healthy = svc
+        .history(&bob, &dm(&alice, &bob), Page::Before(Seq::MAX), 50)
+        .await?;
+    assert!(!healthy.degraded);
+    faults.history_reads_down.store(true, Ordering::Release);
+
+    let page = svc
+        .history(&bob, &dm(&alice, &bob), Page::Before(Seq::MAX), 2)
+        .await?;
+    assert!(page.degraded, "served from the cache");
+    let ids = |p: &msg_service::HistoryPage| {
+        p.messages
+            .iter()
+            .map(|m| m.client_msg_id.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&page),
+        ["h-3", "h-2"],
+        "newest first, at most the limit"
+    );
+    assert_eq!(
+        page.messages,
+        healthy.messages[..2],
+        "the same messages as the store's"
+    );
+    let older = svc
+        .history(
+            &bob,
+            &dm(&alice, &bob),
+            Page::Before(page.next.context("a next page")?),
+            2,
+        )
+        .await?;
+    assert_eq!(ids(&older), ["h-1"]);
+    let forward = svc
+        .history(&bob, &dm(&alice, &bob), Page::After(0), 50)
+        .await?;
+    assert_eq!(ids(&forward), ["h-1", "h-2", "h-3"], "after: oldest first");
+
+    assert_unavailable(
+        svc.history(&carol, &dm(&alice, &carol), Page::Before(Seq::MAX), 50)
+            .await,
+    );
+    faults.history_reads_down.store(false, Ordering::Release);
+    let healed = svc
+        .history(&bob, &dm(&alice, &bob), Page::Before(Seq::MAX), 50)
+        .await?;
+    assert!(!healed.degraded);
     Ok(())
 }

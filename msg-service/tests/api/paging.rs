@@ -191,7 +191,8 @@ async fn history_past_either_end_is_an_empty_page() -> anyhow::Result<()> {
             got,
             HistoryPage {
                 messages: vec![],
-                next: None
+                next: None,
+                degraded: false,
             },
             "{page:?}"
         );
@@ -210,7 +211,8 @@ async fn a_member_of_a_dm_without_messages_reads_an_empty_page() -> anyhow::Resu
             got,
             HistoryPage {
                 messages: vec![],
-                next: None
+                next: None,
+                degraded: false,
             },
             "{page:?}"
         );

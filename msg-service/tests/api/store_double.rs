@@ -47,6 +47,9 @@ pub struct Faults {
     pub inbox_late_of: Mutex<Option<UserId>>,
     /// The same for this many `append_message` calls.
     pub message_late: AtomicUsize,
+    /// Conversation reads (`messages`, `last_conv_seq`, `members`) fail
+    /// while set: the store is unreachable for history.
+    pub history_reads_down: std::sync::atomic::AtomicBool,
     /// The writes kept back by `inbox_late_of` and `message_late`.
     pub late: Mutex<Vec<LateWrite>>,
 }
@@ -105,6 +108,15 @@ fn take_if_user<T>(
     }
 }
 
+impl StoreDouble {
+    fn history_read(&self) -> storage::Result<()> {
+        if self.faults.history_reads_down.load(Ordering::Acquire) {
+            return Err(outage());
+        }
+        Ok(())
+    }
+}
+
 /// The embedded store with injected faults and counted sync reads.
 pub struct StoreDouble {
     pub inner: EmbeddedStore,
@@ -127,6 +139,7 @@ impl MessageStore for StoreDouble {
         self.inner.remove_member(conv, user).await
     }
     async fn members(&self, conv: &ConvId) -> storage::Result<Vec<UserId>> {
+        self.history_read()?;
         self.inner.members(conv).await
     }
     async fn user_conversations(&self, user: &UserId) -> storage::Result<Vec<ConvId>> {
@@ -155,9 +168,11 @@ impl MessageStore for StoreDouble {
         page: Page,
         limit: usize,
     ) -> storage::Result<Vec<HistoryMessage>> {
+        self.history_read()?;
         self.inner.messages(conv, page, limit).await
     }
     async fn last_conv_seq(&self, conv: &ConvId) -> storage::Result<Seq> {
+        self.history_read()?;
         self.inner.last_conv_seq(conv).await
     }
     async fn append_inbox(&self, user: &UserId, entry: &Entry) -> storage::Result<WriteTicket> {

@@ -122,6 +122,21 @@ impl InboxCache for RedisCache {
             .map(Some)
     }
 
+    async fn newest(&self, user: &UserId, up_to: Seq, limit: usize) -> Result<Vec<Entry>> {
+        let mut con = self.conn.manager();
+        // Entries score their seq (>= 1); the bound member scores -1.
+        let mut newest = redis::cmd("ZREVRANGEBYSCORE");
+        newest
+            .arg(self.keys.inbox(user))
+            .arg(up_to.min(MAX_CACHED_SEQ))
+            .arg(1)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(i64::try_from(limit).unwrap_or(i64::MAX));
+        let members: Vec<String> = self.conn.call(newest.query_async(&mut con)).await?;
+        members.iter().map(|m| parse_member(m)).collect()
+    }
+
     async fn invalidate(&self, user: &UserId) -> Result<()> {
         let mut con = self.conn.manager();
         let key = self.keys.inbox(user);
