@@ -48,16 +48,7 @@ impl Core {
         // One more than asked tells whether a further page exists.
         let mut messages = self.backends.store.messages(conv, page, limit + 1).await?;
         messages.retain(|m| m.conv_seq <= head);
-        let further = messages.len() > limit;
-        messages.truncate(limit);
-        let next = further
-            .then(|| messages.last().map(|m| m.conv_seq))
-            .flatten();
-        Ok(HistoryPage {
-            messages,
-            next,
-            degraded: false,
-        })
+        Ok(page_of(messages, limit, false))
     }
 
     /// The conversation's messages found in the reader's own cached inbox
@@ -95,16 +86,7 @@ impl Core {
         if let Page::After(_) = page {
             messages.reverse();
         }
-        let further = messages.len() > limit;
-        messages.truncate(limit);
-        let next = further
-            .then(|| messages.last().map(|m| m.conv_seq))
-            .flatten();
-        Some(HistoryPage {
-            messages,
-            next,
-            degraded: true,
-        })
+        Some(page_of(messages, limit, true))
     }
 
     /// Members only; anyone else gets `Forbidden`, whether or not it exists.
@@ -118,5 +100,20 @@ impl Core {
         } else {
             Err(Error::Forbidden)
         }
+    }
+}
+
+/// The first `limit` of `messages` (in page order) as a page whose `next`
+/// is set when more than `limit` were found.
+fn page_of(mut messages: Vec<HistoryMessage>, limit: usize, degraded: bool) -> HistoryPage {
+    let further = messages.len() > limit;
+    messages.truncate(limit);
+    let next = further
+        .then(|| messages.last().map(|m| m.conv_seq))
+        .flatten();
+    HistoryPage {
+        messages,
+        next,
+        degraded,
     }
 }
