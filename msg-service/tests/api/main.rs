@@ -15,6 +15,7 @@ mod notify;
 mod paging;
 mod redis_outage;
 mod restart;
+mod retry_queue;
 mod scylla_needs_node;
 mod send;
 mod store_double;
