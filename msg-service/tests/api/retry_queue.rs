@@ -29,7 +29,8 @@ fn quick_retries() -> Options {
     }
 }
 
-fn bare(store: &BareStore) -> anyhow::Result<EmbeddedStore> {
+/// The embedded store under the double (to read past the service).
+pub fn bare(store: &BareStore) -> anyhow::Result<EmbeddedStore> {
     store
         .lock()
         .unwrap_or_else(|p| p.into_inner())
