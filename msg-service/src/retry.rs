@@ -13,7 +13,7 @@
 //! over from the front, where items kept for backoff (or enqueued behind the
 //! cursor) wait. Run one msg-service per store: the checkpoint is shared.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use proto::{ConvId, HistoryMessage, Seq, UserId};
@@ -66,40 +66,65 @@ impl Default for RetrySignals {
     }
 }
 
-/// A running retry worker; [`RetryWorker::stop`] ends it after its current item.
+/// A running retry worker; [`RetryWorker::stop`] ends it after its current
+/// item. Dropped without `stop`, it is told to stop all the same.
 pub struct RetryWorker {
     cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RetryWorker {
-    pub(crate) fn spawn(core: Arc<Core>) -> Self {
+    pub(crate) fn spawn(core: &Arc<Core>) -> Self {
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(core, cancel.clone()));
-        RetryWorker { cancel, task }
+        let signals = Arc::clone(&core.retry);
+        let poll = core.config.retry.poll;
+        let task = tokio::spawn(run(Arc::downgrade(core), signals, poll, cancel.clone()));
+        RetryWorker {
+            cancel,
+            task: Some(task),
+        }
     }
 
     /// Stops the worker and waits until it has let go of the service.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.cancel.cancel();
-        if let Err(err) = self.task.await {
+        if let Some(task) = self.task.take()
+            && let Err(err) = task.await
+        {
             tracing::error!(error = %err, "the retry worker failed");
         }
     }
 }
 
-async fn run(core: Arc<Core>, cancel: CancellationToken) {
-    loop {
+impl Drop for RetryWorker {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Holds the service only during a pass: between passes a dropped service
+/// (and its store) is let go, and the worker ends.
+async fn run(
+    core: Weak<Core>,
+    signals: Arc<RetrySignals>,
+    poll: Duration,
+    cancel: CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        let Some(strong) = core.upgrade() else {
+            return;
+        };
         // Not raced with the cancellation: a pass stops between items, never
         // in the middle of an inbox append.
-        if let Err(err) = core.retry_pass(&cancel).await {
+        if let Err(err) = strong.retry_pass(&cancel).await {
             tracing::warn!(error = %err, "retry queue pass failed; trying again later");
         }
-        core.retry.passes.send_modify(|n| *n += 1);
+        drop(strong);
+        signals.passes.send_modify(|n| *n += 1);
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = core.retry.kick.notified() => {}
-            _ = tokio::time::sleep(core.config.retry.poll) => {}
+            _ = signals.kick.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
         }
     }
 }

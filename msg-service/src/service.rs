@@ -76,7 +76,7 @@ pub(crate) struct Core {
     /// Per-user send rate limit.
     pub(crate) send_limit: SendLimiter,
     /// Wakes the fan-out retry worker and counts its passes.
-    pub(crate) retry: RetrySignals,
+    pub(crate) retry: Arc<RetrySignals>,
 }
 
 pub(crate) fn inbox_key(user: &UserId) -> String {
@@ -96,7 +96,7 @@ impl MessageService {
             conversations: Logs::new(seqs, Arc::clone(&backends.store)),
             senders: Stripes::new(1024),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
-            retry: RetrySignals::default(),
+            retry: Arc::default(),
             backends,
             config,
         };
@@ -113,7 +113,7 @@ impl MessageService {
     /// Starts the worker that drains the fan-out retry queue (call once,
     /// inside a Tokio runtime); stop it before dropping the service.
     pub fn start_retry_worker(&self) -> RetryWorker {
-        RetryWorker::spawn(Arc::clone(&self.core))
+        RetryWorker::spawn(&self.core)
     }
 
     /// Counts the retry worker's completed passes: wait on it for progress.
