@@ -186,8 +186,12 @@ impl Core {
                     return Ok(());
                 }
                 let key = item.key.clone();
-                self.retry_item(item).await?;
-                store.save_retry_checkpoint(Some(&key)).await?;
+                // Items still in their backoff are passed over without a
+                // checkpoint write (one durable write each, every poll,
+                // during an outage); a restart passes over them again.
+                if self.retry_item(item).await? {
+                    store.save_retry_checkpoint(Some(&key)).await?;
+                }
                 cursor = Some(key);
             }
         }
@@ -195,10 +199,11 @@ impl Core {
         self.report_depth().await
     }
 
-    /// Retries one item if its backoff is over; keeps what still fails.
-    async fn retry_item(&self, item: RetryItem) -> Result<()> {
+    /// Retries one item if its backoff is over (whether it did); keeps
+    /// what still fails.
+    async fn retry_item(&self, item: RetryItem) -> Result<bool> {
         if item.not_before > now_ms() {
-            return Ok(());
+            return Ok(false);
         }
         let store = &self.backends.store;
         let key = &item.key;
@@ -215,7 +220,7 @@ impl Core {
         if still.is_empty() {
             store.remove_retry(&item.key).await?;
             metrics::counter!("chat_dlq_delivered_total").increment(1);
-            return Ok(());
+            return Ok(true);
         }
         let attempts = item.attempts.saturating_add(1);
         let backoff = self.retry_backoff(attempts);
@@ -225,7 +230,8 @@ impl Core {
             not_before: now_ms().saturating_add(backoff),
             ..item
         };
-        Ok(store.enqueue_retry(&kept).await?)
+        store.enqueue_retry(&kept).await?;
+        Ok(true)
     }
 
     /// Exponential backoff in milliseconds, capped.
