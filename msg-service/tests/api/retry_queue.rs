@@ -179,3 +179,23 @@ async fn after_a_restart_the_worker_resumes_its_pass_at_the_checkpoint_and_skips
     worker.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_retry_racing_the_worker_leaves_one_copy_in_each_inbox() -> anyhow::Result<()> {
+    let (svc, faults, _store) = start_faulty_with(quick_retries())?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let worker = svc.service.start_retry_worker();
+    for round in 0..20 {
+        let id = format!("x-{round}");
+        *faults.inbox_of.lock().unwrap_or_else(|p| p.into_inner()) = Some(bob.clone());
+        assert_unavailable(svc.send(&alice, &bob, &id, "hi").await);
+        // The worker was kicked by the enqueue; the retry runs meanwhile.
+        svc.send(&alice, &bob, &id, "hi").await?;
+    }
+    drained(&svc).await?;
+    let expected: Vec<String> = (0..20).map(|round| format!("x-{round}")).collect();
+    assert_eq!(inbox_ids(&svc, &bob).await?, expected);
+    assert_eq!(inbox_ids(&svc, &alice).await?, expected);
+    worker.stop().await;
+    Ok(())
+}
