@@ -42,6 +42,9 @@ pub struct App {
     state: AppState,
     listener: TcpListener,
     bus: Arc<dyn storage::NotifyBus>,
+    /// The in-process message service (single machine), whose fan-out
+    /// retry worker runs while the server does.
+    local: Option<Arc<MessageService>>,
 }
 
 fn startup<E: std::error::Error + Send + Sync + 'static>(
@@ -58,7 +61,7 @@ impl App {
     /// binds the listener.
     pub async fn build(config: &Config) -> Result<Self> {
         let auth = load_auth(config)?;
-        let (api, bus, presence) = match (&config.msg_service, &config.redis) {
+        let (api, bus, presence, local) = match (&config.msg_service, &config.redis) {
             (Some(url), Some(redis)) => distributed(config, url, redis).await?,
             _ => single_machine(config)?,
         };
@@ -96,6 +99,7 @@ impl App {
             state,
             listener,
             bus,
+            local,
         })
     }
 
@@ -115,7 +119,9 @@ impl App {
             state,
             listener,
             bus,
+            local,
         } = self;
+        let retry_worker = local.map(|service| service.start_retry_worker());
         let background = CancellationToken::new();
         tokio::spawn(Arc::clone(&state.hub).run_bus(bus, background.clone()));
         let hub = Arc::clone(&state.hub);
@@ -138,6 +144,9 @@ impl App {
             tracing::warn!(error = %err, "HTTP connections still open after the drain");
         }
         background.cancel();
+        if let Some(worker) = retry_worker {
+            worker.stop().await;
+        }
         state.api.flush().await?;
         tracing::info!("stopped");
         Ok(())
@@ -155,8 +164,14 @@ fn limits(config: &Config) -> Limits {
     }
 }
 
-/// What a gateway runs on: the message service, the notify bus, presence.
-type Parts = (Arc<dyn MessageApi>, Arc<dyn NotifyBus>, Arc<dyn Presence>);
+/// What a gateway runs on: the message service, the notify bus, presence,
+/// and the message service again when it is in-process.
+type Parts = (
+    Arc<dyn MessageApi>,
+    Arc<dyn NotifyBus>,
+    Arc<dyn Presence>,
+    Option<Arc<MessageService>>,
+);
 
 /// The message service in-process on the embedded store under the data dir.
 fn single_machine(config: &Config) -> Result<Parts> {
@@ -174,11 +189,8 @@ fn single_machine(config: &Config) -> Result<Parts> {
         send_burst: config.send_burst,
         ..ServiceConfig::default()
     };
-    Ok((
-        Arc::new(MessageService::new(backends, service)),
-        bus,
-        presence,
-    ))
+    let local = Arc::new(MessageService::new(backends, service));
+    Ok((Arc::clone(&local) as _, bus, presence, Some(local)))
 }
 
 /// A remote msg-service over gRPC, and Redis for the bus and presence.
@@ -192,7 +204,8 @@ async fn distributed(config: &Config, url: &str, redis: &str) -> Result<Parts> {
     let redis = RedisBackends::connect(redis, RedisOptions::default())
         .await
         .map_err(startup("Redis"))?;
-    Ok((Arc::new(api), Arc::new(redis.bus), Arc::new(redis.presence)))
+    let (bus, presence) = (Arc::new(redis.bus), Arc::new(redis.presence));
+    Ok((Arc::new(api), bus, presence, None))
 }
 
 /// HS256 with the given secret (required when gateways are several) or the

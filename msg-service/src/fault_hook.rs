@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
-use storage::{ConversationMeta, MessageRef, MessageStore, Page, Result, WriteTicket};
+use storage::{
+    ConversationMeta, MessageRef, MessageStore, Page, Result, RetryItem, RetryKey, WriteTicket,
+};
 use tokio::sync::watch;
 
 /// The faults the file asks for.
@@ -165,6 +167,27 @@ impl MessageStore for FaultHook {
     async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> Result<()> {
         self.write_allowed().await;
         self.inner.swap_ceiling(key, expected, max_seq).await
+    }
+    async fn conversation_ids(&self, after: Option<&ConvId>, limit: usize) -> Result<Vec<ConvId>> {
+        self.inner.conversation_ids(after, limit).await
+    }
+    async fn enqueue_retry(&self, item: &RetryItem) -> Result<()> {
+        self.write_allowed().await;
+        self.inner.enqueue_retry(item).await
+    }
+    async fn retry_items(&self, after: Option<&RetryKey>, limit: usize) -> Result<Vec<RetryItem>> {
+        self.inner.retry_items(after, limit).await
+    }
+    async fn remove_retry(&self, key: &RetryKey) -> Result<()> {
+        self.write_allowed().await;
+        self.inner.remove_retry(key).await
+    }
+    async fn retry_checkpoint(&self) -> Result<Option<RetryKey>> {
+        self.inner.retry_checkpoint().await
+    }
+    async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()> {
+        self.write_allowed().await;
+        self.inner.save_retry_checkpoint(at).await
     }
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await

@@ -3,6 +3,7 @@
 //! that gateways call (in-process here, over gRPC in the distributed mode).
 
 mod api;
+pub mod audit;
 mod clock;
 mod conversations;
 mod error;
@@ -11,6 +12,7 @@ pub mod grpc;
 mod history;
 mod logs;
 mod rate_limit;
+mod retry;
 mod send;
 mod service;
 mod stripes;
@@ -18,5 +20,6 @@ mod sync;
 
 pub use api::{Conversation, HistoryPage, MessageApi};
 pub use error::{Error, Result};
+pub use retry::{RetryConfig, RetryWorker};
 pub use service::{Backends, MessageService, ServiceConfig};
 pub use storage;

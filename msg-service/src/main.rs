@@ -1,117 +1,56 @@
 //! The msg-service binary (distributed mode): serves the message service over
 //! gRPC to the gateways, on the embedded store or ScyllaDB / Cassandra, with
-//! Redis for the inbox cache, the notify bus and presence.
+//! Redis for the inbox cache, the notify bus and presence; `msg-service
+//! audit` checks (and repairs) the inboxes against the conversation logs.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod audit_cmd;
+mod cli;
+
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use msg_service::{Backends, MessageService, ServiceConfig};
-use storage::scylla::{ConsistencyLevel, Keyspace, Replication};
-use storage::{
-    Durability, EmbeddedStore, MessageStore, RedisBackends, RedisOptions, ScyllaOptions,
-    ScyllaStore,
-};
+use storage::{RedisBackends, RedisOptions};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-/// The chat message service: send, sync, history, conversations over gRPC.
-#[derive(Debug, Parser)]
-#[command(name = "msg-service", version)]
-struct Config {
-    /// gRPC address to listen on.
-    #[arg(long, env = "CHAT_MSG_LISTEN", default_value = "127.0.0.1:9090")]
-    listen: SocketAddr,
-    /// The durable store: the embedded one under --data-dir, or Scylla.
-    #[arg(long, env = "CHAT_STORE", value_enum, default_value_t = StoreKind::Embedded)]
-    store: StoreKind,
-    /// Where the embedded store lives.
-    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-    /// Scylla / Cassandra contact points, comma-separated host:port.
-    #[arg(
-        long,
-        env = "CHAT_SCYLLA_NODES",
-        value_delimiter = ',',
-        required_if_eq("store", "scylla")
-    )]
-    scylla_nodes: Vec<String>,
-    /// The keyspace (created with its tables if missing).
-    #[arg(long, env = "CHAT_SCYLLA_KEYSPACE", default_value = "chat")]
-    scylla_keyspace: Keyspace,
-    /// Replication of a keyspace the service creates: `SimpleStrategy:1`, or
-    /// `NetworkTopologyStrategy:dc1=3,dc2=3`.
-    #[arg(
-        long,
-        env = "CHAT_SCYLLA_REPLICATION",
-        default_value = "SimpleStrategy:1"
-    )]
-    scylla_replication: Replication,
-    /// Consistency of reads and writes (LWTs use the matching serial level).
-    #[arg(long, env = "CHAT_SCYLLA_CONSISTENCY", default_value = "LOCAL_QUORUM")]
-    scylla_consistency: ConsistencyLevel,
-    /// Redis URL for the inbox cache, notify bus and presence (shared with the gateways).
-    #[arg(long, env = "CHAT_REDIS_URL")]
-    redis: String,
-    /// Sends per user per second (token bucket refill), over all gateways.
-    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20)]
-    send_rate: u32,
-    /// Sends per user in a burst (token bucket size).
-    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
-    send_burst: u32,
-    /// For fault-injection tests only: a file read every 100 ms that can
-    /// stall the store's writes (`stall_writes`) or fail every Nth inbox
-    /// append (`fail_inbox_every=N`). Off unless given.
-    #[arg(long, env = "CHAT_FAULT_FILE")]
-    fault_file: Option<std::path::PathBuf>,
-}
-
-/// Which durable store the service runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum StoreKind {
-    /// The embedded LSM store under --data-dir (one instance).
-    Embedded,
-    /// ScyllaDB or Cassandra.
-    Scylla,
-}
-
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
-    Ok(match config.store {
-        StoreKind::Embedded => Arc::new(
-            EmbeddedStore::open(&config.data_dir.join("store"), Durability::Fsync)
-                .context("opening the embedded store")?,
-        ),
-        StoreKind::Scylla => {
-            let mut options = ScyllaOptions::new(config.scylla_nodes.clone());
-            options.keyspace = config.scylla_keyspace.clone();
-            options.replication = config.scylla_replication.clone();
-            options.consistency = config.scylla_consistency;
-            Arc::new(
-                ScyllaStore::connect(&options)
-                    .await
-                    .context("connecting to Scylla")?,
-            )
-        }
-    })
-}
+use cli::{Cli, Command, ServeArgs};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let mut store = open_store(&config).await?;
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    );
+    // The audit's report is its stdout: its logs go to stderr.
+    if cli.command.is_some() {
+        logs.with_writer(std::io::stderr).init();
+    } else {
+        logs.init();
+    }
+    match cli.command {
+        Some(Command::Audit(args)) => audit_cmd::run(args).await,
+        None => match serve(cli.serve).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("Error: {err:?}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(config: ServeArgs) -> anyhow::Result<()> {
+    let mut store = config.store.open().await?;
     if let Some(path) = &config.fault_file {
         tracing::warn!(path = %path.display(), "FAULT HOOK IS ON: the store obeys this file");
         store = msg_service::fault_hook::FaultHook::wrap(store, path.clone());
     }
-    let redis = RedisBackends::connect(&config.redis, RedisOptions::default())
+    let url = config.redis.context("--redis is required")?;
+    let redis = RedisBackends::connect(&url, RedisOptions::default())
         .await
         .context("connecting to Redis")?;
     let backends = Backends {
@@ -126,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         ..ServiceConfig::default()
     };
     let service = Arc::new(MessageService::new(backends, limits));
+    let retry_worker = service.start_retry_worker();
     let listener = TcpListener::bind(config.listen)
         .await
         .context("binding the gRPC address")?;
@@ -146,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("serving gRPC")?;
+    retry_worker.stop().await;
     msg_service::MessageApi::flush(&*service)
         .await
         .context("flushing the store")?;

@@ -29,6 +29,7 @@ impl Core {
         let appended = self.append_to_conversation(sender, &conv, request).await?;
         let (message, ticket) = &appended.value;
         let seqs = self.fan_out(&members, message, false).await;
+        self.queue_missing(message, &members, &seqs).await;
         // Covered already by the fsyncs of the inbox appends, logged later:
         // waiting here does not cost a second fsync per send.
         store.durable(*ticket).await?;
@@ -57,6 +58,7 @@ impl Core {
             None => store.members(&message.conv_id).await?,
         };
         let seqs = self.fan_out(&members, &message, true).await;
+        self.queue_missing(&message, &members, &seqs).await;
         ack_for(sender, &message, &members, seqs)
     }
 
@@ -132,7 +134,7 @@ impl Core {
     /// Appends the message to every member's inbox, in parallel (bounded by
     /// the group size cap). Every append runs to its end even if another
     /// fails, so a retry only has the failed ones left to do.
-    async fn fan_out(
+    pub(crate) async fn fan_out(
         &self,
         members: &[UserId],
         message: &HistoryMessage,

@@ -7,6 +7,7 @@ use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator, Write
 
 use crate::logs::Logs;
 use crate::rate_limit::SendLimiter;
+use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
 use crate::stripes::Stripes;
 use crate::{Error, Result};
 
@@ -23,6 +24,8 @@ pub struct ServiceConfig {
     pub send_rate: u32,
     /// Sends per user in a burst (token bucket size).
     pub send_burst: u32,
+    /// The fan-out retry worker's backoff and polling.
+    pub retry: RetryConfig,
 }
 
 impl Default for ServiceConfig {
@@ -33,6 +36,7 @@ impl Default for ServiceConfig {
             fanout_concurrency: 64,
             send_rate: 20,
             send_burst: 50,
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -71,6 +75,8 @@ pub(crate) struct Core {
     pub(crate) senders: Stripes,
     /// Per-user send rate limit.
     pub(crate) send_limit: SendLimiter,
+    /// Wakes the fan-out retry worker and counts its passes.
+    pub(crate) retry: Arc<RetrySignals>,
 }
 
 pub(crate) fn inbox_key(user: &UserId) -> String {
@@ -90,6 +96,7 @@ impl MessageService {
             conversations: Logs::new(seqs, Arc::clone(&backends.store)),
             senders: Stripes::new(1024),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
+            retry: Arc::default(),
             backends,
             config,
         };
@@ -101,6 +108,32 @@ impl MessageService {
     /// The backends (gateways in the same process share the bus and presence).
     pub fn backends(&self) -> &Backends {
         &self.core.backends
+    }
+
+    /// Starts the worker that drains the fan-out retry queue (call once,
+    /// inside a Tokio runtime); stop it before dropping the service.
+    pub fn start_retry_worker(&self) -> RetryWorker {
+        RetryWorker::spawn(&self.core)
+    }
+
+    /// Counts the retry worker's completed passes: wait on it for progress.
+    pub fn retry_passes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.core.retry.passes.subscribe()
+    }
+
+    /// How many fan-outs wait in the retry queue.
+    pub async fn retry_queue_depth(&self) -> Result<usize> {
+        self.core.retry_queue_depth().await
+    }
+
+    /// Appends the entries an audit found missing, through the send path's
+    /// fan-out, on a task of its own; each one's outcome.
+    pub async fn repair(
+        &self,
+        missing: Vec<crate::audit::Missing>,
+    ) -> Result<Vec<crate::audit::Repair>> {
+        self.detached(|core| async move { Ok(core.repair_missing(missing).await) })
+            .await
     }
 
     /// Runs a write to completion on its own task, whatever the caller does.

@@ -11,7 +11,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use crate::group_commit::GroupCommit;
-use crate::model::{ConversationMeta, MessageRef, Page, WriteTicket};
+use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 use crate::{Error, MessageStore, Result};
 
 /// Whether a write waits for fsync before it returns.
@@ -35,6 +35,10 @@ struct Tables {
     inbox_index: Keyspace,
     ceilings: Keyspace,
     dedup: Keyspace,
+    /// The fan-out retry queue, by [`retry_key`].
+    retries: Keyspace,
+    /// The retry worker's checkpoint: one value under [`CHECKPOINT`].
+    retry_checkpoint: Keyspace,
     /// Serializes ceiling compare-and-sets. A std mutex: it is only taken on
     /// a blocking thread, for one read and one write.
     ceiling_lock: std::sync::Mutex<()>,
@@ -102,6 +106,8 @@ impl EmbeddedStore {
             inbox_index: open("inbox_index")?,
             ceilings: open("seq_ceilings")?,
             dedup: open("dedup")?,
+            retries: open("fanout_retries")?,
+            retry_checkpoint: open("fanout_retry_checkpoint")?,
             ceiling_lock: std::sync::Mutex::new(()),
             db: db.clone(),
         };
@@ -193,6 +199,26 @@ fn index_key(user: &UserId, conv: &ConvId, conv_seq: Seq) -> Vec<u8> {
     k.push(SEP);
     k.extend_from_slice(&conv_seq.to_be_bytes());
     k
+}
+
+/// The checkpoint's one key.
+const CHECKPOINT: &str = "fanout";
+
+/// `enqueued_at \0 conv_id \0 conv_seq`, big-endian numbers: byte order is
+/// the order of [`RetryKey`].
+fn retry_key(at: &RetryKey) -> Vec<u8> {
+    let mut k = at.enqueued_at.to_be_bytes().to_vec();
+    k.push(SEP);
+    k.extend_from_slice(at.conv_id.as_str().as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(&at.conv_seq.to_be_bytes());
+    k
+}
+
+/// The smallest key above `key` in byte order: where a scan after it starts.
+fn successor(mut key: Vec<u8>) -> Vec<u8> {
+    key.push(0);
+    key
 }
 
 fn ids_with_prefix<T: std::str::FromStr>(keyspace: &Keyspace, prefix: &str) -> Result<Vec<T>> {
@@ -384,6 +410,56 @@ impl MessageStore for EmbeddedStore {
         })
         .await?;
         self.commit.wait(ticket).await
+    }
+
+    async fn conversation_ids(&self, after: Option<&ConvId>, limit: usize) -> Result<Vec<ConvId>> {
+        let start = after.map_or_else(Vec::new, |c| successor(c.as_str().as_bytes().to_vec()));
+        // Off the async workers: the audit walks every conversation.
+        let tables = Arc::clone(&self.tables);
+        blocking(move || {
+            tables
+                .conversations
+                .range(start..)
+                .take(limit)
+                .map(|guard| {
+                    let k = guard.key()?;
+                    std::str::from_utf8(&k)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| Error::BadData("a conversation key is not an id".into()))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn enqueue_retry(&self, item: &RetryItem) -> Result<()> {
+        let (k, value) = (retry_key(&item.key), serde_json::to_vec(item)?);
+        self.write(move |t, b| b.insert(&t.retries, k, value)).await
+    }
+
+    async fn retry_items(&self, after: Option<&RetryKey>, limit: usize) -> Result<Vec<RetryItem>> {
+        let start = after.map_or_else(Vec::new, |k| successor(retry_key(k)));
+        self.read(move |t| decode_values(t.retries.range(start..), limit))
+            .await
+    }
+
+    async fn remove_retry(&self, key: &RetryKey) -> Result<()> {
+        let k = retry_key(key);
+        self.write(move |t, b| b.remove(&t.retries, k)).await
+    }
+
+    async fn retry_checkpoint(&self) -> Result<Option<RetryKey>> {
+        self.read(|t| {
+            Ok(decode_optional::<Option<RetryKey>>(t.retry_checkpoint.get(CHECKPOINT)?)?.flatten())
+        })
+        .await
+    }
+
+    async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()> {
+        let value = serde_json::to_vec(&at)?;
+        self.write(move |t, b| b.insert(&t.retry_checkpoint, CHECKPOINT, value))
+            .await
     }
 
     async fn flush(&self) -> Result<()> {

@@ -25,7 +25,7 @@ pub use bus::{InProcessBus, Notification, NotifyBus, Subscription};
 pub use cache::{InProcessCache, InboxCache};
 pub use embedded::{Durability, EmbeddedStore};
 pub use error::{Error, Result};
-pub use model::{ConversationMeta, GatewayId, MessageRef, Page, WriteTicket};
+pub use model::{ConversationMeta, GatewayId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 pub use presence::{InProcessPresence, Presence};
 pub use seqsvr::{SeqAllocator, SeqCursor};
 pub use store::MessageStore;

@@ -1,6 +1,6 @@
 //! Plain data the storage traits exchange besides the protocol's own types.
 
-use proto::{ConvId, ConvKind, Seq};
+use proto::{ConvId, ConvKind, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// What is stored about a conversation besides its members and messages.
@@ -48,3 +48,30 @@ pub struct MessageRef {
 /// already (stores whose writes are durable when they return use it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WriteTicket(pub u64);
+
+/// Where an item sits in the fan-out retry queue: enqueue time first, so a
+/// pass over the queue visits the oldest failures first. Unique per message
+/// and enqueue time; re-enqueueing the same key overwrites the item.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RetryKey {
+    /// When the fan-out failed, milliseconds since the Unix epoch.
+    pub enqueued_at: u64,
+    /// The message's conversation.
+    pub conv_id: ConvId,
+    /// The message's position in its conversation's log.
+    pub conv_seq: Seq,
+}
+
+/// A fan-out that failed part-way: the message is in its conversation's log,
+/// these members' inboxes may not have it yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryItem {
+    /// Its place in the queue, and the message.
+    pub key: RetryKey,
+    /// The members whose inbox append has not been confirmed.
+    pub members: Vec<UserId>,
+    /// Delivery attempts made by the retry worker so far.
+    pub attempts: u32,
+    /// Not to be retried before this time (ms since the epoch): the backoff.
+    pub not_before: u64,
+}

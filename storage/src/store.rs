@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use crate::Result;
-use crate::model::{ConversationMeta, MessageRef, Page, WriteTicket};
+use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 
 /// The durable store. Appends return a [`WriteTicket`] to wait on for
 /// durability, so that a caller can serialize appends to one log without
@@ -77,6 +77,26 @@ pub trait MessageStore: Send + Sync + 'static {
     /// [`Error::Conflict`](crate::Error::Conflict) when the ceiling is not
     /// `expected`. Durable before it returns.
     async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> Result<()>;
+
+    /// Conversation ids after `after` (`None`: from the start), at most
+    /// `limit`, in the store's own order (key order embedded, token order on
+    /// Scylla): pass the last one back as `after` for the next page. A full
+    /// scan, for the offline audit only.
+    async fn conversation_ids(&self, after: Option<&ConvId>, limit: usize) -> Result<Vec<ConvId>>;
+
+    /// Puts an item in the fan-out retry queue (overwrites the item with the
+    /// same key). Durable before it returns.
+    async fn enqueue_retry(&self, item: &RetryItem) -> Result<()>;
+    /// Queue items with a key above `after` (`None`: from the start),
+    /// ascending by key, at most `limit`.
+    async fn retry_items(&self, after: Option<&RetryKey>, limit: usize) -> Result<Vec<RetryItem>>;
+    /// Removes an item from the queue (idempotent). Durable before it returns.
+    async fn remove_retry(&self, key: &RetryKey) -> Result<()>;
+    /// Where the retry worker's current pass over the queue is (`None`: at
+    /// the start).
+    async fn retry_checkpoint(&self) -> Result<Option<RetryKey>>;
+    /// Records the retry worker's position. Durable before it returns.
+    async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()>;
 
     /// Makes everything written so far durable (used at shutdown).
     async fn flush(&self) -> Result<()>;

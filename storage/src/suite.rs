@@ -50,6 +50,8 @@ fn conv_seqs(messages: &[HistoryMessage]) -> Vec<Seq> {
     messages.iter().map(|m| m.conv_seq).collect()
 }
 
+pub mod retry;
+
 pub mod store {
     use super::*;
 
@@ -378,6 +380,14 @@ macro_rules! store_suite {
             $crate::suite::store::$name(&*store).await;
         }
     };
+    (@retry #[$attr:meta] $open:expr, $name:ident) => {
+        #[tokio::test]
+        #[$attr]
+        async fn $name() {
+            let (store, _guard) = $open;
+            $crate::suite::retry::$name(&*store).await;
+        }
+    };
     (#[$attr:meta] $open:expr) => {
         $crate::store_suite!(@case #[$attr] $open, an_empty_inbox_reads_empty_with_head_zero);
         $crate::store_suite!(@case #[$attr] $open, inbox_reads_are_ascending_after_since_and_limited);
@@ -389,6 +399,10 @@ macro_rules! store_suite {
         $crate::store_suite!(@case #[$attr] $open, durable_accepts_the_zero_ticket_and_later_tickets);
         $crate::store_suite!(@case #[$attr] $open, ceilings_start_at_zero_and_keep_the_last_value);
         $crate::store_suite!(@case #[$attr] $open, a_ceiling_moves_only_from_the_value_the_writer_expects);
+        $crate::store_suite!(@retry #[$attr] $open, retry_items_read_back_in_key_order_after_a_cursor);
+        $crate::store_suite!(@retry #[$attr] $open, a_retry_item_is_overwritten_by_its_key_and_removed_once_done);
+        $crate::store_suite!(@retry #[$attr] $open, the_retry_checkpoint_starts_empty_and_keeps_the_last_position);
+        $crate::store_suite!(@retry #[$attr] $open, a_conversation_scan_pages_through_every_conversation_once);
         #[tokio::test]
         #[$attr]
         async fn two_allocators_sharing_a_key_never_hand_out_the_same_seq() {

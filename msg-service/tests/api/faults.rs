@@ -17,11 +17,18 @@ use crate::helpers::{Options, TestService, dm, seqs, user};
 use crate::store_double::{Faults, StoreDouble};
 
 /// The embedded store under the double, once the service has opened it.
-type BareStore = Arc<Mutex<Option<EmbeddedStore>>>;
+pub type BareStore = Arc<Mutex<Option<EmbeddedStore>>>;
 
 /// A service on a faulty store; also returns the faults and the bare store
 /// (to read what is really stored, past the service's cache and heads).
 fn start_faulty() -> anyhow::Result<(TestService, Arc<Faults>, BareStore)> {
+    start_faulty_with(Options::default())
+}
+
+/// The same with these options (their `wrap_store` is replaced).
+pub fn start_faulty_with(
+    options: Options,
+) -> anyhow::Result<(TestService, Arc<Faults>, BareStore)> {
     let faults = Arc::new(Faults::default());
     let bare = Arc::new(Mutex::new(None));
     let (f, b) = (Arc::clone(&faults), Arc::clone(&bare));
@@ -34,12 +41,12 @@ fn start_faulty() -> anyhow::Result<(TestService, Arc<Faults>, BareStore)> {
                 reads: Arc::default(),
             }) as Arc<dyn MessageStore>
         })),
-        ..Options::default()
+        ..options
     })?;
     Ok((svc, faults, bare))
 }
 
-fn assert_unavailable<T: std::fmt::Debug>(result: msg_service::Result<T>) {
+pub fn assert_unavailable<T: std::fmt::Debug>(result: msg_service::Result<T>) {
     match result {
         Err(err @ Error::Unavailable { .. }) => {
             assert_eq!(err.code(), ErrorCode::Unavailable);

@@ -5,6 +5,7 @@
 mod cache_support;
 mod helpers;
 
+mod audit;
 mod cache_agrees_with_store;
 mod cache_spares_store;
 mod dedup;
@@ -15,6 +16,7 @@ mod notify;
 mod paging;
 mod redis_outage;
 mod restart;
+mod retry_queue;
 mod scylla_needs_node;
 mod send;
 mod store_double;

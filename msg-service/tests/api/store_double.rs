@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
-use storage::{ConversationMeta, EmbeddedStore, MessageRef, MessageStore, Page, WriteTicket};
+use storage::{
+    ConversationMeta, EmbeddedStore, MessageRef, MessageStore, Page, RetryItem, RetryKey,
+    WriteTicket,
+};
 use tokio::sync::oneshot;
 
 /// Store calls a sync can make, counted.
@@ -52,6 +55,10 @@ pub struct Faults {
     pub history_reads_down: std::sync::atomic::AtomicBool,
     /// The writes kept back by `inbox_late_of` and `message_late`.
     pub late: Mutex<Vec<LateWrite>>,
+    /// Fail the next `append_inbox` of each of these users, before writing.
+    pub inboxes_of: Mutex<Vec<UserId>>,
+    /// Fail this many `enqueue_retry` calls (the retry queue is down too).
+    pub enqueue_retry: AtomicUsize,
 }
 
 /// A write the double reported as failed and has not applied yet.
@@ -117,6 +124,18 @@ impl StoreDouble {
     }
 }
 
+/// Takes `user` out of the list; whether it was there.
+fn take_from_list(list: &Mutex<Vec<UserId>>, user: &UserId) -> bool {
+    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+    match list.iter().position(|u| u == user) {
+        Some(at) => {
+            list.remove(at);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The embedded store with injected faults and counted sync reads.
 pub struct StoreDouble {
     pub inner: EmbeddedStore,
@@ -179,6 +198,9 @@ impl MessageStore for StoreDouble {
         if take_if_user(&self.faults.inbox_of, user, |u| u).is_some() {
             return Err(outage());
         }
+        if take_from_list(&self.faults.inboxes_of, user) {
+            return Err(outage());
+        }
         if take_if_user(&self.faults.inbox_late_of, user, |u| u).is_some() {
             self.faults
                 .keep_late(LateWrite::Inbox(user.clone(), entry.clone()));
@@ -234,6 +256,35 @@ impl MessageStore for StoreDouble {
     }
     async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> storage::Result<()> {
         self.inner.swap_ceiling(key, expected, max_seq).await
+    }
+    async fn conversation_ids(
+        &self,
+        after: Option<&ConvId>,
+        limit: usize,
+    ) -> storage::Result<Vec<ConvId>> {
+        self.inner.conversation_ids(after, limit).await
+    }
+    async fn enqueue_retry(&self, item: &RetryItem) -> storage::Result<()> {
+        if take_one(&self.faults.enqueue_retry) {
+            return Err(outage());
+        }
+        self.inner.enqueue_retry(item).await
+    }
+    async fn retry_items(
+        &self,
+        after: Option<&RetryKey>,
+        limit: usize,
+    ) -> storage::Result<Vec<RetryItem>> {
+        self.inner.retry_items(after, limit).await
+    }
+    async fn remove_retry(&self, key: &RetryKey) -> storage::Result<()> {
+        self.inner.remove_retry(key).await
+    }
+    async fn retry_checkpoint(&self) -> storage::Result<Option<RetryKey>> {
+        self.inner.retry_checkpoint().await
+    }
+    async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> storage::Result<()> {
+        self.inner.save_retry_checkpoint(at).await
     }
     async fn flush(&self) -> storage::Result<()> {
         self.inner.flush().await

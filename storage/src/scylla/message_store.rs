@@ -11,7 +11,7 @@ use super::rows::{self, ConversationRow, DedupRow, InboxRow, MessageRow};
 use super::statements::logged_batch;
 use super::store::ScyllaStore;
 use super::walk::{BucketWalk, Direction, Walk, newest};
-use crate::model::{ConversationMeta, MessageRef, Page, WriteTicket};
+use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 use crate::{Error, MessageStore, Result};
 
 /// Users per membership batch: two small rows each, well under the batch
@@ -264,6 +264,30 @@ impl MessageStore for ScyllaStore {
                 "the seq ceiling of {key} is no longer {expected}"
             )))
         }
+    }
+
+    async fn conversation_ids(&self, after: Option<&ConvId>, limit: usize) -> Result<Vec<ConvId>> {
+        self.scan_conversations(after, limit).await
+    }
+
+    async fn enqueue_retry(&self, item: &RetryItem) -> Result<()> {
+        self.put_retry(item).await
+    }
+
+    async fn retry_items(&self, after: Option<&RetryKey>, limit: usize) -> Result<Vec<RetryItem>> {
+        self.read_retries(after, limit).await
+    }
+
+    async fn remove_retry(&self, key: &RetryKey) -> Result<()> {
+        self.delete_retry(key).await
+    }
+
+    async fn retry_checkpoint(&self) -> Result<Option<RetryKey>> {
+        self.load_retry_checkpoint().await
+    }
+
+    async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()> {
+        self.store_retry_checkpoint(at).await
     }
 
     /// Nothing to flush: every write was durable when it returned.

@@ -23,6 +23,7 @@ mod bulkhead;
 mod config;
 mod errors;
 mod message_store;
+mod retry_queue;
 mod rows;
 mod schema;
 mod scratch;

@@ -23,7 +23,7 @@ use super::errors;
 use crate::{Error, Result};
 
 /// The version this code writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// The component name of the version row.
 const COMPONENT: &str = "store";
@@ -116,9 +116,35 @@ pub(crate) const TABLES: &[&str] = &[
 ];
 
 /// `(version, statements)`: what moves a keyspace from `version - 1` to
-/// `version`, in order, from 2 up to [`SCHEMA_VERSION`]. Empty while the
-/// schema is at version 1.
-pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[];
+/// `version`, in order, from 2 up to [`SCHEMA_VERSION`].
+///
+/// Version 2: the fan-out retry queue and its worker's checkpoint. The
+/// queue is one partition (`shard` is always 0) so a pass reads it in key
+/// order; it holds only fan-outs that failed part-way, few and short-lived,
+/// and its deletes leave tombstones that a pass skips over: fine while the
+/// queue stays small, which `chat_dlq_depth` alerts on.
+pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(
+    2,
+    &[
+        "CREATE TABLE IF NOT EXISTS {ks}.fanout_retries (
+    shard int,
+    enqueued_at bigint,
+    conv_id text,
+    conv_seq bigint,
+    members list<text>,
+    attempts int,
+    not_before bigint,
+    PRIMARY KEY ((shard), enqueued_at, conv_id, conv_seq)
+)",
+        "CREATE TABLE IF NOT EXISTS {ks}.fanout_retry_checkpoint (
+    worker text,
+    enqueued_at bigint,
+    conv_id text,
+    conv_seq bigint,
+    PRIMARY KEY ((worker))
+)",
+    ],
+)];
 
 const READ_VERSION: &str = "SELECT version FROM {ks}.schema_version WHERE component = ?";
 const WRITE_VERSION: &str = "INSERT INTO {ks}.schema_version (component, version, applied_at) \

@@ -86,11 +86,34 @@ pub(crate) const CREATE_CEILING: &str = "INSERT INTO {ks}.seq_ceilings (section,
 pub(crate) const RAISE_CEILING: &str = "UPDATE {ks}.seq_ceilings SET max_seq = ? \
      WHERE section = ? AND alloc_key = ? IF max_seq = ?";
 
+pub(crate) const CONVERSATIONS_FIRST: &str = "SELECT conv_id FROM {ks}.conversations LIMIT ?";
+/// A token-range scan: every partition of the table once, in token order.
+pub(crate) const CONVERSATIONS_AFTER: &str =
+    "SELECT conv_id FROM {ks}.conversations WHERE token(conv_id) > token(?) LIMIT ?";
+
+const RETRY_COLUMNS: &str = "enqueued_at, conv_id, conv_seq, members, attempts, not_before";
+pub(crate) const ENQUEUE_RETRY: &str = "INSERT INTO {ks}.fanout_retries \
+     (shard, enqueued_at, conv_id, conv_seq, members, attempts, not_before) \
+     VALUES (0, ?, ?, ?, ?, ?, ?)";
+pub(crate) const RETRIES_FIRST: &str =
+    "SELECT {retry} FROM {ks}.fanout_retries WHERE shard = 0 LIMIT ?";
+pub(crate) const RETRIES_AFTER: &str = "SELECT {retry} FROM {ks}.fanout_retries \
+     WHERE shard = 0 AND (enqueued_at, conv_id, conv_seq) > (?, ?, ?) LIMIT ?";
+pub(crate) const REMOVE_RETRY: &str = "DELETE FROM {ks}.fanout_retries \
+     WHERE shard = 0 AND enqueued_at = ? AND conv_id = ? AND conv_seq = ?";
+pub(crate) const RETRY_CHECKPOINT: &str = "SELECT enqueued_at, conv_id, conv_seq \
+     FROM {ks}.fanout_retry_checkpoint WHERE worker = ?";
+pub(crate) const SAVE_RETRY_CHECKPOINT: &str = "INSERT INTO {ks}.fanout_retry_checkpoint \
+     (worker, enqueued_at, conv_id, conv_seq) VALUES (?, ?, ?, ?)";
+pub(crate) const CLEAR_RETRY_CHECKPOINT: &str =
+    "DELETE FROM {ks}.fanout_retry_checkpoint WHERE worker = ?";
+
 /// The full text of a statement for a keyspace.
 pub(crate) fn render(text: &str, keyspace: &Keyspace) -> String {
     in_keyspace(text, keyspace)
         .replace("{message}", MESSAGE_COLUMNS)
         .replace("{inbox}", INBOX_COLUMNS)
+        .replace("{retry}", RETRY_COLUMNS)
 }
 
 /// The prepared statements and batches of one keyspace.
@@ -122,6 +145,15 @@ pub(crate) struct Statements {
     pub(crate) load_ceiling: PreparedStatement,
     pub(crate) create_ceiling: PreparedStatement,
     pub(crate) raise_ceiling: PreparedStatement,
+    pub(crate) conversations_first: PreparedStatement,
+    pub(crate) conversations_after: PreparedStatement,
+    pub(crate) enqueue_retry: PreparedStatement,
+    pub(crate) retries_first: PreparedStatement,
+    pub(crate) retries_after: PreparedStatement,
+    pub(crate) remove_retry: PreparedStatement,
+    pub(crate) retry_checkpoint: PreparedStatement,
+    pub(crate) save_retry_checkpoint: PreparedStatement,
+    pub(crate) clear_retry_checkpoint: PreparedStatement,
 }
 
 /// Rows per page of a read that is not bounded by a `LIMIT`.
@@ -230,6 +262,15 @@ impl Statements {
             load_ceiling: p.serial_read(LOAD_CEILING).await?,
             create_ceiling: p.lwt(CREATE_CEILING).await?,
             raise_ceiling: p.lwt(RAISE_CEILING).await?,
+            conversations_first: p.plain(CONVERSATIONS_FIRST).await?,
+            conversations_after: p.plain(CONVERSATIONS_AFTER).await?,
+            enqueue_retry: p.plain(ENQUEUE_RETRY).await?,
+            retries_first: p.plain(RETRIES_FIRST).await?,
+            retries_after: p.plain(RETRIES_AFTER).await?,
+            remove_retry: p.plain(REMOVE_RETRY).await?,
+            retry_checkpoint: p.plain(RETRY_CHECKPOINT).await?,
+            save_retry_checkpoint: p.plain(SAVE_RETRY_CHECKPOINT).await?,
+            clear_retry_checkpoint: p.plain(CLEAR_RETRY_CHECKPOINT).await?,
         })
     }
 }
@@ -241,7 +282,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
-    use crate::scylla::schema::TABLES;
+    use crate::scylla::schema::{MIGRATIONS, TABLES};
 
     const ALL: &[&str] = &[
         PUT_CONVERSATION,
@@ -273,17 +314,27 @@ mod tests {
         LOAD_CEILING,
         CREATE_CEILING,
         RAISE_CEILING,
+        CONVERSATIONS_FIRST,
+        CONVERSATIONS_AFTER,
+        ENQUEUE_RETRY,
+        RETRIES_FIRST,
+        RETRIES_AFTER,
+        REMOVE_RETRY,
+        RETRY_CHECKPOINT,
+        SAVE_RETRY_CHECKPOINT,
+        CLEAR_RETRY_CHECKPOINT,
     ];
 
     const KEYWORDS: &[&str] = &[
         "select", "from", "where", "and", "insert", "into", "values", "update", "set", "if", "not",
-        "exists", "delete", "order", "by", "asc", "desc", "limit", "using", "ttl",
+        "exists", "delete", "order", "by", "asc", "desc", "limit", "using", "ttl", "token",
     ];
 
     /// Table name -> its columns, read from the schema's DDL.
     fn schema_columns() -> HashMap<String, HashSet<String>> {
         TABLES
             .iter()
+            .chain(MIGRATIONS.iter().flat_map(|(_, ddl)| ddl.iter()))
             .map(|ddl| {
                 let head = ddl.lines().next().unwrap();
                 let table = head.split("{ks}.").nth(1).unwrap().trim_end_matches(" (");

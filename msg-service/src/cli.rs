@@ -1,0 +1,157 @@
+//! The msg-service binary's command line: serving (the default, no
+//! subcommand) and `audit`, sharing the flags that choose the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use storage::scylla::{ConsistencyLevel, Keyspace, Replication};
+use storage::{Durability, EmbeddedStore, MessageStore, ScyllaOptions, ScyllaStore};
+
+/// The chat message service: send, sync, history, conversations over gRPC.
+/// Without a subcommand it serves; `msg-service audit --help` for the audit.
+#[derive(Debug, Parser)]
+#[command(
+    name = "msg-service",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compares every conversation's log with its members' inboxes for the
+    /// messages sent in a time range and lists each missing
+    /// (member, conv_id, conv_seq); with --repair appends them. Exit status:
+    /// 0 nothing missing (or all repaired), 1 something missing and not
+    /// repaired, 2 the audit could not run. On the embedded store, stop the
+    /// msg-service using the data dir first (the store is locked while open).
+    Audit(AuditArgs),
+}
+
+/// Flags of the server.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC address to listen on.
+    #[arg(long, env = "CHAT_MSG_LISTEN", default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Redis URL for the inbox cache, notify bus and presence (shared with the gateways).
+    // An `Option` only so that `audit` parses without it: clap requires it
+    // whenever no subcommand is given.
+    #[arg(long, env = "CHAT_REDIS_URL", required = true)]
+    pub redis: Option<String>,
+    /// Sends per user per second (token bucket refill), over all gateways.
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20)]
+    pub send_rate: u32,
+    /// Sends per user in a burst (token bucket size).
+    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
+    pub send_burst: u32,
+    /// For fault-injection tests only: a file read every 100 ms that can
+    /// stall the store's writes (`stall_writes`) or fail every Nth inbox
+    /// append (`fail_inbox_every=N`). Off unless given.
+    #[arg(long, env = "CHAT_FAULT_FILE")]
+    pub fault_file: Option<std::path::PathBuf>,
+}
+
+/// Flags of `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Start of the range: message timestamps in ms since the Unix epoch (inclusive).
+    #[arg(long)]
+    pub from: u64,
+    /// End of the range, ms since the Unix epoch (inclusive).
+    #[arg(long)]
+    pub to: u64,
+    /// Append the missing entries (through the service's fan-out path).
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair on Scylla: the Redis the gateways use, so that repaired
+    /// entries reach the shared inbox cache and notify. Without it the audit
+    /// uses an in-process cache (right for the embedded store, offline).
+    #[arg(long, env = "CHAT_REDIS_URL")]
+    pub redis: Option<String>,
+}
+
+/// Which store, and where.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The durable store: the embedded one under --data-dir, or Scylla.
+    #[arg(long, env = "CHAT_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// Where the embedded store lives.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Scylla / Cassandra contact points, comma-separated host:port.
+    #[arg(
+        long,
+        env = "CHAT_SCYLLA_NODES",
+        value_delimiter = ',',
+        required_if_eq("store", "scylla")
+    )]
+    pub scylla_nodes: Vec<String>,
+    /// The keyspace (created with its tables if missing).
+    #[arg(long, env = "CHAT_SCYLLA_KEYSPACE", default_value = "chat")]
+    pub scylla_keyspace: Keyspace,
+    /// Replication of a keyspace the service creates: `SimpleStrategy:1`, or
+    /// `NetworkTopologyStrategy:dc1=3,dc2=3`.
+    #[arg(
+        long,
+        env = "CHAT_SCYLLA_REPLICATION",
+        default_value = "SimpleStrategy:1"
+    )]
+    pub scylla_replication: Replication,
+    /// Consistency of reads and writes (LWTs use the matching serial level).
+    #[arg(long, env = "CHAT_SCYLLA_CONSISTENCY", default_value = "LOCAL_QUORUM")]
+    pub scylla_consistency: ConsistencyLevel,
+}
+
+/// Which durable store the service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded LSM store under --data-dir (one instance).
+    Embedded,
+    /// ScyllaDB or Cassandra.
+    Scylla,
+}
+
+impl StoreArgs {
+    /// Opens the store these flags name.
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn MessageStore>> {
+        Ok(match self.store {
+            StoreKind::Embedded => {
+                let dir = self.data_dir.join("store");
+                let store = EmbeddedStore::open(&dir, Durability::Fsync).with_context(|| {
+                    format!(
+                        "opening the embedded store in {} (is a msg-service running on this \
+                         data dir? The store is locked while open: stop it first)",
+                        dir.display()
+                    )
+                })?;
+                Arc::new(store)
+            }
+            StoreKind::Scylla => {
+                let mut options = ScyllaOptions::new(self.scylla_nodes.clone());
+                options.keyspace = self.scylla_keyspace.clone();
+                options.replication = self.scylla_replication.clone();
+                options.consistency = self.scylla_consistency;
+                Arc::new(
+                    ScyllaStore::connect(&options)
+                        .await
+                        .context("connecting to Scylla")?,
+                )
+            }
+        })
+    }
+}

@@ -1,0 +1,298 @@
+//! The fan-out retry queue (dead-letter queue): a send whose conversation
+//! append succeeded but whose inbox appends failed for some members records
+//! `(conv_id, conv_seq, members still missing)` durably before it answers,
+//! and a worker drains the queue with backoff. A member's append is
+//! idempotent (`deliver(.., resume = true)` looks in the inbox index first)
+//! and runs through the same per-inbox writer as every send, so a retry can
+//! neither duplicate an entry nor hand out a seq twice.
+//!
+//! The worker walks the queue in key order and checkpoints its position
+//! after each item, so a restart resumes the pass where it stopped. An item
+//! leaves the queue only once every member has the message, so the
+//! checkpoint can never make one skipped: a pass that reaches the end starts
+//! over from the front, where items kept for backoff (or enqueued behind the
+//! cursor) wait. Run one msg-service per store: the checkpoint is shared.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use proto::{ConvId, HistoryMessage, Seq, UserId};
+use storage::{RetryItem, RetryKey};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::service::Core;
+use crate::{Error, Result};
+
+/// Queue items read per store call.
+const BATCH: usize = 100;
+
+/// The retry worker's tuning.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// The first backoff after a failed retry; doubled per attempt.
+    pub backoff: Duration,
+    /// The longest backoff.
+    pub max_backoff: Duration,
+    /// How long the worker waits between passes when nothing is enqueued.
+    pub poll: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(60),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The worker's wake-ups and progress, shared with the send path.
+pub(crate) struct RetrySignals {
+    /// Wakes the worker when an item is enqueued.
+    pub(crate) kick: tokio::sync::Notify,
+    /// Passes completed so far (tests and operators wait on it).
+    pub(crate) passes: watch::Sender<u64>,
+}
+
+impl Default for RetrySignals {
+    fn default() -> Self {
+        RetrySignals {
+            kick: tokio::sync::Notify::new(),
+            passes: watch::channel(0).0,
+        }
+    }
+}
+
+/// A running retry worker; [`RetryWorker::stop`] ends it after its current
+/// item. Dropped without `stop`, it is told to stop all the same.
+pub struct RetryWorker {
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RetryWorker {
+    pub(crate) fn spawn(core: &Arc<Core>) -> Self {
+        let cancel = CancellationToken::new();
+        let signals = Arc::clone(&core.retry);
+        let poll = core.config.retry.poll;
+        let task = tokio::spawn(run(Arc::downgrade(core), signals, poll, cancel.clone()));
+        RetryWorker {
+            cancel,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the worker and waits until it has let go of the service.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take()
+            && let Err(err) = task.await
+        {
+            tracing::error!(error = %err, "the retry worker failed");
+        }
+    }
+}
+
+impl Drop for RetryWorker {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Holds the service only during a pass: between passes a dropped service
+/// (and its store) is let go, and the worker ends.
+async fn run(
+    core: Weak<Core>,
+    signals: Arc<RetrySignals>,
+    poll: Duration,
+    cancel: CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        let Some(strong) = core.upgrade() else {
+            return;
+        };
+        // Not raced with the cancellation: a pass stops between items, never
+        // in the middle of an inbox append.
+        if let Err(err) = strong.retry_pass(&cancel).await {
+            tracing::warn!(error = %err, "retry queue pass failed; trying again later");
+        }
+        drop(strong);
+        signals.passes.send_modify(|n| *n += 1);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = signals.kick.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+impl Core {
+    /// Records the members whose append failed, if any, so that the worker
+    /// finishes the fan-out. Only the queue write's failure is reported: the
+    /// send answers `unavailable` either way.
+    pub(crate) async fn queue_missing(
+        &self,
+        message: &HistoryMessage,
+        members: &[UserId],
+        seqs: &[Result<Seq>],
+    ) {
+        let missing: Vec<UserId> = members
+            .iter()
+            .zip(seqs)
+            .filter(|(_, seq)| seq.is_err())
+            .map(|(member, _)| member.clone())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let item = RetryItem {
+            key: RetryKey {
+                enqueued_at: now_ms(),
+                conv_id: message.conv_id.clone(),
+                conv_seq: message.conv_seq,
+            },
+            members: missing,
+            attempts: 0,
+            not_before: 0,
+        };
+        match self.backends.store.enqueue_retry(&item).await {
+            Ok(()) => {
+                metrics::counter!("chat_dlq_enqueued_total").increment(1);
+                self.retry.kick.notify_one();
+            }
+            // The client's retry (same client_msg_id) or the audit finds it.
+            Err(err) => tracing::error!(
+                error = %err, conv = %message.conv_id, conv_seq = message.conv_seq,
+                "fan-out retry could not be queued"
+            ),
+        }
+    }
+
+    /// One pass from the checkpoint to the end of the queue; then the next
+    /// pass starts from the front.
+    async fn retry_pass(&self, cancel: &CancellationToken) -> Result<()> {
+        let store = &self.backends.store;
+        let mut cursor = store.retry_checkpoint().await?;
+        loop {
+            let items = store.retry_items(cursor.as_ref(), BATCH).await?;
+            if items.is_empty() {
+                break;
+            }
+            for item in items {
+                if cancel.is_cancelled() {
+                    return Ok(());
+                }
+                let key = item.key.clone();
+                // Items still in their backoff are passed over without a
+                // checkpoint write (one durable write each, every poll,
+                // during an outage); a restart passes over them again.
+                if self.retry_item(item).await? {
+                    store.save_retry_checkpoint(Some(&key)).await?;
+                }
+                cursor = Some(key);
+            }
+        }
+        store.save_retry_checkpoint(None).await?;
+        self.report_depth().await
+    }
+
+    /// Retries one item if its backoff is over (whether it did); keeps
+    /// what still fails.
+    async fn retry_item(&self, item: RetryItem) -> Result<bool> {
+        if item.not_before > now_ms() {
+            return Ok(false);
+        }
+        let store = &self.backends.store;
+        let key = &item.key;
+        let still = match self
+            .redeliver_to(&key.conv_id, key.conv_seq, &item.members)
+            .await
+        {
+            Ok(results) => failed_members(results),
+            Err(err) => {
+                tracing::warn!(error = %err, conv = %item.key.conv_id, "fan-out retry failed");
+                item.members.clone()
+            }
+        };
+        if still.is_empty() {
+            store.remove_retry(&item.key).await?;
+            metrics::counter!("chat_dlq_delivered_total").increment(1);
+            return Ok(true);
+        }
+        let attempts = item.attempts.saturating_add(1);
+        let backoff = self.retry_backoff(attempts);
+        let kept = RetryItem {
+            members: still,
+            attempts,
+            not_before: now_ms().saturating_add(backoff),
+            ..item
+        };
+        store.enqueue_retry(&kept).await?;
+        Ok(true)
+    }
+
+    /// Exponential backoff in milliseconds, capped.
+    fn retry_backoff(&self, attempts: u32) -> u64 {
+        let retry = &self.config.retry;
+        let base = u64::try_from(retry.backoff.as_millis()).unwrap_or(u64::MAX);
+        let max = u64::try_from(retry.max_backoff.as_millis()).unwrap_or(u64::MAX);
+        base.saturating_mul(1u64 << attempts.min(20)).min(max)
+    }
+
+    /// Appends a stored message to these members' inboxes where it is not
+    /// yet, serialized with its sender's sends (a client retry of the same
+    /// message cannot race it). Each member's outcome, in order.
+    pub(crate) async fn redeliver_to(
+        &self,
+        conv: &ConvId,
+        conv_seq: Seq,
+        members: &[UserId],
+    ) -> Result<Vec<(UserId, Result<Seq>)>> {
+        let store = &self.backends.store;
+        let message = store.message(conv, conv_seq).await?.ok_or_else(|| {
+            Error::Internal(storage::Error::BadData(format!(
+                "message {conv} #{conv_seq} is not in its log"
+            )))
+        })?;
+        let _turn = self.senders.lock(&message.from).await;
+        let seqs = self.fan_out(members, &message, true).await;
+        Ok(members.iter().cloned().zip(seqs).collect())
+    }
+
+    /// Sets `chat_dlq_depth` to the number of items in the queue.
+    async fn report_depth(&self) -> Result<()> {
+        let depth = self.retry_queue_depth().await?;
+        metrics::gauge!("chat_dlq_depth").set(depth as f64);
+        Ok(())
+    }
+
+    /// How many items the queue holds (a walk of it: it stays small).
+    pub(crate) async fn retry_queue_depth(&self) -> Result<usize> {
+        let store = &self.backends.store;
+        let (mut depth, mut after) = (0, None);
+        loop {
+            let items = store.retry_items(after.as_ref(), BATCH).await?;
+            depth += items.len();
+            match items.last() {
+                Some(last) => after = Some(last.key.clone()),
+                None => return Ok(depth),
+            }
+        }
+    }
+}
+
+fn failed_members(results: Vec<(UserId, Result<Seq>)>) -> Vec<UserId> {
+    results
+        .into_iter()
+        .filter_map(|(member, seq)| match seq {
+            Ok(_) => None,
+            Err(err) => {
+                tracing::warn!(error = %err, %member, "inbox append retry failed");
+                Some(member)
+            }
+        })
+        .collect()
+}
