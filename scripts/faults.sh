@@ -15,7 +15,8 @@
 # gateway; clients reconnect through HAProxy), msg-service (kill -9, restart
 # on the same data), store-stall (the store's writes stall for 3 s through
 # msg-service's fault hook; the history endpoint is timed meanwhile),
-# half-fanout (every 5th inbox append fails for 3 s: fan-outs fail part-way),
+# half-fanout (every 5th inbox append fails for 3 s: fan-outs fail part-way;
+# then `msg-service audit` over the whole run must find nothing missing),
 # history-flood (hundreds of concurrent history requests while sending: send
 # p99 must stay within 2x of its value without the flood).
 set -euo pipefail
@@ -164,6 +165,19 @@ EOF
 )")
   fi
   "$cluster" down >/dev/null
+  if [ "$scenario" = half-fanout ]; then
+    # The audit compares every conversation log with the members' inboxes
+    # (offline: the store is msg-service's, now stopped).
+    say "msg-service audit of the whole run"
+    if "$bin/msg-service" audit --data-dir "$CLUSTER_DIR/msg-data" --from 0 --to "$(( $(date +%s) + 86400 ))000" \
+      >"$work/audit.out" 2>"$work/audit.err"; then
+      rows[-1]="${rows[-1]% |}; $(tail -n 1 "$work/audit.out") |"
+    else
+      cat "$work/audit.out" "$work/audit.err" >&2
+      failed=1
+      rows[-1]="${rows[-1]} audit FAILED |"
+    fi
+  fi
 done
 
 echo
