@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use msg_service::storage::resilience::GuardedStoreConfig;
 use secrecy::SecretString;
 
 /// A chat backend gateway: WebSocket and REST on one port. With no
@@ -55,6 +56,12 @@ pub struct Config {
     /// Deadline of each call to the remote msg-service, in milliseconds.
     #[arg(long, env = "CHAT_MSG_SERVICE_TIMEOUT_MS", default_value_t = 5_000)]
     pub msg_service_timeout_ms: u64,
+
+    /// Deadline of each call to the embedded store (single-machine mode), in
+    /// milliseconds; past it the call fails as `unavailable`.
+    #[arg(long, env = "CHAT_STORE_TIMEOUT_MS", default_value_t = 2_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_timeout_ms: u64,
 
     /// How long a graceful shutdown waits for sockets to leave, in seconds.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10)]
@@ -120,6 +127,14 @@ impl Config {
     /// The idle timeout of a socket.
     pub fn ws_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.ws_idle_timeout_secs)
+    }
+
+    /// The store's deadline, breaker and retries (single-machine mode).
+    pub fn store_guard(&self) -> GuardedStoreConfig {
+        GuardedStoreConfig {
+            timeout: Duration::from_millis(self.store_timeout_ms),
+            ..GuardedStoreConfig::default()
+        }
     }
 
     /// The drain deadline as a duration.

@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use msg_service::{Backends, MessageService, ServiceConfig};
+use storage::resilience::{GuardedStore, GuardedStoreConfig};
 use storage::scylla::{ConsistencyLevel, Keyspace, Replication};
 use storage::{
     Durability, EmbeddedStore, MessageStore, RedisBackends, RedisOptions, ScyllaOptions,
@@ -62,6 +64,11 @@ struct Config {
     /// Sends per user in a burst (token bucket size).
     #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
     send_burst: u32,
+    /// Deadline of each call to the durable store, in milliseconds; past it
+    /// the call fails as `unavailable` and counts toward the store breaker.
+    #[arg(long, env = "CHAT_STORE_TIMEOUT_MS", default_value_t = 2_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    store_timeout_ms: u64,
 }
 
 /// Which durable store the service runs on.
@@ -101,7 +108,11 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let store = open_store(&config).await?;
+    let guard = GuardedStoreConfig {
+        timeout: Duration::from_millis(config.store_timeout_ms),
+        ..GuardedStoreConfig::default()
+    };
+    let store = Arc::new(GuardedStore::new(open_store(&config).await?, guard));
     let redis = RedisBackends::connect(&config.redis, RedisOptions::default())
         .await
         .context("connecting to Redis")?;

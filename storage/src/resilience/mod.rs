@@ -9,4 +9,4 @@ mod retry;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerOpen, BreakerState};
 pub use guarded_store::{GuardedStore, GuardedStoreConfig};
-pub use retry::{RetryBudget, RetryPolicy, retry_idempotent};
+pub use retry::{RetryBudget, RetryPolicy, retry_idempotent, retry_when};

@@ -87,9 +87,8 @@ fn full_jitter(step: Duration) -> Duration {
 }
 
 /// Runs `attempt`, and again after a jittered backoff while it fails with a
-/// retryable error, the policy allows and the budget has a token. Only for
-/// calls that may run twice with the same effect. Counts retries in
-/// `chat_retries_total{call}` and refusals in `chat_retry_budget_exhausted_total`.
+/// retryable storage error, the policy allows and the budget has a token.
+/// Only for calls that may run twice with the same effect.
 pub async fn retry_idempotent<T, F, Fut>(
     call: &'static str,
     policy: &RetryPolicy,
@@ -100,6 +99,23 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    retry_when(call, policy, budget, worth_retrying, attempt).await
+}
+
+/// The same for any error type: `retryable` says which errors may pass on
+/// a retry. Counts retries in `chat_retries_total{call}` and refusals for
+/// want of budget in `chat_retry_budget_exhausted_total`.
+pub async fn retry_when<T, E, F, Fut>(
+    call: &'static str,
+    policy: &RetryPolicy,
+    budget: &RetryBudget,
+    retryable: impl Fn(&E) -> bool,
+    attempt: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     budget.deposit();
     let steps = ExponentialBuilder::new()
         .with_min_delay(policy.min_delay)
@@ -109,7 +125,7 @@ where
         .map(full_jitter as fn(Duration) -> Duration);
     attempt
         .retry(steps)
-        .when(|err: &Error| worth_retrying(err) && spend(budget))
+        .when(|err: &E| retryable(err) && spend(budget))
         .notify(|_, _| metrics::counter!("chat_retries_total", "call" => call).increment(1))
         .await
 }
