@@ -3,6 +3,7 @@
 //! that gateways call (in-process here, over gRPC in the distributed mode).
 
 mod api;
+mod bulkhead;
 mod clock;
 mod conversations;
 mod error;
@@ -16,6 +17,7 @@ mod stripes;
 mod sync;
 
 pub use api::{Conversation, HistoryPage, MessageApi};
+pub use bulkhead::{BulkheadConfig, BulkheadFull};
 pub use error::{Error, Result};
 pub use service::{Backends, MessageService, ServiceConfig};
 pub use storage;

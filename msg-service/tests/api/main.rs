@@ -5,6 +5,7 @@
 mod cache_support;
 mod helpers;
 
+mod bulkheads;
 mod cache_agrees_with_store;
 mod cache_spares_store;
 mod dedup;
