@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use msg_service::BulkheadConfig;
 use msg_service::storage::resilience::GuardedStoreConfig;
 use secrecy::SecretString;
 
@@ -62,6 +63,24 @@ pub struct Config {
     #[arg(long, env = "CHAT_STORE_TIMEOUT_MS", default_value_t = 2_000,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub store_timeout_ms: u64,
+
+    /// Single-machine mode: sends running at once and waiting, as
+    /// CONCURRENCY:QUEUE; one more is answered `unavailable` at once (in the
+    /// distributed mode msg-service's flag of the same name applies).
+    #[arg(long, env = "CHAT_BULKHEAD_SEND", default_value = "256:1024")]
+    pub bulkhead_send: BulkheadConfig,
+
+    /// Syncs (and inbox-head reads) running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_SYNC", default_value = "256:1024")]
+    pub bulkhead_sync: BulkheadConfig,
+
+    /// History pages running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_HISTORY", default_value = "32:64")]
+    pub bulkhead_history: BulkheadConfig,
+
+    /// Inbox appends of all fan-outs running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
+    pub bulkhead_fanout: BulkheadConfig,
 
     /// How long a graceful shutdown waits for sockets to leave, in seconds.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10)]

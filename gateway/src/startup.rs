@@ -53,6 +53,8 @@ impl App {
     /// binds the listener.
     pub async fn build(config: &Config) -> Result<Self> {
         let auth = load_auth(config)?;
+        // Installed first: the breakers made below set their gauges at once.
+        let metrics = metrics_handle();
         let (api, bus, presence, breakers) = match (&config.msg_service, &config.redis) {
             (Some(url), Some(redis)) => distributed(config, url, redis).await?,
             _ => single_machine(config)?,
@@ -81,7 +83,7 @@ impl App {
             hard_stop: CancellationToken::new(),
             drain_window: config.drain_timeout(),
             sockets: TaskTracker::new(),
-            metrics: metrics_handle(),
+            metrics,
             ready: Arc::new(AtomicBool::new(false)),
             breakers: breakers.into(),
         };
@@ -178,6 +180,10 @@ fn single_machine(config: &Config) -> Result<Parts> {
     let service = ServiceConfig {
         send_rate: config.send_rate,
         send_burst: config.send_burst,
+        send_bulkhead: config.bulkhead_send,
+        sync_bulkhead: config.bulkhead_sync,
+        history_bulkhead: config.bulkhead_history,
+        fanout_bulkhead: config.bulkhead_fanout,
         ..ServiceConfig::default()
     };
     Ok((

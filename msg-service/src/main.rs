@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use msg_service::{Backends, MessageService, ServiceConfig};
+use msg_service::{Backends, BulkheadConfig, MessageService, ServiceConfig};
 use storage::resilience::{GuardedStore, GuardedStoreConfig};
 use storage::scylla::{ConsistencyLevel, Keyspace, Replication};
 use storage::{
@@ -69,6 +69,19 @@ struct Config {
     #[arg(long, env = "CHAT_STORE_TIMEOUT_MS", default_value_t = 2_000,
         value_parser = clap::value_parser!(u64).range(1..))]
     store_timeout_ms: u64,
+    /// Sends running at once and waiting, as CONCURRENCY:QUEUE; one more is
+    /// answered `unavailable` at once.
+    #[arg(long, env = "CHAT_BULKHEAD_SEND", default_value = "256:1024")]
+    bulkhead_send: BulkheadConfig,
+    /// Syncs (and inbox-head reads) running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_SYNC", default_value = "256:1024")]
+    bulkhead_sync: BulkheadConfig,
+    /// History pages running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_HISTORY", default_value = "32:64")]
+    bulkhead_history: BulkheadConfig,
+    /// Inbox appends of all fan-outs running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
+    bulkhead_fanout: BulkheadConfig,
 }
 
 /// Which durable store the service runs on.
@@ -125,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
     let limits = ServiceConfig {
         send_rate: config.send_rate,
         send_burst: config.send_burst,
+        send_bulkhead: config.bulkhead_send,
+        sync_bulkhead: config.bulkhead_sync,
+        history_bulkhead: config.bulkhead_history,
+        fanout_bulkhead: config.bulkhead_fanout,
         ..ServiceConfig::default()
     };
     let service = Arc::new(MessageService::new(backends, limits));
