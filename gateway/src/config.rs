@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use msg_service::BulkheadConfig;
+use msg_service::storage::resilience::GuardedStoreConfig;
 use secrecy::SecretString;
 
 /// A chat backend gateway: WebSocket and REST on one port. With no
@@ -55,6 +57,30 @@ pub struct Config {
     /// Deadline of each call to the remote msg-service, in milliseconds.
     #[arg(long, env = "CHAT_MSG_SERVICE_TIMEOUT_MS", default_value_t = 5_000)]
     pub msg_service_timeout_ms: u64,
+
+    /// Deadline of each call to the embedded store (single-machine mode), in
+    /// milliseconds; past it the call fails as `unavailable`.
+    #[arg(long, env = "CHAT_STORE_TIMEOUT_MS", default_value_t = 2_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_timeout_ms: u64,
+
+    /// Single-machine mode: sends running at once and waiting, as
+    /// CONCURRENCY:QUEUE; one more is answered `unavailable` at once (in the
+    /// distributed mode msg-service's flag of the same name applies).
+    #[arg(long, env = "CHAT_BULKHEAD_SEND", default_value = "256:1024")]
+    pub bulkhead_send: BulkheadConfig,
+
+    /// Syncs (and inbox-head reads) running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_SYNC", default_value = "256:1024")]
+    pub bulkhead_sync: BulkheadConfig,
+
+    /// History pages running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_HISTORY", default_value = "32:64")]
+    pub bulkhead_history: BulkheadConfig,
+
+    /// Inbox appends of all fan-outs running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
+    pub bulkhead_fanout: BulkheadConfig,
 
     /// How long a graceful shutdown waits for sockets to leave, in seconds.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10)]
@@ -120,6 +146,14 @@ impl Config {
     /// The idle timeout of a socket.
     pub fn ws_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.ws_idle_timeout_secs)
+    }
+
+    /// The store's deadline, breaker and retries (single-machine mode).
+    pub fn store_guard(&self) -> GuardedStoreConfig {
+        GuardedStoreConfig {
+            timeout: Duration::from_millis(self.store_timeout_ms),
+            ..GuardedStoreConfig::default()
+        }
     }
 
     /// The drain deadline as a duration.

@@ -74,15 +74,25 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"ok": true}))
 }
 
-/// Readiness: false while draining.
+/// Readiness: false while draining or while a required dependency's breaker
+/// is open; the breakers' states are in the body,
+/// `{"ready":false,"breakers":{"msg_service":"open","redis":"closed"}}`.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let ready = state.is_ready();
-    let status = if ready {
+    let readiness = state.readiness();
+    let status = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"ready": ready})))
+    let breakers: serde_json::Map<_, _> = readiness
+        .breakers
+        .iter()
+        .map(|(name, state)| ((*name).to_owned(), json!(state.as_str())))
+        .collect();
+    (
+        status,
+        Json(json!({"ready": readiness.ready, "breakers": breakers})),
+    )
 }
 
 /// Prometheus text format.

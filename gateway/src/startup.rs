@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use msg_service::grpc::{ClientConfig, RemoteMessageService};
 use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
 use rand::Rng;
+use storage::resilience::GuardedStore;
 use storage::{
     Durability, EmbeddedStore, GatewayId, InProcessBus, InProcessCache, InProcessPresence,
     NotifyBus, Presence, RedisBackends, RedisOptions,
@@ -26,7 +27,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hub::{Hub, PresenceTimes};
 use crate::slots::Slots;
-use crate::state::{AppState, Limits};
+use crate::state::{AppState, Limits, WatchedBreaker};
 
 /// How often presence claims are renewed (well within Redis' 90 s TTL).
 /// Presence claims are re-announced every 30 s; the presence store is
@@ -61,7 +62,9 @@ impl App {
     /// binds the listener.
     pub async fn build(config: &Config) -> Result<Self> {
         let auth = load_auth(config)?;
-        let (api, bus, presence, local) = match (&config.msg_service, &config.redis) {
+        // Installed first: the breakers made below set their gauges at once.
+        let metrics = metrics_handle();
+        let (api, bus, presence, local, breakers) = match (&config.msg_service, &config.redis) {
             (Some(url), Some(redis)) => distributed(config, url, redis).await?,
             _ => single_machine(config)?,
         };
@@ -89,8 +92,9 @@ impl App {
             hard_stop: CancellationToken::new(),
             drain_window: config.drain_timeout(),
             sockets: TaskTracker::new(),
-            metrics: metrics_handle(),
+            metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            breakers: breakers.into(),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -165,18 +169,25 @@ fn limits(config: &Config) -> Limits {
 }
 
 /// What a gateway runs on: the message service, the notify bus, presence,
-/// and the message service again when it is in-process.
+/// the message service again when it is in-process, and the breakers
+/// guarding them.
 type Parts = (
     Arc<dyn MessageApi>,
     Arc<dyn NotifyBus>,
     Arc<dyn Presence>,
     Option<Arc<MessageService>>,
+    Vec<WatchedBreaker>,
 );
 
 /// The message service in-process on the embedded store under the data dir.
 fn single_machine(config: &Config) -> Result<Parts> {
     let store = EmbeddedStore::open(&config.data_dir.join("store"), Durability::Fsync)
         .map_err(startup("the embedded store"))?;
+    let store = GuardedStore::new(Arc::new(store), config.store_guard());
+    let watched = vec![WatchedBreaker {
+        breaker: store.breaker().clone(),
+        required: false,
+    }];
     let backends = Backends {
         store: Arc::new(store),
         cache: Arc::new(InProcessCache::default()),
@@ -187,25 +198,33 @@ fn single_machine(config: &Config) -> Result<Parts> {
     let service = ServiceConfig {
         send_rate: config.send_rate,
         send_burst: config.send_burst,
+        send_bulkhead: config.bulkhead_send,
+        sync_bulkhead: config.bulkhead_sync,
+        history_bulkhead: config.bulkhead_history,
+        fanout_bulkhead: config.bulkhead_fanout,
         ..ServiceConfig::default()
     };
     let local = Arc::new(MessageService::new(backends, service));
-    Ok((Arc::clone(&local) as _, bus, presence, Some(local)))
+    Ok((Arc::clone(&local) as _, bus, presence, Some(local), watched))
 }
 
 /// A remote msg-service over gRPC, and Redis for the bus and presence.
 async fn distributed(config: &Config, url: &str, redis: &str) -> Result<Parts> {
-    let client = ClientConfig {
-        url: url.to_owned(),
-        timeout: Duration::from_millis(config.msg_service_timeout_ms),
-        connect_timeout: Duration::from_secs(1),
-    };
+    let client = ClientConfig::new(url, Duration::from_millis(config.msg_service_timeout_ms));
     let api = RemoteMessageService::new(&client).map_err(startup("the msg-service URL"))?;
     let redis = RedisBackends::connect(redis, RedisOptions::default())
         .await
         .map_err(startup("Redis"))?;
+    let mut watched = vec![WatchedBreaker {
+        breaker: api.breaker().clone(),
+        required: true,
+    }];
+    watched.extend(redis.breaker.map(|breaker| WatchedBreaker {
+        breaker,
+        required: false,
+    }));
     let (bus, presence) = (Arc::new(redis.bus), Arc::new(redis.presence));
-    Ok((Arc::new(api), bus, presence, None))
+    Ok((Arc::new(api), bus, presence, None, watched))
 }
 
 /// HS256 with the given secret (required when gateways are several) or the

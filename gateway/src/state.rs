@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use msg_service::MessageApi;
+use msg_service::storage::resilience::{Breaker, BreakerState};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -76,11 +77,106 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// False while draining or before start-up finished.
     pub ready: Arc<AtomicBool>,
+    /// The circuit breakers of this process's dependencies, for `/readyz`.
+    pub breakers: Arc<[WatchedBreaker]>,
+}
+
+/// A breaker reported by `/readyz`.
+#[derive(Debug, Clone)]
+pub struct WatchedBreaker {
+    /// The breaker.
+    pub breaker: Breaker,
+    /// Whether the gateway is not ready while it is open: true for the
+    /// msg-service client, whose outage leaves the gateway nothing to serve;
+    /// false where a fallback exists (Redis) or no other instance could do
+    /// better (the store of the single-machine mode).
+    pub required: bool,
+}
+
+/// What `/readyz` says: whether to route traffic here, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Whether the gateway takes new work.
+    pub ready: bool,
+    /// Each breaker's name and state.
+    pub breakers: Vec<(&'static str, BreakerState)>,
 }
 
 impl AppState {
     /// Whether the gateway takes new work.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.draining.is_cancelled()
+    }
+
+    /// Readiness with the breakers (see [`readiness`]).
+    pub fn readiness(&self) -> Readiness {
+        readiness(self.is_ready(), &self.breakers)
+    }
+}
+
+/// Not ready while `running` is false or while a required breaker is open
+/// (half-open is ready: the probes that close it must get through).
+pub fn readiness(running: bool, breakers: &[WatchedBreaker]) -> Readiness {
+    let blocked = breakers
+        .iter()
+        .any(|w| w.required && w.breaker.state() == BreakerState::Open);
+    Readiness {
+        ready: running && !blocked,
+        breakers: breakers
+            .iter()
+            .map(|w| (w.breaker.name(), w.breaker.state()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use msg_service::storage::resilience::BreakerConfig;
+
+    use super::*;
+
+    /// A breaker opened by one failure, for a long time.
+    async fn opened(name: &'static str) -> Breaker {
+        let config = BreakerConfig {
+            failure_threshold: 1,
+            open_for: Duration::from_secs(3600),
+            half_open_probes: 1,
+        };
+        let breaker = Breaker::new(name, config);
+        let failed: Result<(), msg_service::storage::Error> = breaker
+            .run(
+                async { Err(msg_service::storage::Error::Unavailable("down".into())) },
+                |_| true,
+            )
+            .await;
+        assert!(failed.is_err());
+        breaker
+    }
+
+    #[tokio::test]
+    async fn an_open_required_breaker_makes_the_gateway_not_ready() {
+        let watched = [WatchedBreaker {
+            breaker: opened("msg_service").await,
+            required: true,
+        }];
+        let readiness = readiness(true, &watched);
+        assert!(!readiness.ready);
+        assert_eq!(
+            readiness.breakers,
+            vec![("msg_service", BreakerState::Open)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_with_a_fallback_is_reported_but_keeps_the_gateway_ready() {
+        let watched = [WatchedBreaker {
+            breaker: opened("redis").await,
+            required: false,
+        }];
+        let readiness = readiness(true, &watched);
+        assert!(readiness.ready);
+        assert_eq!(readiness.breakers, vec![("redis", BreakerState::Open)]);
     }
 }

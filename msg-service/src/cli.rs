@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use msg_service::BulkheadConfig;
 use storage::scylla::{ConsistencyLevel, Keyspace, Replication};
 use storage::{Durability, EmbeddedStore, MessageStore, ScyllaOptions, ScyllaStore};
 
@@ -56,6 +57,24 @@ pub struct ServeArgs {
     /// Sends per user in a burst (token bucket size).
     #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
     pub send_burst: u32,
+    /// Deadline of each call to the durable store, in milliseconds; past it
+    /// the call fails as `unavailable` and counts toward the store breaker.
+    #[arg(long, env = "CHAT_STORE_TIMEOUT_MS", default_value_t = 2_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_timeout_ms: u64,
+    /// Sends running at once and waiting, as CONCURRENCY:QUEUE; one more is
+    /// answered `unavailable` at once.
+    #[arg(long, env = "CHAT_BULKHEAD_SEND", default_value = "256:1024")]
+    pub bulkhead_send: BulkheadConfig,
+    /// Syncs (and inbox-head reads) running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_SYNC", default_value = "256:1024")]
+    pub bulkhead_sync: BulkheadConfig,
+    /// History pages running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_HISTORY", default_value = "32:64")]
+    pub bulkhead_history: BulkheadConfig,
+    /// Inbox appends of all fan-outs running at once and waiting.
+    #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
+    pub bulkhead_fanout: BulkheadConfig,
     /// For fault-injection tests only: a file read every 100 ms that can
     /// stall the store's writes (`stall_writes`) or fail every Nth inbox
     /// append (`fail_inbox_every=N`). Off unless given.

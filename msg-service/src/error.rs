@@ -53,14 +53,28 @@ pub(crate) const RETRY_AFTER_MS: u64 = 1_000;
 impl From<storage::Error> for Error {
     fn from(err: storage::Error) -> Self {
         if err.is_retryable() {
+            // An open breaker knows when it lets a probe through again.
+            let retry_after_ms = err
+                .breaker_retry_after()
+                .map_or(RETRY_AFTER_MS, |after| millis(after).max(1));
             Error::Unavailable {
-                retry_after_ms: RETRY_AFTER_MS,
+                retry_after_ms,
                 source: err,
             }
         } else {
             Error::Internal(err)
         }
     }
+}
+
+impl From<storage::resilience::BreakerOpen> for Error {
+    fn from(open: storage::resilience::BreakerOpen) -> Self {
+        storage::Error::from(open).into()
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Error {

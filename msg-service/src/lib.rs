@@ -4,6 +4,7 @@
 
 mod api;
 pub mod audit;
+mod bulkhead;
 mod clock;
 mod conversations;
 mod error;
@@ -19,6 +20,7 @@ mod stripes;
 mod sync;
 
 pub use api::{Conversation, HistoryPage, MessageApi};
+pub use bulkhead::{BulkheadConfig, BulkheadFull};
 pub use error::{Error, Result};
 pub use retry::{RetryConfig, RetryWorker};
 pub use service::{Backends, MessageService, ServiceConfig};

@@ -12,6 +12,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use msg_service::{Backends, MessageService, ServiceConfig};
+use std::time::Duration;
+
+use storage::resilience::{GuardedStore, GuardedStoreConfig};
 use storage::{RedisBackends, RedisOptions};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -49,6 +52,13 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(path = %path.display(), "FAULT HOOK IS ON: the store obeys this file");
         store = msg_service::fault_hook::FaultHook::wrap(store, path.clone());
     }
+    // The deadline and breaker sit outside the fault hook, as they would
+    // around a remote store that stalls.
+    let guard = GuardedStoreConfig {
+        timeout: Duration::from_millis(config.store_timeout_ms),
+        ..GuardedStoreConfig::default()
+    };
+    let store = Arc::new(GuardedStore::new(store, guard));
     let url = config.redis.context("--redis is required")?;
     let redis = RedisBackends::connect(&url, RedisOptions::default())
         .await
@@ -62,6 +72,10 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     let limits = ServiceConfig {
         send_rate: config.send_rate,
         send_burst: config.send_burst,
+        send_bulkhead: config.bulkhead_send,
+        sync_bulkhead: config.bulkhead_sync,
+        history_bulkhead: config.bulkhead_history,
+        fanout_bulkhead: config.bulkhead_fanout,
         ..ServiceConfig::default()
     };
     let service = Arc::new(MessageService::new(backends, limits));

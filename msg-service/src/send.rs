@@ -144,7 +144,11 @@ impl Core {
         // higher-ranked lifetime check of `Send` futures.
         let deliveries: Vec<_> = members
             .iter()
-            .map(|member| self.deliver(member, message, resume))
+            .map(|member| {
+                self.bulkheads
+                    .fanout
+                    .run(self.deliver(member, message, resume))
+            })
             .collect();
         stream::iter(deliveries)
             .buffered(self.config.fanout_concurrency.max(1))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use proto::{ConvId, HistoryMessage, Seq, UserId};
 use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator, WriteTicket};
 
+use crate::bulkhead::{Bulkhead, BulkheadConfig};
 use crate::logs::Logs;
 use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
@@ -26,6 +27,17 @@ pub struct ServiceConfig {
     pub send_burst: u32,
     /// The fan-out retry worker's backoff and polling.
     pub retry: RetryConfig,
+    /// Sends running at once, and waiting.
+    pub send_bulkhead: BulkheadConfig,
+    /// Syncs and inbox-head reads running at once, and waiting.
+    pub sync_bulkhead: BulkheadConfig,
+    /// History pages running at once, and waiting: few, as a page is the
+    /// heaviest read and a flood of them must not take what sends need.
+    pub history_bulkhead: BulkheadConfig,
+    /// Inbox appends of all fan-outs running at once, and waiting; a
+    /// delivery turned away fails its send, which the client retries with
+    /// the same client_msg_id, and the retry resumes the fan-out.
+    pub fanout_bulkhead: BulkheadConfig,
 }
 
 impl Default for ServiceConfig {
@@ -37,6 +49,10 @@ impl Default for ServiceConfig {
             send_rate: 20,
             send_burst: 50,
             retry: RetryConfig::default(),
+            send_bulkhead: BulkheadConfig::new(256, 1024),
+            sync_bulkhead: BulkheadConfig::new(256, 1024),
+            history_bulkhead: BulkheadConfig::new(32, 64),
+            fanout_bulkhead: BulkheadConfig::new(512, 8192),
         }
     }
 }
@@ -77,6 +93,27 @@ pub(crate) struct Core {
     pub(crate) send_limit: SendLimiter,
     /// Wakes the fan-out retry worker and counts its passes.
     pub(crate) retry: Arc<RetrySignals>,
+    /// Concurrency limits per kind of work.
+    pub(crate) bulkheads: Bulkheads,
+}
+
+/// One bulkhead per kind of work.
+pub(crate) struct Bulkheads {
+    pub(crate) send: Bulkhead,
+    pub(crate) sync: Bulkhead,
+    pub(crate) history: Bulkhead,
+    pub(crate) fanout: Bulkhead,
+}
+
+impl Bulkheads {
+    fn new(config: &ServiceConfig) -> Self {
+        Bulkheads {
+            send: Bulkhead::new("send", config.send_bulkhead),
+            sync: Bulkhead::new("sync", config.sync_bulkhead),
+            history: Bulkhead::new("history", config.history_bulkhead),
+            fanout: Bulkhead::new("fanout", config.fanout_bulkhead),
+        }
+    }
 }
 
 pub(crate) fn inbox_key(user: &UserId) -> String {
@@ -97,6 +134,7 @@ impl MessageService {
             senders: Stripes::new(1024),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
             retry: Arc::default(),
+            bulkheads: Bulkheads::new(&config),
             backends,
             config,
         };
@@ -179,16 +217,23 @@ impl crate::MessageApi for MessageService {
         // Before anything is stored: a rate-limited send stores nothing.
         self.core.send_limit.check(sender)?;
         let sender = sender.clone();
-        self.detached(|core| async move { core.send_message(&sender, request).await })
-            .await
+        // The slot is taken inside the detached task, so a send whose
+        // caller left holds it until the send really ends.
+        self.detached(|core| async move {
+            let work = core.send_message(&sender, request);
+            core.bulkheads.send.run(work).await
+        })
+        .await
     }
 
     async fn sync(&self, user: &UserId, since: Seq, limit: usize) -> Result<proto::SyncResult> {
-        self.core.sync_inbox(user, since, limit).await
+        let work = self.core.sync_inbox(user, since, limit);
+        self.core.bulkheads.sync.run(work).await
     }
 
     async fn inbox_head(&self, user: &UserId) -> Result<Seq> {
-        self.core.visible_inbox_head(user).await
+        let work = self.core.visible_inbox_head(user);
+        self.core.bulkheads.sync.run(work).await
     }
 
     async fn history(
@@ -198,7 +243,8 @@ impl crate::MessageApi for MessageService {
         page: storage::Page,
         limit: usize,
     ) -> Result<crate::HistoryPage> {
-        self.core.read_history(user, conv, page, limit).await
+        let work = self.core.read_history(user, conv, page, limit);
+        self.core.bulkheads.history.run(work).await
     }
 
     async fn conversations(&self, user: &UserId) -> Result<Vec<crate::Conversation>> {

@@ -31,8 +31,25 @@ impl Error {
         matches!(self, Error::Unavailable(_))
     }
 
+    /// How long the breaker that turned this call away stays open, when
+    /// an open breaker is why it failed.
+    pub fn breaker_retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Unavailable(source) => source
+                .downcast_ref::<crate::resilience::BreakerOpen>()
+                .map(|open| open.retry_after),
+            _ => None,
+        }
+    }
+
     pub(crate) fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::Unavailable(Box::new(err))
+    }
+}
+
+impl From<crate::resilience::BreakerOpen> for Error {
+    fn from(open: crate::resilience::BreakerOpen) -> Self {
+        Error::unavailable(open)
     }
 }
 

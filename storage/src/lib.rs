@@ -8,10 +8,12 @@ mod bus;
 mod cache;
 mod embedded;
 mod error;
+pub mod fault;
 mod group_commit;
 mod model;
 mod presence;
 mod redis;
+pub mod resilience;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 mod seqsvr;

@@ -128,3 +128,17 @@ async fn seqs_resume_above_every_seq_handed_out_before_a_restart() {
     );
     assert_eq!(handed_out[0], 1);
 }
+
+/// The guarded store forwards every call unchanged when nothing fails.
+mod guarded_store_suite {
+    use super::*;
+    use storage::resilience::{GuardedStore, GuardedStoreConfig};
+
+    fn open_guarded() -> (Arc<dyn MessageStore>, TempDir) {
+        let (store, dir) = open_store();
+        let guarded = GuardedStore::new(store, GuardedStoreConfig::default());
+        (Arc::new(guarded), dir)
+    }
+
+    storage::store_suite!(open_guarded());
+}

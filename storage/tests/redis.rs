@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::{ConvId, Seq, UserId};
+use storage::resilience::{BreakerConfig, BreakerState};
 use storage::suite::{entry, user};
 use storage::{
     GatewayId, InboxCache, Notification, NotifyBus, Presence, RedisBackends, RedisOptions,
@@ -310,6 +311,50 @@ async fn calls_fail_fast_and_retryable_while_redis_is_down() {
 
     let nowhere = RedisBackends::connect(&server.url(), impatient()).await;
     assert!(nowhere.err().expect("nothing listens").is_retryable());
+}
+
+#[tokio::test]
+async fn the_redis_breaker_opens_while_redis_is_down_and_closes_when_it_returns() {
+    let options = RedisOptions {
+        breaker: BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::from_millis(300),
+            half_open_probes: 1,
+        },
+        ..impatient()
+    };
+    let (backends, mut server) = spawn_redis(options).await;
+    let breaker = backends
+        .breaker
+        .clone()
+        .expect("the command connection has a breaker");
+    let u = user("u");
+    server.stop();
+    for _ in 0..2 {
+        assert!(backends.cache.read(&u, 0, 1, 10).await.is_err());
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+
+    let started = Instant::now();
+    let err = backends
+        .presence
+        .gateways(&u)
+        .await
+        .expect_err("breaker open");
+    assert!(err.breaker_retry_after().is_some(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    server.start_again();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backends.presence.gateways(&u).await.is_err() {
+        assert!(Instant::now() < deadline, "the breaker never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(breaker.state(), BreakerState::Closed);
 }
 
 #[tokio::test]

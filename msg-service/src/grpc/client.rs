@@ -1,6 +1,11 @@
 //! The client gateways use to call a remote msg-service: the same
-//! [`MessageApi`] as the in-process service, with a timeout on every call.
+//! [`MessageApi`] as the in-process service, with a timeout on every call,
+//! a circuit breaker (`msg_service`) that fails calls fast while the service
+//! is down, and budgeted retries of the reads (never of writes: a send that
+//! fails answers `unavailable`, and the client resends it with the same
+//! client_msg_id).
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,6 +13,7 @@ use proto::grpc as pb;
 use proto::grpc::messages_client::MessagesClient;
 use proto::{Ack, ConvId, SendRequest, Seq, SyncResult, Target, UserId};
 use storage::Page;
+use storage::resilience::{Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_when};
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert::*;
@@ -23,6 +29,27 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Deadline of establishing a connection.
     pub connect_timeout: Duration,
+    /// When the `msg_service` breaker opens.
+    pub breaker: BreakerConfig,
+    /// How reads are retried.
+    pub retry: RetryPolicy,
+    /// The budget reads' retries draw on.
+    pub budget: RetryBudget,
+}
+
+impl ClientConfig {
+    /// A client of the service at `url` with the given call deadline and
+    /// the default breaker and retries.
+    pub fn new(url: impl Into<String>, timeout: Duration) -> Self {
+        ClientConfig {
+            url: url.into(),
+            timeout,
+            connect_timeout: Duration::from_secs(1),
+            breaker: BreakerConfig::default(),
+            retry: RetryPolicy::default(),
+            budget: RetryBudget::default(),
+        }
+    }
 }
 
 /// A [`MessageApi`] over gRPC. Connects lazily: a gateway starts even while
@@ -30,6 +57,9 @@ pub struct ClientConfig {
 #[derive(Clone)]
 pub struct RemoteMessageService {
     client: MessagesClient<Channel>,
+    breaker: Breaker,
+    retry: RetryPolicy,
+    budget: RetryBudget,
 }
 
 impl RemoteMessageService {
@@ -43,18 +73,48 @@ impl RemoteMessageService {
             .connect_lazy();
         Ok(RemoteMessageService {
             client: MessagesClient::new(channel),
+            breaker: Breaker::new("msg_service", config.breaker),
+            retry: config.retry,
+            budget: config.budget.clone(),
         })
+    }
+
+    /// The `msg_service` breaker (for `/readyz`).
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     fn client(&self) -> MessagesClient<Channel> {
         self.client.clone()
     }
-}
 
-fn call<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
-    result
-        .map(tonic::Response::into_inner)
-        .map_err(status_to_error)
+    /// One call through the breaker: only the call itself failing (the
+    /// service down or too slow) counts against it, never an error the
+    /// service answered.
+    async fn unary<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        let answered = async {
+            call.await
+                .map(tonic::Response::into_inner)
+                .map_err(status_to_error)
+        };
+        self.breaker.run(answered, is_call_failure).await
+    }
+
+    /// A read, retried within the policy and the budget while the call
+    /// itself fails (not while the breaker is open).
+    async fn read<T, F, Fut>(&self, name: &'static str, mut call: F) -> Result<T>
+    where
+        F: FnMut(MessagesClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        retry_when(name, &self.retry, &self.budget, is_call_failure, || {
+            self.unary(call(self.client()))
+        })
+        .await
+    }
 }
 
 fn decode<T>(result: Result<T, tonic::Status>) -> Result<T> {
@@ -75,7 +135,7 @@ impl MessageApi for RemoteMessageService {
             kind: "text".into(),
             body: request.body,
         };
-        decode(ack_from_pb(call(self.client().send(message).await)?))
+        decode(ack_from_pb(self.unary(self.client().send(message)).await?))
     }
 
     async fn sync(&self, user: &UserId, since: Seq, limit: usize) -> Result<SyncResult> {
@@ -84,7 +144,12 @@ impl MessageApi for RemoteMessageService {
             since,
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
-        let reply = call(self.client().sync(message).await)?;
+        let reply = self
+            .read("msg_service.sync", |mut c| {
+                let message = message.clone();
+                async move { c.sync(message).await }
+            })
+            .await?;
         Ok(SyncResult {
             entries: decode(reply.entries.into_iter().map(entry_from_pb).collect())?,
             head: reply.head,
@@ -96,7 +161,13 @@ impl MessageApi for RemoteMessageService {
         let message = pb::UserRequest {
             user: user.to_string(),
         };
-        Ok(call(self.client().inbox_head(message).await)?.head)
+        let reply = self
+            .read("msg_service.inbox_head", |mut c| {
+                let message = message.clone();
+                async move { c.inbox_head(message).await }
+            })
+            .await?;
+        Ok(reply.head)
     }
 
     async fn history(
@@ -116,7 +187,12 @@ impl MessageApi for RemoteMessageService {
             page: Some(page),
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
-        let reply = call(self.client().history(message).await)?;
+        let reply = self
+            .read("msg_service.history", |mut c| {
+                let message = message.clone();
+                async move { c.history(message).await }
+            })
+            .await?;
         Ok(HistoryPage {
             messages: decode(reply.messages.into_iter().map(message_from_pb).collect())?,
             next: reply.next,
@@ -128,7 +204,12 @@ impl MessageApi for RemoteMessageService {
         let message = pb::UserRequest {
             user: user.to_string(),
         };
-        let reply = call(self.client().conversations(message).await)?;
+        let reply = self
+            .read("msg_service.conversations", |mut c| {
+                let message = message.clone();
+                async move { c.conversations(message).await }
+            })
+            .await?;
         decode(
             reply
                 .conversations
@@ -143,9 +224,13 @@ impl MessageApi for RemoteMessageService {
             user: user.to_string(),
             conv_id: conv.to_string(),
         };
-        decode(conversation_from_pb(call(
-            self.client().get_conversation(message).await,
-        )?))
+        let reply = self
+            .read("msg_service.conversation", |mut c| {
+                let message = message.clone();
+                async move { c.get_conversation(message).await }
+            })
+            .await?;
+        decode(conversation_from_pb(reply))
     }
 
     async fn create_group(
@@ -159,9 +244,9 @@ impl MessageApi for RemoteMessageService {
             members: members.into_iter().map(String::from).collect(),
             title,
         };
-        decode(conversation_from_pb(call(
-            self.client().create_group(message).await,
-        )?))
+        decode(conversation_from_pb(
+            self.unary(self.client().create_group(message)).await?,
+        ))
     }
 
     async fn add_members(
@@ -175,9 +260,9 @@ impl MessageApi for RemoteMessageService {
             conv_id: conv.to_string(),
             members: members.into_iter().map(String::from).collect(),
         };
-        decode(conversation_from_pb(call(
-            self.client().add_members(message).await,
-        )?))
+        decode(conversation_from_pb(
+            self.unary(self.client().add_members(message)).await?,
+        ))
     }
 
     async fn remove_member(
@@ -191,9 +276,9 @@ impl MessageApi for RemoteMessageService {
             conv_id: conv.to_string(),
             member: member.to_string(),
         };
-        decode(conversation_from_pb(call(
-            self.client().remove_member(message).await,
-        )?))
+        decode(conversation_from_pb(
+            self.unary(self.client().remove_member(message)).await?,
+        ))
     }
 
     /// The remote service makes its own writes durable; a gateway that

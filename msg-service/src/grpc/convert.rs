@@ -155,6 +155,16 @@ pub(crate) fn error_to_status(err: Error) -> Status {
     status
 }
 
+/// Whether the call itself failed (the service down, unreachable or too
+/// slow) rather than the service answering with an error: only that counts
+/// against the breaker and is worth retrying.
+pub(crate) fn is_call_failure(err: &Error) -> bool {
+    match err {
+        Error::Remote { status, .. } => status.metadata().get(CODE_KEY).is_none(),
+        _ => false,
+    }
+}
+
 /// A status from the remote service (or from the call failing) as an error.
 pub(crate) fn status_to_error(status: Status) -> Error {
     let meta = |key: &str| {

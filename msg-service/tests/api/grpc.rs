@@ -9,6 +9,7 @@ use msg_service::grpc::{ClientConfig, RemoteMessageService};
 use msg_service::{MessageApi, MessageService};
 use proto::{ErrorCode, MAX_BODY_BYTES, SendRequest, UserId};
 use storage::Page;
+use storage::resilience::{BreakerConfig, BreakerState};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -29,9 +30,8 @@ async fn serve(
 
 fn client(url: String) -> anyhow::Result<RemoteMessageService> {
     let config = ClientConfig {
-        url,
-        timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
+        ..ClientConfig::new(url, Duration::from_secs(5))
     };
     Ok(RemoteMessageService::new(&config)?)
 }
@@ -136,5 +136,49 @@ async fn a_service_that_is_down_is_unavailable_with_a_retry_delay() -> anyhow::R
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
     assert!(err.retry_after_ms().is_some_and(|ms| ms > 0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_of_a_service_that_is_down_opens_its_breaker_then_fails_fast() -> anyhow::Result<()>
+{
+    let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
+    let config = ClientConfig {
+        breaker: BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(60),
+            half_open_probes: 1,
+        },
+        ..ClientConfig::new(format!("http://127.0.0.1:{port}"), Duration::from_secs(5))
+    };
+    let remote = RemoteMessageService::new(&config)?;
+    for id in ["c-1", "c-2"] {
+        let err = remote
+            .send(&user("alice"), send_request(id, &user("bob"), "hi"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    }
+    assert_eq!(remote.breaker().state(), BreakerState::Open);
+    let err = remote.inbox_head(&user("alice")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    // The breaker's own delay, not the default one second of a failed call.
+    let retry = err.retry_after_ms().unwrap_or_default();
+    assert!((50_000..=60_000).contains(&retry), "retry_after_ms {retry}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn errors_the_service_answers_do_not_open_the_client_breaker() -> anyhow::Result<()> {
+    let app = TestService::start()?;
+    let (remote, _stop) = serve(Arc::clone(&app.service)).await?;
+    for _ in 0..10 {
+        let err = remote
+            .send(&user("alice"), send_request("bad", &user("alice"), "self"))
+            .await
+            .unwrap_err();
+        assert_ne!(err.code(), ErrorCode::Unavailable, "{err}");
+    }
+    assert_eq!(remote.breaker().state(), BreakerState::Closed);
     Ok(())
 }

@@ -6,6 +6,7 @@ mod cache_support;
 mod helpers;
 
 mod audit;
+mod bulkheads;
 mod cache_agrees_with_store;
 mod cache_spares_store;
 mod dedup;

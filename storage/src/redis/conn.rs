@@ -1,6 +1,8 @@
 //! Connecting: a RESP3 client, a reconnecting `ConnectionManager`, a
 //! deadline on every call (reconnection waits included), and replacement of
-//! a connection whose peer went silent.
+//! a connection whose peer went silent, and (for the command connection) a
+//! circuit breaker, so that while Redis is down callers fall back at once
+//! instead of each waiting out the deadline.
 //!
 //! `ConnectionManager` reconnects when the socket fails or closes, but not
 //! when replies stop coming while the socket stays open (a dead host, a NAT
@@ -17,6 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisResult};
 
 use super::RedisOptions;
+use crate::resilience::Breaker;
 use crate::{Error, Result};
 
 /// Timeouts in a row after which a connection is replaced.
@@ -57,6 +60,9 @@ struct Shared {
     timeouts: AtomicU32,
     /// Bumped whenever the connection is replaced.
     generation: AtomicU64,
+    /// Fails calls fast while Redis is down (none on the subscriber
+    /// connection, which its watchdog probes on its own).
+    breaker: Option<Breaker>,
 }
 
 impl Conn {
@@ -74,15 +80,31 @@ impl Conn {
             timeout,
             timeouts: AtomicU32::new(0),
             generation: AtomicU64::new(0),
+            breaker: None,
         })))
     }
 
     /// Connects now, so a wrong address fails at start-up.
+    /// Its calls go through the `redis` breaker.
     pub(crate) async fn connect(client: &Client, options: &RedisOptions) -> Result<Self> {
         let config = manager_config(options);
-        let conn = Conn::lazy(client.clone(), config, options.command_timeout)?;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let conn = Conn(Arc::new(Shared {
+            client: client.clone(),
+            config,
+            manager: Mutex::new(manager),
+            timeout: options.command_timeout,
+            timeouts: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            breaker: Some(Breaker::new("redis", options.breaker)),
+        }));
         conn.ping().await?;
         Ok(conn)
+    }
+
+    /// The breaker of the command connection.
+    pub(crate) fn breaker(&self) -> Option<&Breaker> {
+        self.0.breaker.as_ref()
     }
 
     /// Whether Redis answers on this connection.
@@ -101,15 +123,21 @@ impl Conn {
         self.0.generation.load(Ordering::SeqCst)
     }
 
-    /// Runs one call under the deadline; counts timeouts toward replacing
-    /// the connection.
+    /// Runs one call under the deadline (and the breaker, if any); counts
+    /// timeouts toward replacing the connection.
     pub(crate) async fn call<T>(&self, call: impl Future<Output = RedisResult<T>>) -> Result<T> {
         let generation = self.generation();
-        let result = deadline(self.0.timeout, call).await;
+        let bounded = deadline(self.0.timeout, call);
+        let result = match &self.0.breaker {
+            Some(breaker) => breaker.run(bounded, Error::is_retryable).await,
+            None => bounded.await,
+        };
         match &result {
             Err(Error::Unavailable(err)) if is_timeout(err.as_ref()) => {
                 self.timed_out(generation);
             }
+            // Turned away by the breaker: says nothing of this connection.
+            Err(err) if err.breaker_retry_after().is_some() => {}
             _ => self.0.timeouts.store(0, Ordering::Relaxed),
         }
         result

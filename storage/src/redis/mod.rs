@@ -17,6 +17,7 @@ pub use presence::RedisPresence;
 
 use crate::Result;
 use crate::model::GatewayId;
+use crate::resilience::{Breaker, BreakerConfig};
 
 /// How the Redis backends name their keys and behave; `Default` suits production.
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ pub struct RedisOptions {
     /// How often the bus pings its subscriber connection, to repair it
     /// (default 5 s). Any connection is replaced after three timeouts in a row.
     pub health_interval: Duration,
+    /// When the `redis` breaker of the command connection opens (default:
+    /// 5 failures in a row, open 5 s, 3 probes).
+    pub breaker: BreakerConfig,
 }
 
 impl Default for RedisOptions {
@@ -63,6 +67,7 @@ impl Default for RedisOptions {
             reconnect_retries: 3,
             bus_reconnect_retries: 12,
             health_interval: Duration::from_secs(5),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -75,6 +80,8 @@ pub struct RedisBackends {
     pub bus: RedisBus,
     /// Presence.
     pub presence: RedisPresence,
+    /// The `redis` breaker all three call through (for readiness).
+    pub breaker: Option<Breaker>,
 }
 
 impl RedisBackends {
@@ -85,6 +92,7 @@ impl RedisBackends {
         let conn = conn::Conn::connect(&client, &options).await?;
         let keys = Keys::new(&options.key_prefix);
         Ok(RedisBackends {
+            breaker: conn.breaker().cloned(),
             cache: RedisCache::new(conn.clone(), keys.clone(), &options),
             bus: RedisBus::new(conn.clone(), client, keys.clone(), &options)?,
             presence: RedisPresence::new(conn, keys, &options),
