@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// Inbox appends of all fan-outs running at once and waiting.
     #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
     pub bulkhead_fanout: BulkheadConfig,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address; off unless given.
+    #[arg(long, env = "CHAT_MSG_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// For fault-injection tests only: a file read every 100 ms that can
     /// stall the store's writes (`stall_writes`) or fail every Nth inbox
     /// append (`fail_inbox_every=N`). Off unless given.

@@ -14,6 +14,7 @@ use clap::Parser;
 use msg_service::{Backends, MessageService, ServiceConfig};
 use std::time::Duration;
 
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use storage::resilience::{GuardedStore, GuardedStoreConfig};
 use storage::{RedisBackends, RedisOptions};
 use tokio::net::TcpListener;
@@ -47,6 +48,13 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: ServeArgs) -> anyhow::Result<()> {
+    // Installed before anything records: breakers set their gauges at once.
+    let metrics = PrometheusBuilder::new().build_recorder();
+    let handle = metrics.handle();
+    metrics::set_global_recorder(metrics).context("installing the metrics recorder")?;
+    if let Some(addr) = config.metrics_listen {
+        serve_metrics(addr, handle).await?;
+    }
     let mut store = config.store.open().await?;
     if let Some(path) = &config.fault_file {
         tracing::warn!(path = %path.display(), "FAULT HOOK IS ON: the store obeys this file");
@@ -105,5 +113,27 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("flushing the store")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `GET /metrics` in the Prometheus text format, on its own port (gRPC has
+/// the main one), served in the background for the life of the process.
+async fn serve_metrics(addr: std::net::SocketAddr, handle: PrometheusHandle) -> anyhow::Result<()> {
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = handle.render();
+            async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+        }),
+    );
+    let listener = TcpListener::bind(addr)
+        .await
+        .context("binding the metrics address")?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(error = %err, "metrics endpoint stopped");
+        }
+    });
     Ok(())
 }
