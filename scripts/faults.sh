@@ -97,9 +97,9 @@ start_flood() {
       -H 'content-type: application/json' -d "{\"client_msg_id\":\"f-$i\",\"body\":\"history $i\"}" >/dev/null
   done
   for _ in $(seq 1 200000); do
-    printf 'url = "%s/v1/conversations/%s/messages?limit=50"\n' "$lb" "$conv"
+    printf 'url = "%s/v1/conversations/%s/messages?limit=50"\noutput = "/dev/null"\n' "$lb" "$conv"
   done >"$work/flood.cfg"
-  curl --parallel --parallel-max "${FLOOD_PARALLEL:-300}" -s -o /dev/null -w '%{http_code}\n' \
+  curl --parallel --parallel-max "${FLOOD_PARALLEL:-300}" -s -w '%{http_code}\n' \
     -H "authorization: Bearer $token" -K "$work/flood.cfg" >"$work/flood.codes" 2>/dev/null &
   flood=$!
 }

@@ -31,6 +31,12 @@ pub enum Error {
     /// The gateway is draining.
     #[error("the server is shutting down, reconnect later")]
     Draining,
+    /// The user already has as many history reads in flight as allowed.
+    #[error("at most {limit} history reads at once per user; wait for one to finish")]
+    TooManyReads {
+        /// The cap per user.
+        limit: usize,
+    },
     /// What the message service answered.
     #[error(transparent)]
     Service(#[from] msg_service::Error),
@@ -52,6 +58,9 @@ pub enum Error {
 /// spin, short enough for a tab that was just closed to free its slot.
 const TOO_MANY_CONNECTIONS_RETRY_MS: u64 = 5_000;
 
+/// When a user over the history-read cap may try again.
+const TOO_MANY_READS_RETRY_MS: u64 = 200;
+
 /// An error body: `{"code": ..., "message": ...}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -69,7 +78,7 @@ impl Error {
             Error::Invalid(err) => err.code(),
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::Draining => ErrorCode::Unavailable,
-            Error::TooManyConnections { .. } => ErrorCode::RateLimited,
+            Error::TooManyConnections { .. } | Error::TooManyReads { .. } => ErrorCode::RateLimited,
             Error::Service(err) => err.code(),
             Error::Config(_) | Error::Startup { .. } => ErrorCode::Internal,
         }
@@ -79,6 +88,7 @@ impl Error {
         match self {
             Error::Draining => Some(1_000),
             Error::TooManyConnections { .. } => Some(TOO_MANY_CONNECTIONS_RETRY_MS),
+            Error::TooManyReads { .. } => Some(TOO_MANY_READS_RETRY_MS),
             Error::Service(err) => err.retry_after_ms(),
             _ => None,
         }
@@ -87,8 +97,14 @@ impl Error {
     /// What the client is told; internal causes stay in the log.
     fn public_message(&self) -> String {
         let code = self.code();
-        if matches!(code, ErrorCode::Internal | ErrorCode::Unavailable) {
-            tracing::error!(error = ?self, "request failed");
+        // Internal errors are bugs: each is logged. `unavailable` comes in
+        // floods while a dependency is down or a bulkhead is full; one error
+        // line per request would add load exactly then (the breakers and
+        // bulkheads log and count their own changes).
+        match code {
+            ErrorCode::Internal => tracing::error!(error = ?self, "request failed"),
+            ErrorCode::Unavailable => tracing::debug!(error = ?self, "request failed"),
+            _ => {}
         }
         match code {
             ErrorCode::Internal => "internal error".into(),

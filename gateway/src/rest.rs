@@ -119,7 +119,8 @@ pub async fn remove_member(
         ("after" = Option<u64>, Query, description = "conv_seq > after, oldest first"),
         ("limit" = Option<u64>, Query, description = "default 50, at most 200")),
     responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)),
+        (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "the user already has 4 history reads in flight")),
     security(("bearer" = [])))]
 pub async fn history(
     State(state): State<AppState>,
@@ -129,6 +130,12 @@ pub async fn history(
 ) -> Result<Json<HistoryResponse>> {
     let params = history_params(raw.as_deref())?;
     let conv = parse_conv(&conv_id)?;
+    let _slot = state
+        .history_slots
+        .try_take(&user)
+        .ok_or(Error::TooManyReads {
+            limit: state.history_slots.max_per_user(),
+        })?;
     let result = state
         .api
         .history(&user, &conv, params.page, params.limit)

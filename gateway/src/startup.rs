@@ -30,6 +30,10 @@ use crate::slots::Slots;
 use crate::state::{AppState, Limits, WatchedBreaker};
 
 /// How often presence claims are renewed (well within Redis' 90 s TTL).
+/// History reads one user may have in flight at once; a client paging
+/// through history needs one or two.
+const HISTORY_READS_PER_USER: usize = 4;
+
 /// Presence claims are re-announced every 30 s; the presence store is
 /// checked every 2 s (a restart re-announces at once; an outage switches
 /// notifies to polling the heads).
@@ -86,6 +90,7 @@ impl App {
             hub,
             auth: Arc::new(auth),
             slots: Slots::new(config.max_connections_per_user as usize),
+            history_slots: Slots::new(HISTORY_READS_PER_USER),
             limits: limits(config),
             dev_auth: config.dev_auth(),
             draining: CancellationToken::new(),

@@ -61,6 +61,9 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Open connections per user (sockets and waiting long polls).
     pub slots: Arc<Slots>,
+    /// History reads in flight per user: a user flooding history is turned
+    /// away here, before any call to the message service.
+    pub history_slots: Arc<Slots>,
     /// Edge limits.
     pub limits: Limits,
     /// Whether `POST /v1/dev/token` is served.

@@ -146,6 +146,13 @@ impl TestApp {
             .expect("the HTTP request completes")
     }
 
+    /// The server's shared state (to hold its per-user limits in a test).
+    pub fn state(&self) -> &AppState {
+        self.state
+            .as_ref()
+            .expect("the state is kept until shutdown")
+    }
+
     /// Whether the server says it takes new work (read from its state).
     pub fn is_ready(&self) -> bool {
         self.state.as_ref().is_some_and(AppState::is_ready)

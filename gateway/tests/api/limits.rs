@@ -1,6 +1,7 @@
 //! The size and rate limits of PROTOCOL.md at the edge, each pushed past:
 //! frame and body size, sync limit, group size, sends per user.
 
+use proto::UserId;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -196,4 +197,32 @@ async fn sends_past_the_per_user_bucket_are_rate_limited_and_not_stored() {
         rest.headers().get("retry-after").is_some(),
         "429 carries Retry-After"
     );
+}
+
+#[tokio::test]
+async fn a_user_with_four_history_reads_in_flight_gets_429_while_others_are_served() {
+    let app = spawn_app().await;
+    let path = "/v1/conversations/dm:alice:bob/messages";
+    let alice = UserId::parse("alice").expect("a valid id");
+    // Four reads of alice in flight: held here instead of a slow store.
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            app.state()
+                .history_slots
+                .try_take(&alice)
+                .expect("a free slot")
+        })
+        .collect();
+
+    let refused = app.get(path, Some(&app.token("alice"))).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let (_, error) = status_and_json(refused).await;
+    assert_eq!(error["code"], "rate_limited", "{error}");
+    let bob = app.get(path, Some(&app.token("bob"))).await;
+    assert_eq!(bob.status(), 200, "another user is served");
+
+    drop(held);
+    let served = app.get(path, Some(&app.token("alice"))).await;
+    assert_eq!(served.status(), 200, "the slots came back");
 }
