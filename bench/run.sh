@@ -23,6 +23,8 @@ cd "$root"
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 out="$root/bench/results"
 mkdir -p "$out"
+# Figures of an earlier run must not pass for this one's (a skipped step shows "-").
+rm -f "$out"/*.json "$out"/*.svg
 
 users="${BENCH_USERS:-200}"
 duration="${BENCH_DURATION:-10}"
