@@ -58,7 +58,7 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     let mut store = config.store.open().await?;
     if let Some(path) = &config.fault_file {
         tracing::warn!(path = %path.display(), "FAULT HOOK IS ON: the store obeys this file");
-        store = msg_service::fault_hook::FaultHook::wrap(store, path.clone());
+        store = msg_service::fault_hook::wrap(store, path.clone());
     }
     // The deadline and breaker sit outside the fault hook, as they would
     // around a remote store that stalls.

@@ -51,6 +51,9 @@ pub struct FaultyStore {
     stalled: watch::Sender<usize>,
     /// Calls that reached this store, faulty or not.
     calls: AtomicUsize,
+    /// Every Nth inbox append fails before writing (0: none).
+    fail_inbox_every: AtomicUsize,
+    inbox_appends: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -61,7 +64,15 @@ impl FaultyStore {
             faults: watch::Sender::new(Faults::default()),
             stalled: watch::Sender::new(0),
             calls: AtomicUsize::new(0),
+            fail_inbox_every: AtomicUsize::new(0),
+            inbox_appends: AtomicUsize::new(0),
         }
+    }
+
+    /// From now on every `n`th inbox append fails before writing (a fan-out
+    /// that fails part-way); 0 turns it off.
+    pub fn set_fail_inbox_every(&self, n: usize) {
+        self.fail_inbox_every.store(n, Ordering::SeqCst);
     }
 
     /// What reads other than pages of a conversation log do from now on
@@ -177,6 +188,11 @@ impl MessageStore for FaultyStore {
 
     async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<WriteTicket> {
         self.gate(Class::Write).await?;
+        let every = self.fail_inbox_every.load(Ordering::SeqCst);
+        let n = self.inbox_appends.fetch_add(1, Ordering::SeqCst) + 1;
+        if every > 0 && n.is_multiple_of(every) {
+            return Err(Error::unavailable(Injected));
+        }
         self.inner.append_inbox(user, entry).await
     }
 
@@ -253,5 +269,39 @@ impl MessageStore for FaultyStore {
     async fn flush(&self) -> Result<()> {
         self.gate(Class::Write).await?;
         self.inner.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::{entry, user};
+    use crate::{Durability, EmbeddedStore};
+
+    #[tokio::test]
+    async fn every_nth_inbox_append_fails_before_writing_when_asked() {
+        let dir = tempfile::tempdir().expect("a temporary dir");
+        let embedded = EmbeddedStore::open(dir.path(), Durability::OsBuffers).expect("a store");
+        let store = FaultyStore::new(Arc::new(embedded));
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).expect("a dm id");
+        store.set_fail_inbox_every(3);
+        let mut failed = Vec::new();
+        for seq in 1..=6 {
+            if store.append_inbox(&u, &entry(seq, &conv, &peer)).await.is_err() {
+                failed.push(seq);
+            }
+        }
+        assert_eq!(failed, [3, 6]);
+        let stored: Vec<Seq> = store
+            .read_inbox(&u, 0, 10)
+            .await
+            .expect("a read")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(stored, [1, 2, 4, 5], "the failed ones were not written");
+        store.set_fail_inbox_every(0);
+        assert!(store.append_inbox(&u, &entry(7, &conv, &peer)).await.is_ok());
     }
 }
