@@ -288,7 +288,11 @@ mod tests {
         store.set_fail_inbox_every(3);
         let mut failed = Vec::new();
         for seq in 1..=6 {
-            if store.append_inbox(&u, &entry(seq, &conv, &peer)).await.is_err() {
+            if store
+                .append_inbox(&u, &entry(seq, &conv, &peer))
+                .await
+                .is_err()
+            {
                 failed.push(seq);
             }
         }
@@ -302,6 +306,11 @@ mod tests {
             .collect();
         assert_eq!(stored, [1, 2, 4, 5], "the failed ones were not written");
         store.set_fail_inbox_every(0);
-        assert!(store.append_inbox(&u, &entry(7, &conv, &peer)).await.is_ok());
+        assert!(
+            store
+                .append_inbox(&u, &entry(7, &conv, &peer))
+                .await
+                .is_ok()
+        );
     }
 }
