@@ -9,9 +9,12 @@ pub mod storm;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::bail;
 use serde::Serialize;
 
+use crate::client::{ClientSpec, Destination, Schedule};
 use crate::target::{Target, TokenSource, parse_sources};
 
 /// Options every scenario takes.
@@ -109,6 +112,27 @@ pub fn secs(s: f64) -> Duration {
 /// Time to connect everyone: the ramp plus a margin.
 pub fn connect_timeout(common: &Common) -> Duration {
     common.ramp() + Duration::from_secs(60)
+}
+
+/// Users in pairs (0 with 1, 2 with 3, ...), each sending direct messages
+/// to its peer at `rate` per second.
+pub fn pair_specs(common: &Common, users: usize, rate: f64) -> anyhow::Result<Vec<ClientSpec>> {
+    if users < 2 || !users.is_multiple_of(2) || rate <= 0.0 {
+        bail!("--users must be even and at least 2, --rate positive");
+    }
+    Ok((0..users)
+        .map(|i| {
+            let peer = common.user(i ^ 1);
+            ClientSpec {
+                index: i,
+                user: common.user(i),
+                to: Destination::Peer(peer.clone()),
+                recipients: Arc::new(vec![peer]),
+                schedule: Schedule::Rate(rate),
+                body_bytes: common.size,
+            }
+        })
+        .collect())
 }
 
 /// The direct conversation id of two users (sorted by bytes).

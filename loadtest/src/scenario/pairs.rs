@@ -2,14 +2,12 @@
 //! fixed rate; measures send->ack and send->delivered latency.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use serde_json::json;
 
-use super::{Common, connect_timeout};
-use crate::client::{ClientSpec, Destination, Schedule};
+use super::{Common, connect_timeout, pair_specs};
 use crate::report::Report;
 use crate::run::{Outside, Run};
 
@@ -41,22 +39,7 @@ pub async fn run(opts: Pairs) -> anyhow::Result<Report> {
         rate,
     } = opts;
     common.validate()?;
-    if users < 2 || users % 2 != 0 || rate <= 0.0 {
-        bail!("--users must be even and at least 2, --rate positive");
-    }
-    let specs = (0..users)
-        .map(|i| {
-            let peer = common.user(i ^ 1);
-            ClientSpec {
-                index: i,
-                user: common.user(i),
-                to: Destination::Peer(peer.clone()),
-                recipients: Arc::new(vec![peer]),
-                schedule: Schedule::Rate(rate),
-                body_bytes: common.size,
-            }
-        })
-        .collect();
+    let specs = pair_specs(&common, users, rate)?;
     let run = Run::start(common.target()?, specs, common.ramp());
     if !run.connected(users as u64, connect_timeout(&common)).await {
         bail!(

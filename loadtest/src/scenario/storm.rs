@@ -4,16 +4,15 @@
 //! sync. Measures how long until every client has caught up.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
-use super::{Common, connect_timeout, dm, secs};
+use super::{Common, connect_timeout, dm, pair_specs, secs};
 use crate::checker::{Acks, MsgKey};
-use crate::client::{ClientSpec, Destination, Phase, Schedule};
+use crate::client::Phase;
 use crate::report::Report;
 use crate::run::{Outside, Run};
 use crate::stats::Counters;
@@ -90,23 +89,8 @@ pub async fn run(opts: Storm) -> anyhow::Result<Report> {
         catch_up_timeout,
     } = opts;
     common.validate()?;
-    if users < 2 || users % 2 != 0 || rate <= 0.0 {
-        bail!("--users must be even and at least 2, --rate positive");
-    }
     let target = common.target()?;
-    let specs = (0..users)
-        .map(|i| {
-            let peer = common.user(i ^ 1);
-            ClientSpec {
-                index: i,
-                user: common.user(i),
-                to: Destination::Peer(peer.clone()),
-                recipients: Arc::new(vec![peer]),
-                schedule: Schedule::Rate(rate),
-                body_bytes: common.size,
-            }
-        })
-        .collect();
+    let specs = pair_specs(&common, users, rate)?;
     let run = Run::start(target.clone(), specs, common.ramp());
     if !run.connected(users as u64, connect_timeout(&common)).await {
         bail!("not every user connected");
