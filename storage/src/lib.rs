@@ -19,6 +19,7 @@ pub mod scylla;
 mod seqsvr;
 mod store;
 pub mod suite;
+mod writer;
 
 pub use self::redis::{RedisBackends, RedisBus, RedisCache, RedisOptions, RedisPresence};
 #[cfg(feature = "scylla")]
