@@ -2,9 +2,12 @@
 # The benchmark suite: builds the release binaries, then with the load tester
 # (`loadtest`) measures, in one run on this machine:
 #   - pairs against the baseline relay (`relay`: WebSocket forwarding, no storage),
-#   - pairs against the single-machine server: delivered msgs/s at an offered
-#     load above its capacity, then p99 at 50% of that rate,
+#   - pairs against the single-machine server,
 #   - the same against the distributed mode on one machine (deploy/local/cluster.sh),
+#     each as a step search for the knee: the offered rate goes up step by step
+#     and "max" is the delivered rate of the highest step that delivered at
+#     least 95% of what it offered within the run; p99 is then measured at 50%
+#     of that rate,
 #   - catch-up entries/s (single-machine),
 #   - server memory per idle connection at 15,000 connections (several
 #     loadtest processes, several loopback source addresses),
@@ -12,10 +15,11 @@
 #   RESULT pairs_ratio=<single/relay delivered msgs/s> p99_ms=<single p99 at 50%> kib_per_conn=<idle>
 #
 # Knobs (environment): BENCH_USERS (200), BENCH_DURATION (10 s),
-# BENCH_RELAY_RATE (150 msg/s per user), BENCH_SERVER_RATE (15 msg/s per user;
-# both above capacity on 2 cores), BENCH_IDLE (15000), BENCH_IDLE_PROCS (3),
+# BENCH_RELAY_STEPS ("100 150 200 250" msg/s per user), BENCH_SERVER_STEPS
+# ("10 20 30 40 50 60" msg/s per user), BENCH_IDLE (15000), BENCH_IDLE_PROCS (3),
 # BENCH_CATCH_UP (10000), BENCH_SKIP (comma list of relay,single,cluster,idle,catch-up).
-# JSON reports and plots land in bench/results/.
+# JSON reports and plots land in bench/results/ (NAME-rRATE.json per step,
+# NAME-max.json is the knee).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,8 +32,8 @@ rm -f "$out"/*.json "$out"/*.svg
 
 users="${BENCH_USERS:-200}"
 duration="${BENCH_DURATION:-10}"
-relay_rate="${BENCH_RELAY_RATE:-150}"
-server_rate="${BENCH_SERVER_RATE:-15}"
+relay_steps="${BENCH_RELAY_STEPS:-100 150 200 250}"
+server_steps="${BENCH_SERVER_STEPS:-10 20 30 40 50 60}"
 idle_conns="${BENCH_IDLE:-15000}"
 idle_procs="${BENCH_IDLE_PROCS:-3}"
 catch_up="${BENCH_CATCH_UP:-10000}"
@@ -76,6 +80,22 @@ pairs() {
     --drain-timeout 120 --json "$out/$1.json" --plot "$out/$1.svg" | tail -n 8 >&2
 }
 delivered() { field "$out/$1.json" 'round(delivered_per_s, 1)'; }
+# keeps_up NAME: whether the run delivered at least 95% of its offered rate.
+keeps_up() { [[ "$(field "$out/$1.json" 'delivered_per_s >= 0.95 * offered_per_s')" == True ]]; }
+# knee NAME URL "RATES": pairs at each rate per user, lowest first, until a
+# step falls behind; NAME-max.json is the highest step that kept up (the
+# first step when none did, so the table still shows what was delivered).
+knee() {
+  local best=""
+  for rate in $3; do
+    pairs "$1-r$rate" "$2" "$rate"
+    [[ -z "$best" ]] && best="$rate"
+    keeps_up "$1-r$rate" || break
+    best="$rate"
+  done
+  cp "$out/$1-r$best.json" "$out/$1-max.json"
+  say "$1: knee at $best msg/s per user ($(delivered "$1-max") delivered/s)"
+}
 p99() { field "$out/$1.json" 'delivery_latency["p99_ms"]'; }
 half_rate() { python3 -c "print(round($1 / 2 / $users, 3))"; }
 
@@ -87,13 +107,13 @@ if ! skipped relay; then
   RUST_LOG=warn "$bin/relay" --listen "127.0.0.1:$port" >"$work/relay.log" 2>&1 &
   relay_pid=$!; pids+=("$relay_pid")
   sleep 0.5
-  pairs relay-max "ws://127.0.0.1:$port/v1/ws" "$relay_rate"
+  knee relay "ws://127.0.0.1:$port/v1/ws" "$relay_steps"
   stop "$relay_pid"
 fi
 
 if ! skipped single; then
   start_gateway
-  pairs single-max "ws://127.0.0.1:$gw_port/v1/ws" "$server_rate"
+  knee single "ws://127.0.0.1:$gw_port/v1/ws" "$server_steps"
   pairs single-half "ws://127.0.0.1:$gw_port/v1/ws" "$(half_rate "$(delivered single-max)")"
   if ! skipped catch-up; then
     say "catch-up: $catch_up entries"
@@ -108,7 +128,7 @@ if ! skipped cluster; then
   CLUSTER_DIR="$work/cluster" CLUSTER_PROFILE=release CLUSTER_MSG_FLAGS="--send-rate 100000 --send-burst 100000" \
     RUST_LOG=warn deploy/local/cluster.sh up >/dev/null
   lb="$(cat "$work/cluster/lb.url")"
-  pairs cluster-max "ws://${lb#http://}/v1/ws" "$server_rate"
+  knee cluster "ws://${lb#http://}/v1/ws" "$server_steps"
   pairs cluster-half "ws://${lb#http://}/v1/ws" "$(half_rate "$(delivered cluster-max)")"
   CLUSTER_DIR="$work/cluster" deploy/local/cluster.sh down >/dev/null
 fi

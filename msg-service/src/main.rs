@@ -23,6 +23,10 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, ServeArgs};
 
+// As in the gateway: glibc's malloc cost more CPU under load than the work.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
