@@ -81,7 +81,7 @@ pairs() {
 }
 delivered() { field "$out/$1.json" 'round(delivered_per_s, 1)'; }
 # keeps_up NAME: whether the run delivered at least 95% of its offered rate.
-keeps_up() { [[ "$(field "$out/$1.json" 'delivered_per_s >= 0.95 * offered_per_s')" == True ]]; }
+keeps_up() { [[ "$(field "$out/$1.json" 'delivered_per_s >= 0.95 * extra["offered_per_s"]')" == True ]]; }
 # knee NAME URL "RATES": pairs at each rate per user, lowest first, until a
 # step falls behind; NAME-max.json is the highest step that kept up (the
 # first step when none did, so the table still shows what was delivered).
