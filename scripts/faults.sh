@@ -17,8 +17,10 @@
 # msg-service's fault hook; the history endpoint is timed meanwhile),
 # half-fanout (every 5th inbox append fails for 3 s: fan-outs fail part-way;
 # then `msg-service audit` over the whole run must find nothing missing),
-# history-flood (hundreds of concurrent history requests while sending: send
-# p99 must stay within 2x of its value without the flood).
+# history-flood (300 concurrent history requests from 30 users while
+# sending: the median send p99 of three flooded rounds must stay within 2x of
+# that of three calm rounds; meant for FAULTS_PROFILE=release, as the test
+# command runs it).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,42 +88,72 @@ print(f"{after[0]['second'] - fault:.0f}" if after and normal else "n/a")
 EOF
 }
 
-# The flood: a user with a conversation that has history, and curl keeping
-# FLOOD_PARALLEL history requests in flight until killed.
-start_flood() {
-  local lb="$1" token conv="dm:flooder:flooder2"
-  token="$(curl -fsS -X POST "$lb/v1/dev/token" -H 'content-type: application/json' \
-    -d '{"user":"flooder"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
-  for i in $(seq 1 30); do
-    curl -fsS -X POST "$lb/v1/conversations/$conv/messages" -H "authorization: Bearer $token" \
-      -H 'content-type: application/json' -d "{\"client_msg_id\":\"f-$i\",\"body\":\"history $i\"}" >/dev/null
+# The flood: FLOOD_USERS users (30), each a member of a conversation with
+# history, and curl keeping FLOOD_PARALLEL (300) history requests in flight
+# across them until killed, firing the next one the moment one is answered
+# (429s included: it ignores Retry-After). curl runs at nice 19: on this one
+# machine its own CPU would otherwise count against the server, which a
+# flood arriving over the network does not.
+prepare_flood() {
+  local lb="$1" user token conv i
+  : >"$work/flooders"
+  for u in $(seq 1 "${FLOOD_USERS:-30}"); do
+    user="flooder$u" conv="dm:flooder$u:flooder${u}x"
+    token="$(curl -fsS -X POST "$lb/v1/dev/token" -H 'content-type: application/json' \
+      -d "{\"user\":\"$user\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+    for i in $(seq 1 5); do
+      curl -fsS -X POST "$lb/v1/conversations/$conv/messages" -H "authorization: Bearer $token" \
+        -H 'content-type: application/json' -d "{\"client_msg_id\":\"f-$i\",\"body\":\"history $i\"}" >/dev/null
+    done
+    printf '%s %s\n' "$token" "$conv" >>"$work/flooders"
   done
-  for _ in $(seq 1 200000); do
-    printf 'url = "%s/v1/conversations/%s/messages?limit=50"\noutput = "/dev/null"\n' "$lb" "$conv"
+  for _ in $(seq 1 2000); do
+    while read -r token conv; do
+      printf 'url = "%s/v1/conversations/%s/messages?limit=50"\nheader = "authorization: Bearer %s"\n' \
+        "$lb" "$conv" "$token"
+      printf 'output = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n'
+    done <"$work/flooders"
   done >"$work/flood.cfg"
-  curl --parallel --parallel-max "${FLOOD_PARALLEL:-300}" -s -w '%{http_code}\n' \
-    -H "authorization: Bearer $token" -K "$work/flood.cfg" >"$work/flood.codes" 2>/dev/null &
+}
+
+start_flood() {
+  nice -n 19 curl --parallel --parallel-max "${FLOOD_PARALLEL:-300}" -s -K "$work/flood.cfg" \
+    >>"$work/flood.codes" 2>/dev/null &
   flood=$!
 }
 
-# pairs for 8 s without, then with the flood; send->ack p99 of both.
+# Three rounds of pairs for 8 s without, then with the flood (from its first
+# request on). One p99 of a few ms moves by 2x between two calm runs on this
+# machine, so the check compares the medians of the three rounds' send->ack
+# p99s: flooded <= 2x calm.
 history_flood() {
-  local lb="$1" url="ws://${1#http://}/v1/ws"
-  "$bin/loadtest" pairs --url "$url" --users "$users" --rate "$rate" --duration 8 --ramp 1 \
-    --json "$work/calm.json" >&2
-  start_flood "$lb"
-  "$bin/loadtest" pairs --url "$url" --users "$users" --rate "$rate" --duration 8 --ramp 1 \
-    --json "$work/flood.json" >&2 || { kill "$flood" 2>/dev/null; return 1; }
-  kill "$flood" 2>/dev/null || true; wait "$flood" 2>/dev/null || true
-  python3 - "$work/calm.json" "$work/flood.json" "$work/flood.codes" <<'EOF'
-import collections, json, sys
-calm, flood = (json.load(open(p)) for p in sys.argv[1:3])
-codes = collections.Counter(l.strip() for l in open(sys.argv[3]) if l.strip())
-a, b = calm["ack_latency"]["p99_ms"], flood["ack_latency"]["p99_ms"]
-ok = b <= 2 * max(a, 1.0) and calm["verdict"]["lost"] == flood["verdict"]["lost"] == 0
+  local lb="$1" url="ws://${1#http://}/v1/ws" round
+  prepare_flood "$lb"
+  : >"$work/flood.codes"
+  for round in 1 2 3; do
+    "$bin/loadtest" pairs --url "$url" --users "$users" --rate "$((rate * 2))" --duration 8 --ramp 1 \
+      --json "$work/calm-$round.json" >&2
+    start_flood
+    "$bin/loadtest" pairs --url "$url" --users "$users" --rate "$((rate * 2))" --duration 8 --ramp 1 \
+      --json "$work/flood-$round.json" >&2 || { kill "$flood" 2>/dev/null; return 1; }
+    kill "$flood" 2>/dev/null || true; wait "$flood" 2>/dev/null || true
+  done
+  python3 - "$work" <<'EOF'
+import collections, json, statistics, sys
+work = sys.argv[1]
+calm = [json.load(open(f"{work}/calm-{r}.json")) for r in (1, 2, 3)]
+flood = [json.load(open(f"{work}/flood-{r}.json")) for r in (1, 2, 3)]
+codes = collections.Counter(l.strip() for l in open(f"{work}/flood.codes") if l.strip())
+p99 = lambda runs: [r["ack_latency"]["p99_ms"] for r in runs]
+a, b = statistics.median(p99(calm)), statistics.median(p99(flood))
+total = lambda key: sum(r["verdict"][key] for r in flood)
+ok = b <= 2 * max(a, 1.0) and total("lost") == total("duplicated") == 0 \
+    and all(r["verdict"]["lost"] == 0 for r in calm)
 history = ", ".join(f"{n} x {c}" for c, n in sorted(codes.items()))
-print(f"| history-flood | send p99 {a:.1f} ms calm, {b:.1f} ms flooded ({b / max(a, 1e-9):.2f}x); history answers: {history} | "
-      f"{flood['acked']} | {flood['verdict']['delivered']} of {flood['verdict']['expected']} | {flood['verdict']['lost']} | {flood['verdict']['duplicated']} | - |")
+show = lambda xs: "/".join(f"{x:.1f}" for x in xs)
+print(f"| history-flood | send p99 median {a:.1f} ms calm ({show(p99(calm))}), {b:.1f} ms flooded ({show(p99(flood))}): "
+      f"{b / max(a, 1e-9):.2f}x; history answers: {history} | {sum(r['acked'] for r in flood)} | "
+      f"{total('delivered')} of {total('expected')} | {total('lost')} | {total('duplicated')} | - |")
 sys.exit(0 if ok else 1)
 EOF
 }

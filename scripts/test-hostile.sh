@@ -28,9 +28,11 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 work="$(mktemp -d)"
 secret="hostile-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 # Long polls are cut to 100 ms: schemathesis asks for wait_ms up to the
-# documented 30000, and the run must stay short.
+# documented 30000, and the run must stay short. For the same reason the
+# history rate is raised: one user here reads history faster than any
+# client would, and each refusal waits a second (the limit has its own test).
 CHAT_JWT_SECRET="$secret" "$target_dir/debug/gateway" --listen "127.0.0.1:$port" \
-  --data-dir "$work/data" --max-long-poll-ms 100 >"$work/server.log" 2>&1 &
+  --data-dir "$work/data" --max-long-poll-ms 100 --history-rate 10000 --history-burst 10000 >"$work/server.log" 2>&1 &
 server=$!
 stop_server() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"; }
 trap stop_server EXIT

@@ -84,6 +84,12 @@ trap - EXIT
 log "fault injection with real processes under load: kill -9 redis, a gateway, msg-service; a stalled store; fan-outs failing part-way"
 scripts/faults.sh redis gateway msg-service store-stall half-fanout
 
+# Latency is only meaningful in optimized code: this scenario builds and runs
+# release binaries (debug JSON and HTTP are an order of magnitude slower, so
+# a debug run measures the compiler's optimizer, not the bulkheads).
+log "a history flood from 30 users while sending, release binaries: send p99 within 2x of calm"
+FAULTS_PROFILE=release scripts/faults.sh history-flood
+
 log "deployment files, validated offline (kustomize, schemas, haproxy -c, nginx -t, alert rules, metric names)"
 bash deploy/validate.sh
 

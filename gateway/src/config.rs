@@ -126,6 +126,18 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_LONG_POLL_MS", default_value_t = 30_000)]
     pub max_long_poll_ms: u64,
 
+    /// History pages one user may read per second on this gateway (token
+    /// bucket refill); a read over it is answered 429 `rate_limited` after a
+    /// one-second delay, so a client that retries at once cannot flood.
+    #[arg(long, env = "CHAT_HISTORY_RATE", default_value_t = 2,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_rate: u32,
+
+    /// History pages one user may read in a burst (token bucket size).
+    #[arg(long, env = "CHAT_HISTORY_BURST", default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_burst: u32,
+
     /// Frames a socket may send in a burst.
     #[arg(long, env = "CHAT_WS_FRAME_BURST", default_value_t = 200,
         value_parser = clap::value_parser!(u32).range(1..))]

@@ -37,6 +37,12 @@ pub enum Error {
         /// The cap per user.
         limit: usize,
     },
+    /// The user read history faster than the per-user rate allows.
+    #[error("too many history reads per second; slow down")]
+    ReadRate {
+        /// When the next read is allowed, in milliseconds (at least 1).
+        retry_after_ms: u64,
+    },
     /// What the message service answered.
     #[error(transparent)]
     Service(#[from] msg_service::Error),
@@ -78,7 +84,9 @@ impl Error {
             Error::Invalid(err) => err.code(),
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::Draining => ErrorCode::Unavailable,
-            Error::TooManyConnections { .. } | Error::TooManyReads { .. } => ErrorCode::RateLimited,
+            Error::TooManyConnections { .. }
+            | Error::TooManyReads { .. }
+            | Error::ReadRate { .. } => ErrorCode::RateLimited,
             Error::Service(err) => err.code(),
             Error::Config(_) | Error::Startup { .. } => ErrorCode::Internal,
         }
@@ -89,6 +97,7 @@ impl Error {
             Error::Draining => Some(1_000),
             Error::TooManyConnections { .. } => Some(TOO_MANY_CONNECTIONS_RETRY_MS),
             Error::TooManyReads { .. } => Some(TOO_MANY_READS_RETRY_MS),
+            Error::ReadRate { retry_after_ms } => Some((*retry_after_ms).max(1)),
             Error::Service(err) => err.retry_after_ms(),
             _ => None,
         }

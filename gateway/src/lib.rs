@@ -11,6 +11,7 @@ mod extract;
 pub mod hub;
 mod ops;
 pub mod query;
+pub mod read_rate;
 mod rest;
 mod schema;
 pub mod session;

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use msg_service::Conversation;
-use proto::{Ack, ConvId, SendRequest, SyncResult, UserId};
+use proto::{Ack, ConvId, ErrorCode, SendRequest, SyncResult, UserId};
 use storage::Page;
 
 use crate::error::{Error, ErrorBody, Result};
@@ -120,7 +120,7 @@ pub async fn remove_member(
         ("limit" = Option<u64>, Query, description = "default 50, at most 200")),
     responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "the user already has 4 history reads in flight")),
+        (status = 429, body = ErrorBody, description = "the user already has 4 history reads in flight, or read more pages per second than `--history-rate` allows (answered after a one-second delay)")),
     security(("bearer" = [])))]
 pub async fn history(
     State(state): State<AppState>,
@@ -130,16 +130,32 @@ pub async fn history(
 ) -> Result<Json<HistoryResponse>> {
     let params = history_params(raw.as_deref())?;
     let conv = parse_conv(&conv_id)?;
+    state
+        .history_rate
+        .admit(&user)
+        .await
+        .map_err(|wait| Error::ReadRate {
+            retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        })?;
     let _slot = state
         .history_slots
         .try_take(&user)
         .ok_or(Error::TooManyReads {
             limit: state.history_slots.max_per_user(),
         })?;
-    let result = state
+    let result = match state
         .api
         .history(&user, &conv, params.page, params.limit)
-        .await?;
+        .await
+    {
+        Ok(result) => result,
+        Err(err) => {
+            if err.code() == ErrorCode::Unavailable {
+                state.history_rate.delay_refusal().await;
+            }
+            return Err(err.into());
+        }
+    };
     let (next_before, next_after) = match params.page {
         Page::Before(_) => (Some(result.next), None),
         Page::After(_) => (None, Some(result.next)),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use msg_service::grpc::{ClientConfig, RemoteMessageService};
 use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
@@ -26,6 +27,7 @@ use crate::auth::{Auth, load_or_create_secret};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hub::{Hub, PresenceTimes};
+use crate::read_rate::ReadRate;
 use crate::slots::Slots;
 use crate::state::{AppState, Limits, WatchedBreaker};
 
@@ -33,6 +35,9 @@ use crate::state::{AppState, Limits, WatchedBreaker};
 /// History reads one user may have in flight at once; a client paging
 /// through history needs one or two.
 const HISTORY_READS_PER_USER: usize = 4;
+
+/// How long a history read over the user's rate waits before its 429.
+const HISTORY_REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
 /// Presence claims are re-announced every 30 s; the presence store is
 /// checked every 2 s (a restart re-announces at once; an outage switches
@@ -91,6 +96,11 @@ impl App {
             auth: Arc::new(auth),
             slots: Slots::new(config.max_connections_per_user as usize),
             history_slots: Slots::new(HISTORY_READS_PER_USER),
+            history_rate: Arc::new(ReadRate::new(
+                config.history_rate,
+                config.history_burst,
+                HISTORY_REFUSAL_DELAY,
+            )),
             limits: limits(config),
             dev_auth: config.dev_auth(),
             draining: CancellationToken::new(),
@@ -140,6 +150,14 @@ impl App {
         // read 503 from /readyz (and upgrades are refused) instead of a
         // refused connection; it closes once the drain is over.
         let drained = CancellationToken::new();
+        // Small frames (acks, notifies, sync results) go out at once: with
+        // Nagle's algorithm on, a frame written while the previous one is
+        // unacknowledged waited for the client's delayed ACK (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
+            }
+        });
         let server = axum::serve(listener, crate::app::router(state.clone()))
             .with_graceful_shutdown(drained.clone().cancelled_owned());
         // The listener is bound: connections wait in its backlog until served.

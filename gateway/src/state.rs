@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::hub::Hub;
+use crate::read_rate::ReadRate;
 use crate::slots::Slots;
 
 /// Limits enforced at the edge (PROTOCOL.md, "Limits").
@@ -64,6 +65,8 @@ pub struct AppState {
     /// History reads in flight per user: a user flooding history is turned
     /// away here, before any call to the message service.
     pub history_slots: Arc<Slots>,
+    /// History reads per second per user, with a delay before each refusal.
+    pub history_rate: Arc<ReadRate>,
     /// Edge limits.
     pub limits: Limits,
     /// Whether `POST /v1/dev/token` is served.

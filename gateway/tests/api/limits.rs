@@ -200,6 +200,32 @@ async fn sends_past_the_per_user_bucket_are_rate_limited_and_not_stored() {
 }
 
 #[tokio::test]
+async fn a_user_past_the_history_rate_gets_429_after_a_delay_while_others_are_served() {
+    let app = spawn_app_with(&["--history-rate", "1", "--history-burst", "2"]).await;
+    let path = "/v1/conversations/dm:alice:bob/messages";
+    let alice = app.token("alice");
+    for _ in 0..2 {
+        assert_eq!(
+            app.get(path, Some(&alice)).await.status(),
+            200,
+            "within the burst"
+        );
+    }
+    let asked = std::time::Instant::now();
+    let refused = app.get(path, Some(&alice)).await;
+    assert_eq!(refused.status(), 429);
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_millis(500),
+        "the refusal waits (half to one and a half seconds), so retrying at once cannot flood"
+    );
+    assert!(refused.headers().contains_key("retry-after"));
+    let (_, error) = status_and_json(refused).await;
+    assert_eq!(error["code"], "rate_limited", "{error}");
+    let bob = app.get(path, Some(&app.token("bob"))).await;
+    assert_eq!(bob.status(), 200, "another user has his own rate");
+}
+
+#[tokio::test]
 async fn a_user_with_four_history_reads_in_flight_gets_429_while_others_are_served() {
     let app = spawn_app().await;
     let path = "/v1/conversations/dm:alice:bob/messages";

@@ -3,7 +3,9 @@
 //! a circuit breaker (`msg_service`) that fails calls fast while the service
 //! is down, and budgeted retries of the reads (never of writes: a send that
 //! fails answers `unavailable`, and the client resends it with the same
-//! client_msg_id).
+//! client_msg_id). History and conversation lists travel on a connection of
+//! their own, so a flood of them cannot hold up sends and syncs behind it on
+//! one HTTP/2 connection (its stream limit and flow-control window).
 
 use std::future::Future;
 use std::time::Duration;
@@ -56,7 +58,10 @@ impl ClientConfig {
 /// the service is down, and its calls answer `unavailable` until it is up.
 #[derive(Clone)]
 pub struct RemoteMessageService {
+    /// Sends, syncs and the other short calls.
     client: MessagesClient<Channel>,
+    /// History pages and conversation lists: larger answers, on their own connection.
+    bulk: MessagesClient<Channel>,
     breaker: Breaker,
     retry: RetryPolicy,
     budget: RetryBudget,
@@ -65,14 +70,15 @@ pub struct RemoteMessageService {
 impl RemoteMessageService {
     /// A client for the service at `config.url` (not yet connected).
     pub fn new(config: &ClientConfig) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(config.url.clone())?
+        let endpoint = Endpoint::from_shared(config.url.clone())?
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .connect_lazy();
+            .http2_keep_alive_interval(Duration::from_secs(20));
         Ok(RemoteMessageService {
-            client: MessagesClient::new(channel),
+            // Two lazy channels of one endpoint: two HTTP/2 connections.
+            client: MessagesClient::new(endpoint.connect_lazy()),
+            bulk: MessagesClient::new(endpoint.connect_lazy()),
             breaker: Breaker::new("msg_service", config.breaker),
             retry: config.retry,
             budget: config.budget.clone(),
@@ -86,6 +92,10 @@ impl RemoteMessageService {
 
     fn client(&self) -> MessagesClient<Channel> {
         self.client.clone()
+    }
+
+    fn bulk(&self) -> MessagesClient<Channel> {
+        self.bulk.clone()
     }
 
     /// One call through the breaker: only the call itself failing (the
@@ -105,13 +115,35 @@ impl RemoteMessageService {
 
     /// A read, retried within the policy and the budget while the call
     /// itself fails (not while the breaker is open).
-    async fn read<T, F, Fut>(&self, name: &'static str, mut call: F) -> Result<T>
+    async fn read<T, F, Fut>(&self, name: &'static str, call: F) -> Result<T>
+    where
+        F: FnMut(MessagesClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.read_on(Self::client, name, call).await
+    }
+
+    /// A read on the bulk connection (see the module docs).
+    async fn read_bulk<T, F, Fut>(&self, name: &'static str, call: F) -> Result<T>
+    where
+        F: FnMut(MessagesClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.read_on(Self::bulk, name, call).await
+    }
+
+    async fn read_on<T, F, Fut>(
+        &self,
+        connection: fn(&Self) -> MessagesClient<Channel>,
+        name: &'static str,
+        mut call: F,
+    ) -> Result<T>
     where
         F: FnMut(MessagesClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         retry_when(name, &self.retry, &self.budget, is_call_failure, || {
-            self.unary(call(self.client()))
+            self.unary(call(connection(self)))
         })
         .await
     }
@@ -188,7 +220,7 @@ impl MessageApi for RemoteMessageService {
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
         let reply = self
-            .read("msg_service.history", |mut c| {
+            .read_bulk("msg_service.history", |mut c| {
                 let message = message.clone();
                 async move { c.history(message).await }
             })
@@ -205,7 +237,7 @@ impl MessageApi for RemoteMessageService {
             user: user.to_string(),
         };
         let reply = self
-            .read("msg_service.conversations", |mut c| {
+            .read_bulk("msg_service.conversations", |mut c| {
                 let message = message.clone();
                 async move { c.conversations(message).await }
             })
@@ -225,7 +257,7 @@ impl MessageApi for RemoteMessageService {
             conv_id: conv.to_string(),
         };
         let reply = self
-            .read("msg_service.conversation", |mut c| {
+            .read_bulk("msg_service.conversation", |mut c| {
                 let message = message.clone();
                 async move { c.get_conversation(message).await }
             })
