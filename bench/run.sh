@@ -15,7 +15,7 @@
 #   RESULT pairs_ratio=<single/relay delivered msgs/s> p99_ms=<single p99 at 50%> kib_per_conn=<idle>
 #
 # Knobs (environment): BENCH_USERS (200), BENCH_DURATION (10 s),
-# BENCH_RELAY_STEPS ("100 150 200 250" msg/s per user), BENCH_SERVER_STEPS
+# BENCH_RELAY_STEPS ("100 150 200 250 300 400" msg/s per user), BENCH_SERVER_STEPS
 # ("10 20 30 40 50 60" msg/s per user), BENCH_IDLE (15000), BENCH_IDLE_PROCS (3),
 # BENCH_CATCH_UP (10000), BENCH_SKIP (comma list of relay,single,cluster,idle,catch-up).
 # JSON reports and plots land in bench/results/ (NAME-rRATE.json per step,
@@ -32,7 +32,7 @@ rm -f "$out"/*.json "$out"/*.svg
 
 users="${BENCH_USERS:-200}"
 duration="${BENCH_DURATION:-10}"
-relay_steps="${BENCH_RELAY_STEPS:-100 150 200 250}"
+relay_steps="${BENCH_RELAY_STEPS:-100 150 200 250 300 400}"
 server_steps="${BENCH_SERVER_STEPS:-10 20 30 40 50 60}"
 idle_conns="${BENCH_IDLE:-15000}"
 idle_procs="${BENCH_IDLE_PROCS:-3}"
