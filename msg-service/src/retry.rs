@@ -17,6 +17,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use proto::{ConvId, HistoryMessage, Seq, UserId};
+use rand::Rng;
 use storage::{RetryItem, RetryKey};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -234,12 +235,9 @@ impl Core {
         Ok(true)
     }
 
-    /// Exponential backoff in milliseconds, capped.
     fn retry_backoff(&self, attempts: u32) -> u64 {
         let retry = &self.config.retry;
-        let base = u64::try_from(retry.backoff.as_millis()).unwrap_or(u64::MAX);
-        let max = u64::try_from(retry.max_backoff.as_millis()).unwrap_or(u64::MAX);
-        base.saturating_mul(1u64 << attempts.min(20)).min(max)
+        jittered(capped_backoff(retry.backoff, retry.max_backoff, attempts))
     }
 
     /// Appends a stored message to these members' inboxes where it is not
@@ -295,4 +293,43 @@ fn failed_members(results: Vec<(UserId, Result<Seq>)>) -> Vec<UserId> {
             }
         })
         .collect()
+}
+
+/// Exponential backoff in milliseconds: `base` doubled per attempt, capped.
+fn capped_backoff(base: Duration, max: Duration, attempts: u32) -> u64 {
+    let base = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+    let max = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    base.saturating_mul(1u64 << attempts.min(20)).min(max)
+}
+
+/// Half the backoff plus a random part of the other half ("equal jitter"):
+/// items that failed together (one store outage) are not all retried in
+/// the same pass, and none comes back sooner than half its backoff.
+fn jittered(backoff: u64) -> u64 {
+    let half = backoff / 2;
+    half + rand::rng().random_range(0..=backoff - half)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_attempt_up_to_the_cap() {
+        let (base, max) = (Duration::from_millis(200), Duration::from_secs(60));
+        assert_eq!(capped_backoff(base, max, 0), 200);
+        assert_eq!(capped_backoff(base, max, 3), 1_600);
+        assert_eq!(capped_backoff(base, max, 40), 60_000);
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_all_of_the_backoff_and_varies() {
+        let draws: Vec<u64> = (0..200).map(|_| jittered(1_000)).collect();
+        assert!(draws.iter().all(|d| (500..=1_000).contains(d)), "{draws:?}");
+        assert!(
+            draws.iter().any(|d| *d != draws[0]),
+            "the delays are spread"
+        );
+        assert_eq!(jittered(0), 0);
+    }
 }
