@@ -138,6 +138,10 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..))]
     pub history_burst: u32,
 
+    /// The circuit breakers (store, Redis, msg-service client).
+    #[command(flatten)]
+    pub breakers: msg_service::BreakerArgs,
+
     /// Frames a socket may send in a burst.
     #[arg(long, env = "CHAT_WS_FRAME_BURST", default_value_t = 200,
         value_parser = clap::value_parser!(u32).range(1..))]
@@ -164,6 +168,7 @@ impl Config {
     pub fn store_guard(&self) -> GuardedStoreConfig {
         GuardedStoreConfig {
             timeout: Duration::from_millis(self.store_timeout_ms),
+            breaker: self.breakers.config(),
             ..GuardedStoreConfig::default()
         }
     }

@@ -233,9 +233,16 @@ fn single_machine(config: &Config) -> Result<Parts> {
 
 /// A remote msg-service over gRPC, and Redis for the bus and presence.
 async fn distributed(config: &Config, url: &str, redis: &str) -> Result<Parts> {
-    let client = ClientConfig::new(url, Duration::from_millis(config.msg_service_timeout_ms));
+    let client = ClientConfig {
+        breaker: config.breakers.config(),
+        ..ClientConfig::new(url, Duration::from_millis(config.msg_service_timeout_ms))
+    };
     let api = RemoteMessageService::new(&client).map_err(startup("the msg-service URL"))?;
-    let redis = RedisBackends::connect(redis, RedisOptions::default())
+    let options = RedisOptions {
+        breaker: config.breakers.config(),
+        ..RedisOptions::default()
+    };
+    let redis = RedisBackends::connect(redis, options)
         .await
         .map_err(startup("Redis"))?;
     let mut watched = vec![WatchedBreaker {

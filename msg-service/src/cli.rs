@@ -46,6 +46,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub breakers: msg_service::BreakerArgs,
     /// Redis URL for the inbox cache, notify bus and presence (shared with the gateways).
     // An `Option` only so that `audit` parses without it: clap requires it
     // whenever no subcommand is given.

@@ -4,6 +4,7 @@
 
 mod api;
 pub mod audit;
+mod breaker_args;
 mod bulkhead;
 mod clock;
 mod conversations;
@@ -20,6 +21,7 @@ mod stripes;
 mod sync;
 
 pub use api::{Conversation, HistoryPage, MessageApi};
+pub use breaker_args::BreakerArgs;
 pub use bulkhead::{BulkheadConfig, BulkheadFull};
 pub use error::{Error, Result};
 pub use retry::{RetryConfig, RetryWorker};

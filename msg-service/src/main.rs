@@ -68,11 +68,16 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     // around a remote store that stalls.
     let guard = GuardedStoreConfig {
         timeout: Duration::from_millis(config.store_timeout_ms),
+        breaker: config.breakers.config(),
         ..GuardedStoreConfig::default()
     };
     let store = Arc::new(GuardedStore::new(store, guard));
     let url = config.redis.context("--redis is required")?;
-    let redis = RedisBackends::connect(&url, RedisOptions::default())
+    let options = RedisOptions {
+        breaker: config.breakers.config(),
+        ..RedisOptions::default()
+    };
+    let redis = RedisBackends::connect(&url, options)
         .await
         .context("connecting to Redis")?;
     let backends = Backends {
