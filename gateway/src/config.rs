@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use msg_service::BulkheadConfig;
-use msg_service::storage::resilience::GuardedStoreConfig;
 use secrecy::SecretString;
 
 /// A chat backend gateway: WebSocket and REST on one port. With no
@@ -58,42 +56,9 @@ pub struct Config {
     #[arg(long, env = "CHAT_MSG_SERVICE_TIMEOUT_MS", default_value_t = 5_000)]
     pub msg_service_timeout_ms: u64,
 
-    /// Deadline of each call to the embedded store (single-machine mode), in
-    /// milliseconds; past it the call fails as `unavailable`.
-    #[arg(long, env = "CHAT_STORE_TIMEOUT_MS", default_value_t = 2_000,
-        value_parser = clap::value_parser!(u64).range(1..))]
-    pub store_timeout_ms: u64,
-
-    /// Single-machine mode: sends running at once and waiting, as
-    /// CONCURRENCY:QUEUE; one more is answered `unavailable` at once (in the
-    /// distributed mode msg-service's flag of the same name applies).
-    #[arg(long, env = "CHAT_BULKHEAD_SEND", default_value = "256:1024")]
-    pub bulkhead_send: BulkheadConfig,
-
-    /// Syncs (and inbox-head reads) running at once and waiting.
-    #[arg(long, env = "CHAT_BULKHEAD_SYNC", default_value = "256:1024")]
-    pub bulkhead_sync: BulkheadConfig,
-
-    /// History pages running at once and waiting.
-    #[arg(long, env = "CHAT_BULKHEAD_HISTORY", default_value = "32:64")]
-    pub bulkhead_history: BulkheadConfig,
-
-    /// Inbox appends of all fan-outs running at once and waiting.
-    #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
-    pub bulkhead_fanout: BulkheadConfig,
-
     /// How long a graceful shutdown waits for sockets to leave, in seconds.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10)]
     pub drain_secs: u64,
-
-    /// Sends per user per second (token bucket refill); in the distributed
-    /// mode msg-service's own flag of the same name applies.
-    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20)]
-    pub send_rate: u32,
-
-    /// Sends per user in a burst (token bucket size).
-    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
-    pub send_burst: u32,
 
     /// Required `iss` claim of every token (not checked when absent).
     #[arg(long, env = "CHAT_JWT_ISSUER")]
@@ -142,6 +107,11 @@ pub struct Config {
     #[command(flatten)]
     pub breakers: msg_service::BreakerArgs,
 
+    /// The in-process message service's limits (single-machine mode; with
+    /// `--msg-service`, msg-service's own flags of the same names apply).
+    #[command(flatten)]
+    pub service: msg_service::ServiceArgs,
+
     /// Frames a socket may send in a burst.
     #[arg(long, env = "CHAT_WS_FRAME_BURST", default_value_t = 200,
         value_parser = clap::value_parser!(u32).range(1..))]
@@ -162,15 +132,6 @@ impl Config {
     /// The idle timeout of a socket.
     pub fn ws_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.ws_idle_timeout_secs)
-    }
-
-    /// The store's deadline, breaker and retries (single-machine mode).
-    pub fn store_guard(&self) -> GuardedStoreConfig {
-        GuardedStoreConfig {
-            timeout: Duration::from_millis(self.store_timeout_ms),
-            breaker: self.breakers.config(),
-            ..GuardedStoreConfig::default()
-        }
     }
 
     /// The drain deadline as a duration.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use msg_service::grpc::{ClientConfig, RemoteMessageService};
-use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
+use msg_service::{Backends, MessageApi, MessageService};
 use rand::Rng;
 use storage::resilience::GuardedStore;
 use storage::{
@@ -206,7 +206,10 @@ type Parts = (
 fn single_machine(config: &Config) -> Result<Parts> {
     let store = EmbeddedStore::open(&config.data_dir.join("store"), Durability::Fsync)
         .map_err(startup("the embedded store"))?;
-    let store = GuardedStore::new(Arc::new(store), config.store_guard());
+    let store = GuardedStore::new(
+        Arc::new(store),
+        config.service.store_guard(&config.breakers),
+    );
     let watched = vec![WatchedBreaker {
         breaker: store.breaker().clone(),
         required: false,
@@ -218,16 +221,10 @@ fn single_machine(config: &Config) -> Result<Parts> {
         presence: Arc::new(InProcessPresence::default()),
     };
     let (bus, presence) = (Arc::clone(&backends.bus), Arc::clone(&backends.presence));
-    let service = ServiceConfig {
-        send_rate: config.send_rate,
-        send_burst: config.send_burst,
-        send_bulkhead: config.bulkhead_send,
-        sync_bulkhead: config.bulkhead_sync,
-        history_bulkhead: config.bulkhead_history,
-        fanout_bulkhead: config.bulkhead_fanout,
-        ..ServiceConfig::default()
-    };
-    let local = Arc::new(MessageService::new(backends, service));
+    let local = Arc::new(MessageService::new(
+        backends,
+        config.service.service_config(),
+    ));
     Ok((Arc::clone(&local) as _, bus, presence, Some(local), watched))
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use msg_service::BulkheadConfig;
 use storage::scylla::{ConsistencyLevel, Keyspace, Replication};
 use storage::{Durability, EmbeddedStore, MessageStore, ScyllaOptions, ScyllaStore};
 
@@ -53,30 +52,8 @@ pub struct ServeArgs {
     // whenever no subcommand is given.
     #[arg(long, env = "CHAT_REDIS_URL", required = true)]
     pub redis: Option<String>,
-    /// Sends per user per second (token bucket refill), over all gateways.
-    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20)]
-    pub send_rate: u32,
-    /// Sends per user in a burst (token bucket size).
-    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 50)]
-    pub send_burst: u32,
-    /// Deadline of each call to the durable store, in milliseconds; past it
-    /// the call fails as `unavailable` and counts toward the store breaker.
-    #[arg(long, env = "CHAT_STORE_TIMEOUT_MS", default_value_t = 2_000,
-        value_parser = clap::value_parser!(u64).range(1..))]
-    pub store_timeout_ms: u64,
-    /// Sends running at once and waiting, as CONCURRENCY:QUEUE; one more is
-    /// answered `unavailable` at once.
-    #[arg(long, env = "CHAT_BULKHEAD_SEND", default_value = "256:1024")]
-    pub bulkhead_send: BulkheadConfig,
-    /// Syncs (and inbox-head reads) running at once and waiting.
-    #[arg(long, env = "CHAT_BULKHEAD_SYNC", default_value = "256:1024")]
-    pub bulkhead_sync: BulkheadConfig,
-    /// History pages running at once and waiting.
-    #[arg(long, env = "CHAT_BULKHEAD_HISTORY", default_value = "32:64")]
-    pub bulkhead_history: BulkheadConfig,
-    /// Inbox appends of all fan-outs running at once and waiting.
-    #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
-    pub bulkhead_fanout: BulkheadConfig,
+    #[command(flatten)]
+    pub service: msg_service::ServiceArgs,
     /// Serve Prometheus metrics (`GET /metrics`) on this address; off unless given.
     #[arg(long, env = "CHAT_MSG_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

@@ -4,7 +4,6 @@
 
 mod api;
 pub mod audit;
-mod breaker_args;
 mod bulkhead;
 mod clock;
 mod conversations;
@@ -17,13 +16,14 @@ mod rate_limit;
 mod retry;
 mod send;
 mod service;
+mod service_args;
 mod stripes;
 mod sync;
 
 pub use api::{Conversation, HistoryPage, MessageApi};
-pub use breaker_args::BreakerArgs;
 pub use bulkhead::{BulkheadConfig, BulkheadFull};
 pub use error::{Error, Result};
 pub use retry::{RetryConfig, RetryWorker};
 pub use service::{Backends, MessageService, ServiceConfig};
+pub use service_args::{BreakerArgs, ServiceArgs};
 pub use storage;

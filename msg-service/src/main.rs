@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use msg_service::{Backends, MessageService, ServiceConfig};
-use std::time::Duration;
+use msg_service::{Backends, MessageService};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use storage::resilience::{GuardedStore, GuardedStoreConfig};
+use storage::resilience::GuardedStore;
 use storage::{RedisBackends, RedisOptions};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -66,11 +65,7 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     }
     // The deadline and breaker sit outside the fault hook, as they would
     // around a remote store that stalls.
-    let guard = GuardedStoreConfig {
-        timeout: Duration::from_millis(config.store_timeout_ms),
-        breaker: config.breakers.config(),
-        ..GuardedStoreConfig::default()
-    };
+    let guard = config.service.store_guard(&config.breakers);
     let store = Arc::new(GuardedStore::new(store, guard));
     let url = config.redis.context("--redis is required")?;
     let options = RedisOptions {
@@ -86,16 +81,10 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
         bus: Arc::new(redis.bus),
         presence: Arc::new(redis.presence),
     };
-    let limits = ServiceConfig {
-        send_rate: config.send_rate,
-        send_burst: config.send_burst,
-        send_bulkhead: config.bulkhead_send,
-        sync_bulkhead: config.bulkhead_sync,
-        history_bulkhead: config.bulkhead_history,
-        fanout_bulkhead: config.bulkhead_fanout,
-        ..ServiceConfig::default()
-    };
-    let service = Arc::new(MessageService::new(backends, limits));
+    let service = Arc::new(MessageService::new(
+        backends,
+        config.service.service_config(),
+    ));
     let retry_worker = service.start_retry_worker();
     let listener = TcpListener::bind(config.listen)
         .await
