@@ -311,8 +311,19 @@ impl Client {
             }
             Step::Frame(Some(Ok(_))) => {}
             Step::SendDue(at) => {
-                self.sent_new += 1;
+                // A tick selected just as the send phase ended must not send:
+                // the drain may already have seen no unacked send and moved
+                // on, and the peer would stop before this message reached it.
+                // Counted first, then the phase read; the drain sets the
+                // phase, then reads the count; the fences make at least one
+                // side see the other (store, fence, load on both sides).
                 Counters::bump(&self.counters().unacked);
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                if *self.phase.borrow() != Phase::Send {
+                    Counters::drop_one(&self.counters().unacked);
+                    return;
+                }
+                self.sent_new += 1;
                 let pending = Pending {
                     client_msg_id: format!("{}-{}", self.spec.user, self.sent_new),
                     scheduled: at,

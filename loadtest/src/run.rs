@@ -114,6 +114,8 @@ impl Run {
     /// acked or given up and every acked message has been delivered.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.set(Phase::Drain);
+        // Pairs with the fence of a client's send (see `Step::SendDue`).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         self.wait_until(timeout, |c| {
             Counters::get(&c.unacked) == 0
                 && Counters::get(&c.delivered) >= Counters::get(&c.expected)
