@@ -88,14 +88,25 @@ up() {
     "${msg_flags[@]}"
   wait_for msg-service "$(cat "$dir/msg-service.pid")" "$(cat "$dir/msg-service.probe")"
 
-  local n port
+  local n port attempt
   for n in 1 2; do
     port=$gw1_port; [ "$n" = 2 ] && port=$gw2_port
-    CHAT_JWT_SECRET="$secret" start "gateway$n" "curl -fsS http://127.0.0.1:$port/readyz" \
-      "$bin/gateway" --listen "127.0.0.1:$port" \
-      --data-dir "$dir/gateway$n" --msg-service "http://127.0.0.1:$msg_port" --redis "$redis_url" \
-      --gateway-id "gw$n" --dev-auth "${CLUSTER_DEV_AUTH:-true}"
-    wait_for "gateway$n" "$(cat "$dir/gateway$n.pid")" "curl -fsS http://127.0.0.1:$port/readyz"
+    # A free port can be taken by another process between free_port and the
+    # bind (cluster tests run in parallel): then try another one.
+    for attempt in 1 2 3; do
+      CHAT_JWT_SECRET="$secret" start "gateway$n" "curl -fsS http://127.0.0.1:$port/readyz" \
+        "$bin/gateway" --listen "127.0.0.1:$port" \
+        --data-dir "$dir/gateway$n" --msg-service "http://127.0.0.1:$msg_port" --redis "$redis_url" \
+        --gateway-id "gw$n" --dev-auth "${CLUSTER_DEV_AUTH:-true}"
+      if wait_for "gateway$n" "$(cat "$dir/gateway$n.pid")" "curl -fsS http://127.0.0.1:$port/readyz"; then
+        break
+      fi
+      grep -qi "already in use" "$dir/gateway$n.log" && [ "$attempt" -lt 3 ] || false
+      echo "cluster: gateway$n: port $port was taken; trying another" >&2
+      : >"$dir/gateway$n.log"
+      port=$(free_port)
+    done
+    if [ "$n" = 1 ]; then gw1_port=$port; else gw2_port=$port; fi
   done
 
   sed -e "s/@LB_PORT@/$lb_port/" -e "s/@GW1_PORT@/$gw1_port/" -e "s/@GW2_PORT@/$gw2_port/" \
