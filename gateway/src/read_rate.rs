@@ -1,39 +1,27 @@
-//! Per-user rate of history reads: a token bucket per user (governor,
-//! keyed). A read over the rate is answered 429 only after a delay (a
-//! tarpit, jittered), so a client that fires again the moment it is refused
-//! cannot turn cheap refusals into a flood of its own: with N requests in
-//! flight it gets about N refusals per delay, whatever the server's speed.
+//! Per-user rate of history reads: the message service's per-user token
+//! bucket ([`UserRate`]). A read over the rate is answered 429 only after a
+//! delay (a tarpit, jittered), so a client that fires again the moment it is
+//! refused cannot turn cheap refusals into a flood of its own: with N
+//! requests in flight it gets about N refusals per delay, whatever the
+//! server's speed.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use msg_service::UserRate;
 use proto::UserId;
 use rand::Rng;
 
-/// Idle buckets are forgotten every this many checks, so memory stays
-/// bounded without a background task.
-const CHECKS_PER_CLEANUP: u64 = 10_000;
-
-/// Token buckets of history reads, one per user.
+/// Token buckets of history reads, one per user, and the refusal delay.
 pub struct ReadRate {
-    limiter: DefaultKeyedRateLimiter<UserId>,
-    clock: DefaultClock,
-    checks: AtomicU64,
+    rate: UserRate,
     refusal_delay: Duration,
 }
 
 impl ReadRate {
     /// `per_second` refill, bursts of `burst`; refusals wait `refusal_delay`.
     pub fn new(per_second: u32, burst: u32, refusal_delay: Duration) -> Self {
-        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         ReadRate {
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
-            clock: DefaultClock::default(),
-            checks: AtomicU64::new(0),
+            rate: UserRate::new(per_second, burst),
             refusal_delay,
         }
     }
@@ -41,17 +29,9 @@ impl ReadRate {
     /// Takes one read from `user`'s bucket. When it is empty, waits 50-150%
     /// of the refusal delay, then says how long until the next read is allowed.
     pub async fn admit(&self, user: &UserId) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % CHECKS_PER_CLEANUP
-            == CHECKS_PER_CLEANUP - 1
-        {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
-        let not_until = match self.limiter.check_key(user) {
-            Ok(()) => return Ok(()),
-            Err(not_until) => not_until,
+        let Err(wait) = self.rate.check(user) else {
+            return Ok(());
         };
-        let wait = not_until.wait_time_from(self.clock.now());
         let delay = self.delay_refusal().await;
         Err(wait.saturating_sub(delay))
     }

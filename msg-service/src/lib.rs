@@ -23,6 +23,7 @@ mod sync;
 pub use api::{Conversation, HistoryPage, MessageApi};
 pub use bulkhead::{BulkheadConfig, BulkheadFull};
 pub use error::{Error, Result};
+pub use rate_limit::UserRate;
 pub use retry::{RetryConfig, RetryWorker};
 pub use service::{Backends, MessageService, ServiceConfig};
 pub use service_args::{BreakerArgs, ServiceArgs};

@@ -94,10 +94,6 @@ impl RemoteMessageService {
         self.client.clone()
     }
 
-    fn bulk(&self) -> MessagesClient<Channel> {
-        self.bulk.clone()
-    }
-
     /// One call through the breaker: only the call itself failing (the
     /// service down or too slow) counts against it, never an error the
     /// service answered.
@@ -113,28 +109,12 @@ impl RemoteMessageService {
         self.breaker.run(answered, is_call_failure).await
     }
 
-    /// A read, retried within the policy and the budget while the call
-    /// itself fails (not while the breaker is open).
-    async fn read<T, F, Fut>(&self, name: &'static str, call: F) -> Result<T>
-    where
-        F: FnMut(MessagesClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.read_on(Self::client, name, call).await
-    }
-
-    /// A read on the bulk connection (see the module docs).
-    async fn read_bulk<T, F, Fut>(&self, name: &'static str, call: F) -> Result<T>
-    where
-        F: FnMut(MessagesClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.read_on(Self::bulk, name, call).await
-    }
-
-    async fn read_on<T, F, Fut>(
+    /// A read on `connection` (`client` or `bulk`, see the module docs),
+    /// retried within the policy and the budget while the call itself fails
+    /// (not while the breaker is open).
+    async fn read<T, F, Fut>(
         &self,
-        connection: fn(&Self) -> MessagesClient<Channel>,
+        connection: &MessagesClient<Channel>,
         name: &'static str,
         mut call: F,
     ) -> Result<T>
@@ -143,7 +123,7 @@ impl RemoteMessageService {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         retry_when(name, &self.retry, &self.budget, is_call_failure, || {
-            self.unary(call(connection(self)))
+            self.unary(call(connection.clone()))
         })
         .await
     }
@@ -177,7 +157,7 @@ impl MessageApi for RemoteMessageService {
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
         let reply = self
-            .read("msg_service.sync", |mut c| {
+            .read(&self.client, "msg_service.sync", |mut c| {
                 let message = message.clone();
                 async move { c.sync(message).await }
             })
@@ -194,7 +174,7 @@ impl MessageApi for RemoteMessageService {
             user: user.to_string(),
         };
         let reply = self
-            .read("msg_service.inbox_head", |mut c| {
+            .read(&self.client, "msg_service.inbox_head", |mut c| {
                 let message = message.clone();
                 async move { c.inbox_head(message).await }
             })
@@ -220,7 +200,7 @@ impl MessageApi for RemoteMessageService {
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
         let reply = self
-            .read_bulk("msg_service.history", |mut c| {
+            .read(&self.bulk, "msg_service.history", |mut c| {
                 let message = message.clone();
                 async move { c.history(message).await }
             })
@@ -237,7 +217,7 @@ impl MessageApi for RemoteMessageService {
             user: user.to_string(),
         };
         let reply = self
-            .read_bulk("msg_service.conversations", |mut c| {
+            .read(&self.bulk, "msg_service.conversations", |mut c| {
                 let message = message.clone();
                 async move { c.conversations(message).await }
             })
@@ -257,7 +237,7 @@ impl MessageApi for RemoteMessageService {
             conv_id: conv.to_string(),
         };
         let reply = self
-            .read_bulk("msg_service.conversation", |mut c| {
+            .read(&self.bulk, "msg_service.conversation", |mut c| {
                 let message = message.clone();
                 async move { c.get_conversation(message).await }
             })
