@@ -1,5 +1,7 @@
 //! The gateway binary: parse flags, set up logging, build, serve until SIGTERM or ctrl-c.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use gateway::{App, Config};
@@ -18,6 +20,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        // Colour codes only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let app = App::build(&config).await.context("building the server")?;
     let addr = app.local_addr().context("reading the bound address")?;

@@ -6,6 +6,7 @@
 mod audit_cmd;
 mod cli;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -32,11 +33,14 @@ async fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt().with_env_filter(
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     );
-    // The audit's report is its stdout: its logs go to stderr.
+    // The audit's report is its stdout: its logs go to stderr. Colour codes
+    // only on a terminal: logs redirected to a file stay plain text.
     if cli.command.is_some() {
-        logs.with_writer(std::io::stderr).init();
+        logs.with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
     } else {
-        logs.init();
+        logs.with_ansi(std::io::stdout().is_terminal()).init();
     }
     match cli.command {
         Some(Command::Audit(args)) => audit_cmd::run(args).await,
