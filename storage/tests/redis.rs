@@ -357,6 +357,40 @@ async fn the_redis_breaker_opens_while_redis_is_down_and_closes_when_it_returns(
     assert_eq!(breaker.state(), BreakerState::Closed);
 }
 
+/// The breaker's pause (5 s by default) is not what decides when calls work
+/// again: Redis answering is. Before, the first probe after the pause got the
+/// connection manager's stale "connection refused" and re-opened it.
+#[tokio::test]
+async fn calls_succeed_within_a_second_of_redis_answering_again_after_the_breaker_opened() {
+    let options = RedisOptions {
+        breaker: BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(5),
+            half_open_probes: 3,
+        },
+        ..impatient()
+    };
+    let (backends, mut server) = spawn_redis(options).await;
+    let breaker = backends.breaker.clone().expect("a breaker");
+    let u = user("u");
+    server.stop();
+    while breaker.state() != BreakerState::Open {
+        assert!(backends.presence.gateways(&u).await.is_err());
+    }
+
+    server.start_again();
+    let answering = Instant::now();
+    while backends.presence.gateways(&u).await.is_err() {
+        assert!(
+            answering.elapsed() < Duration::from_secs(1),
+            "calls still failed {:?} after Redis answered again (breaker {:?})",
+            answering.elapsed(),
+            breaker.state()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn keys_carry_the_prefix_and_the_user_as_hash_tag() {
     let options = RedisOptions {

@@ -12,15 +12,18 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisResult};
 
 use super::RedisOptions;
-use crate::resilience::Breaker;
+use crate::resilience::{Breaker, watch_recovery};
 use crate::{Error, Result};
+
+/// How often an open breaker's connection tries Redis afresh.
+const RECOVERY_PROBE_EVERY: Duration = Duration::from_millis(200);
 
 /// Timeouts in a row after which a connection is replaced.
 const REPLACE_AFTER_TIMEOUTS: u32 = 3;
@@ -99,6 +102,12 @@ impl Conn {
             breaker: Some(Breaker::new("redis", options.breaker)),
         }));
         conn.ping().await?;
+        if let Some(breaker) = &conn.0.breaker {
+            let shared = Arc::downgrade(&conn.0);
+            watch_recovery(breaker, RECOVERY_PROBE_EVERY, move || {
+                probe_fresh(shared.clone())
+            });
+        }
         Ok(conn)
     }
 
@@ -167,6 +176,35 @@ impl Conn {
         // Holds no invariant a panic could break.
         self.0.manager.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Makes `fresh` the current connection.
+    fn replace(&self, fresh: ConnectionManager) {
+        *self.lock() = fresh;
+        self.0.timeouts.store(0, Ordering::Relaxed);
+        self.0.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The recovery probe of an open breaker: a new connection (not the
+/// manager's, which may hand out the stale error of its failed reconnect)
+/// that must answer PING; on success it becomes the current connection.
+async fn probe_fresh(shared: Weak<Shared>) -> bool {
+    let Some(shared) = shared.upgrade() else {
+        return false;
+    };
+    let conn = Conn(shared);
+    let connect = ConnectionManager::new_with_config(conn.0.client.clone(), conn.0.config.clone());
+    let Ok(Ok(mut fresh)) = tokio::time::timeout(conn.0.timeout, connect).await else {
+        return false;
+    };
+    let ping = redis::cmd("PING");
+    let answered = tokio::time::timeout(conn.0.timeout, ping.exec_async(&mut fresh)).await;
+    if !matches!(answered, Ok(Ok(()))) {
+        return false;
+    }
+    tracing::info!("Redis answers again on a new connection");
+    conn.replace(fresh);
+    true
 }
 
 /// `call`'s result, or `Unavailable` once `timeout` has passed.

@@ -7,7 +7,7 @@
 //! the dependency's health and must not open the breaker.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -133,6 +133,29 @@ impl Breaker {
         result
     }
 
+    /// The dependency answered a health probe made outside the breaker: an
+    /// open breaker lets its probes through now instead of waiting out its
+    /// pause, so recovery follows the dependency, not a fixed time.
+    pub fn dependency_answered(&self) {
+        let mut inner = self.lock();
+        if matches!(*inner, Inner::Open { .. }) {
+            let next = Inner::HalfOpen {
+                in_flight: 0,
+                successes: 0,
+            };
+            self.transition(&mut inner, next);
+        }
+    }
+
+    /// A handle that does not keep the breaker alive (for background probes).
+    pub fn downgrade(&self) -> WeakBreaker {
+        WeakBreaker {
+            name: self.name,
+            config: self.config,
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     /// Leave to make one call, or why not.
     fn permit(&self) -> Result<Permit<'_>, BreakerOpen> {
         let mut inner = self.lock();
@@ -244,6 +267,25 @@ impl Breaker {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every update leaves a valid state: a panic elsewhere cannot break it.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A breaker that may be gone: see [`Breaker::downgrade`].
+#[derive(Debug, Clone)]
+pub struct WeakBreaker {
+    name: &'static str,
+    config: BreakerConfig,
+    inner: Weak<Mutex<Inner>>,
+}
+
+impl WeakBreaker {
+    /// The breaker, while anything else still holds it.
+    pub fn upgrade(&self) -> Option<Breaker> {
+        Some(Breaker {
+            name: self.name,
+            config: self.config,
+            inner: self.inner.upgrade()?,
+        })
     }
 }
 

@@ -5,8 +5,10 @@
 
 mod breaker;
 mod guarded_store;
+mod recovery;
 mod retry;
 
-pub use breaker::{Breaker, BreakerConfig, BreakerOpen, BreakerState};
+pub use breaker::{Breaker, BreakerConfig, BreakerOpen, BreakerState, WeakBreaker};
 pub use guarded_store::{GuardedStore, GuardedStoreConfig};
+pub use recovery::watch_recovery;
 pub use retry::{RetryBudget, RetryPolicy, retry_idempotent, retry_when};
