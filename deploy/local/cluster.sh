@@ -105,13 +105,64 @@ cassandra_pid() {
 start_cassandra_node() {
   local name="$1" node_dir="$dir/$1"; shift
   mkdir -p "$node_dir"
+  node_dir="$(cd "$node_dir" && pwd -P)"
   [ -f "$node_dir/node.env" ] && set --
   echo "cluster: starting $name ($(date +%T))" >>"$dir/$name.log"
   if ! "$cassandra_home/start.sh" --dir "$node_dir" "$@" >>"$dir/$name.log" 2>&1; then
-    echo "cluster: $name did not start; its log:" >&2; tail -n 30 "$dir/$name.log" >&2
-    return 1
+    # start.sh can take a JVM that is just starting for one that exited (its
+    # first check can see the forked shell before it runs java: on a busy
+    # machine) and then forgets it: take that process back and wait for it.
+    local pid; pid="$(node_process "$node_dir")"
+    if [ -z "$pid" ] || ! adopt_cassandra_node "$name" "$node_dir" "$pid" "$@"; then
+      echo "cluster: $name did not start; its log:" >&2; tail -n 30 "$dir/$name.log" >&2
+      return 1
+    fi
   fi
   cat "$node_dir/pid" >"$dir/$name.pid"
+}
+
+# The pid of the JVM started from node dir $1 (its exact storagedir flag), if any.
+node_process() {
+  local cmdline pid
+  for cmdline in /proc/[0-9]*/cmdline; do
+    pid="${cmdline#/proc/}" pid="${pid%/cmdline}"
+    if tr '\0' '\n' 2>/dev/null <"$cmdline" | grep -qxF -- "-Dcassandra.storagedir=$1/data" && alive "$pid"; then
+      echo "$pid"; return 0
+    fi
+  done
+  return 0
+}
+
+# adopt_cassandra_node NAME DIR PID [start.sh options]: records PID as the
+# node's, waits (120 s at most, like start.sh) for its CQL port, and writes the
+# node.env start.sh would have written; kills it if it does not answer.
+adopt_cassandra_node() {
+  local name="$1" node_dir="$2" pid="$3" address="" port="" seeds="" heap="" cluster=""; shift 3
+  echo "$pid" >"$node_dir/pid"
+  echo "cluster: start.sh lost pid $pid, which runs: waiting for it" >>"$dir/$name.log"
+  if [ -f "$node_dir/node.env" ]; then
+    address="$(node_env "$name" ADDRESS)" port="$(node_env "$name" PORT)"
+  fi
+  while [ $# -gt 1 ]; do
+    case "$1" in
+      --address) address="$2" ;; --port) port="$2" ;; --seeds) seeds="$2" ;;
+      --heap) heap="$2" ;; --cluster-name) cluster="$2" ;;
+    esac
+    shift 2
+  done
+  [ -n "$address" ] && [ -n "$port" ] || return 1
+  for _ in $(seq 1 600); do
+    if (exec 3<>"/dev/tcp/$address/$port") 2>/dev/null; then
+      echo "cluster: CQL is up on $address:$port" >>"$dir/$name.log"
+      [ -f "$node_dir/node.env" ] || printf 'ADDRESS=%s\nPORT=%s\nSEEDS=%s\nHEAP=%s\nCLUSTER=%s\nBOOTSTRAP=false\n' \
+        "$address" "$port" "$seeds" "$heap" "$cluster" >"$node_dir/node.env"
+      return 0
+    fi
+    alive "$pid" || return 1
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  return 1
 }
 
 # Starts CLUSTER_CASSANDRA_NODES nodes one after another (a node joins the
@@ -155,7 +206,7 @@ start_cassandra() {
 # Stops every Cassandra node of this cluster dir, in parallel (start.sh's
 # stop.sh: SIGTERM, SIGKILL after 20 s; it signals only that node's process).
 stop_cassandra() {
-  local name pid pids=()
+  local name pid pids=() node_dir
   for name in $(cassandra_nodes); do
     [ -n "$(cassandra_pid "$name")" ] || continue
     if [ -x "$cassandra_home/stop.sh" ]; then
@@ -164,9 +215,13 @@ stop_cassandra() {
     fi
   done
   [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}" || true
-  # Without stop.sh, or if it failed: kill -9.
-  for name in $(cassandra_nodes); do
+  # Without stop.sh, if it failed, or a node whose start failed (start.sh
+  # may have lost its pid): kill -9 what runs from the node dirs.
+  for node_dir in "$dir"/cassandra[0-9]; do
+    [ -d "$node_dir" ] || continue
+    name="${node_dir##*/}"
     pid="$(cassandra_pid "$name")"
+    [ -n "$pid" ] || pid="$(node_process "$(cd "$node_dir" && pwd -P)")"
     if [ -n "$pid" ]; then
       kill -KILL "$pid" 2>/dev/null || true
       for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
