@@ -20,7 +20,15 @@
 # history-flood (300 concurrent history requests from 30 users while
 # sending: the median send p99 of five flooded rounds must stay within 2x of
 # that of five calm rounds; meant for FAULTS_PROFILE=release, as the test
-# command runs it).
+# command runs it), cassandra-node (not in the default list: needs java 17
+# and the Cassandra scripts of deploy/local/cluster.sh: msg-service on a
+# 3-node Cassandra cluster, replication factor 3, LOCAL_QUORUM; kill -9 of
+# cassandra2, not the seed, for FAULTS_CASSANDRA_DOWN (20) s, then started
+# again, under FAULTS_CASSANDRA_RATE (1) msg/s per user after a 10 s warm-up;
+# the gateways' acked sends per second are sampled from their /metrics: while
+# the node is still down, sends must be acked again at half the rate before
+# the kill at least; the row shows the rates, how long sends stalled, and the
+# time until deliveries and the node were back).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,7 +48,11 @@ export CHAT_JWT_SECRET="faults-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 fault_file="$work/store-faults"
 : >"$fault_file"
 export CLUSTER_MSG_FLAGS="--fault-file $fault_file"
-cleanup() { "$cluster" down >/dev/null 2>&1 || true; rm -rf "$work"; }
+# FAULTS_KEEP=1 keeps the work dir (reports, logs, samples) for a look.
+cleanup() {
+  "$cluster" down >/dev/null 2>&1 || true
+  if [ -n "${FAULTS_KEEP:-}" ]; then echo "faults: kept $work" >&2; else rm -rf "$work"; fi
+}
 trap cleanup EXIT
 
 cargo_flags=(); [ "$profile" = release ] && cargo_flags=(--release)
@@ -60,8 +72,79 @@ inject() {
       history_ms="$(timed_history "$lb")"
       sleep 2.5; : >"$fault_file" ;;
     half-fanout) echo fail_inbox_every=5 >"$fault_file"; sleep 3; : >"$fault_file" ;;
+    cassandra-node)
+      "$cluster" kill9 cassandra2; mark killed
+      sleep "${FAULTS_CASSANDRA_DOWN:-20}"
+      mark restarting; "$cluster" restart cassandra2; mark back ;;
     *) echo "faults: unknown scenario $1" >&2; exit 2 ;;
   esac
+}
+
+# Records when event $1 happened (seconds since the load started).
+mark() { awk -v e="$1" -v now="$EPOCHREALTIME" -v t0="$started" 'BEGIN { printf "%s %.3f\n", e, now - t0 }' >>"$work/events"; }
+
+# Every 0.25 s until killed: seconds since the load started, and the sends the
+# gateways answered ok and with an error so far (their chat_sends_total).
+sample_acks() {
+  local urls=() url now
+  mapfile -t urls < <(sed -n 's/^gw[0-9]=//p' "$CLUSTER_DIR/endpoints")
+  while :; do
+    now="$EPOCHREALTIME"
+    for url in "${urls[@]}"; do curl -s -m 1 "$url/metrics" || true; done \
+      | awk -v now="$now" -v t0="$started" '/^chat_sends_total\{/ { if ($0 ~ /outcome="ok"/) ok += $NF; else err += $NF }
+                       END { printf "%.3f %d %d\n", now - t0, ok, err }'
+    sleep 0.25
+  done >"$work/acks"
+}
+
+# Acked sends per second before the kill, while two nodes answer and after
+# the node is back; how long sends stalled. Exits 1 unless, while the node was
+# still down, sends were acked again at half the rate before the kill at least.
+ack_rates() {
+  python3 - "$work/acks" "$work/events" "$1" <<'EOF'
+import sys
+samples = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 3]
+events = {l.split()[0]: float(l.split()[1]) for l in open(sys.argv[2])}
+end = float(sys.argv[3])  # the end of the send phase
+def at(t):  # the counters at time t, linearly interpolated between samples
+    for (t0, ok0, e0), (t1, ok1, e1) in zip(samples, samples[1:]):
+        if t0 <= t <= t1:
+            f = (t - t0) / (t1 - t0) if t1 > t0 else 0
+            return ok0 + f * (ok1 - ok0), e0 + f * (e1 - e0)
+    return None
+def rate(a, b):  # acks per second over [a, b], and the errors answered in it
+    x, y = at(a), at(b)
+    if x is None or y is None or b - a < 1:
+        return None
+    return (y[0] - x[0]) / (b - a), y[1] - x[1]
+def show(name, v):
+    return (f"{name} {v[0]:.1f}" + (f" ({v[1]:.0f} errors)" if v[1] else "")) if v else f"{name} n/a"
+kill, back = events["killed"], events["back"]
+down_end = min(back, end)
+before = rate(2, kill)
+# Sends are back once a whole second holds half the rate before the kill.
+recovered = next((t for t in (kill + i * 0.25 for i in range(int((down_end - kill) * 4)))
+                  if before and (r := rate(t, t + 1)) and r[0] >= before[0] / 2), None)
+# The longest stretch after the kill, while the node was down, without a new ack.
+stalled, since = 0.0, None
+for (t0, ok0, _), (t1, ok1, _) in zip(samples, samples[1:]):
+    if t1 <= kill or t0 >= down_end:
+        continue
+    if ok1 == ok0:
+        since = t0 if since is None else since
+        stalled = max(stalled, t1 - max(since, kill))
+    else:
+        since = None
+parts = [show("before", before), show("two nodes", rate(kill, down_end))]
+if recovered is not None:
+    parts.append(show("two nodes once recovered", rate(recovered, down_end)))
+parts.append(show("node back", rate(back, end)) if back + 1 < end else "node back after the load")
+print("acks/s: " + ", ".join(parts) + f"; sends stalled up to {stalled:.1f} s; "
+      + (f"sends back {recovered - kill:.1f} s after the kill" if recovered is not None
+         else "sends not back while the node was down")
+      + f"; node answered CQL {back - events['restarting']:.0f} s after its restart")
+sys.exit(0 if recovered is not None else 1)
+EOF
 }
 
 # Milliseconds one history request takes (a member of a DM with a message).
@@ -170,12 +253,31 @@ for scenario in "${scenarios[@]}"; do
     "$cluster" down >/dev/null
     continue
   fi
-  say "scenario $scenario: $users users in pairs, $rate msg/s each"
-  lb="$("$cluster" up)"
+  # The Cassandra scenario: a 3-node cluster, and a load long enough to span
+  # the outage, the node's restart (about 20 s) and some seconds after it.
+  # Three JVMs and debug binaries on two cores: its own, lower rate
+  # (FAULTS_CASSANDRA_RATE, 1 msg/s each), below what the cluster sustains.
+  up_env=() duration=12 sampler="" scenario_rate="$rate"
+  if [ "$scenario" = cassandra-node ]; then
+    up_env=(CLUSTER_STORE=cassandra CLUSTER_CASSANDRA_NODES=3)
+    duration=$(( ${FAULTS_CASSANDRA_DOWN:-20} + 35 )) scenario_rate="${FAULTS_CASSANDRA_RATE:-1}"
+  fi
+  say "scenario $scenario: $users users in pairs, $scenario_rate msg/s each"
+  up_started=$(date +%s)
+  lb="$(env "${up_env[@]}" "$cluster" up)"
+  say "cluster up in $(( $(date +%s) - up_started )) s"
   json="$work/$scenario.json"
+  : >"$work/events"
   started=$(date +%s.%N)
-  "$bin/loadtest" pairs --url "ws://${lb#http://}/v1/ws" --users "$users" --rate "$rate" \
-    --duration 12 --ramp 1 --drain-timeout 60 --json "$json" >"$work/$scenario.out" 2>&1 &
+  if [ "$scenario" = cassandra-node ]; then
+    # Fresh JVMs are slow for their first seconds: a short load first, not measured.
+    "$bin/loadtest" pairs --url "ws://${lb#http://}/v1/ws" --users "$users" --rate "$scenario_rate" \
+      --duration 10 --ramp 1 --drain-timeout 60 >"$work/warm-up.out" 2>&1 || { cat "$work/warm-up.out" >&2; failed=1; }
+    started=$(date +%s.%N)
+    sample_acks & sampler=$!
+  fi
+  "$bin/loadtest" pairs --url "ws://${lb#http://}/v1/ws" --users "$users" --rate "$scenario_rate" \
+    --duration "$duration" --ramp 1 --drain-timeout 60 --json "$json" >"$work/$scenario.out" 2>&1 &
   load=$!
   sleep 5  # mid-load: the clients have been sending for about 4 s
   fault_at="$(python3 -c "print($(date +%s.%N) - $started)")"
@@ -184,16 +286,24 @@ for scenario in "${scenarios[@]}"; do
   inject "$scenario"
   [ -n "$history_ms" ] && say "history during the stall: $history_ms"
   status=0; wait "$load" || status=$?
+  if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true; fi
   cat "$work/$scenario.out" >&2
   if [ "$status" -ne 0 ] || [ ! -f "$json" ]; then
     failed=1
     rows+=("$(printf '| %s | load tester failed (exit %s) | | | | | |' "$scenario" "$status")")
   else
     label="$scenario${history_ms:+ (history answered $history_ms)}"
-    rows+=("$(python3 - "$json" "$label" "$(recovery "$json" "$fault_at")" <<'EOF'
+    recovered="$(recovery "$json" "$fault_at") s"
+    if [ "$scenario" = cassandra-node ]; then
+      rates="$(ack_rates "$((duration + 1))")" || { failed=1; rates="$rates: FAILED"; }
+      label="cassandra-node (kill -9 cassandra2 of 3 for ${FAULTS_CASSANDRA_DOWN:-20} s, then restarted; $rates)"
+      recovered="deliveries $recovered; node $(awk '$1 == "back" { b = $2 } $1 == "killed" { k = $2 }
+        END { printf "%.0f", b - k }' "$work/events") s after the kill"
+    fi
+    rows+=("$(python3 - "$json" "$label" "$recovered" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1])); v = r["verdict"]
-print(f"| {sys.argv[2]} | {r['sent']} | {r['acked']} | {v['delivered']} of {v['expected']} | {v['lost']} | {v['duplicated']} | {sys.argv[3]} s |")
+print(f"| {sys.argv[2]} | {r['sent']} | {r['acked']} | {v['delivered']} of {v['expected']} | {v['lost']} | {v['duplicated']} | {sys.argv[3]} |")
 EOF
 )")
   fi

@@ -16,14 +16,35 @@
 # CLUSTER_DEV_AUTH (serve POST /v1/dev/token; default true, for trying it out),
 # CLUSTER_MSG_FLAGS (extra msg-service flags, split on whitespace, e.g.
 # "--send-rate 100 --send-burst 200"; default none).
+#
+# The store: CLUSTER_STORE=embedded (the default: msg-service's embedded store
+# under CLUSTER_DIR/msg-data) or cassandra: Apache Cassandra 3.11 node(s)
+# started with CASSANDRA_DIR/start.sh (default: ../shared/cassandra beside
+# the repository; needs java 17), node dirs CLUSTER_DIR/cassandraN, and
+# msg-service run with --store scylla on them (keyspace `chat`, replication
+# factor = number of nodes, LOCAL_QUORUM). CLUSTER_CASSANDRA_NODES=1 (the
+# default: one node on a free loopback address 127.0.1.N and a free CQL port)
+# or 3 (127.0.0.1, 127.0.0.2, 127.0.0.3 on port 9042, seed 127.0.0.1; these
+# addresses must be free). CLUSTER_CASSANDRA_HEAP (default 512M). The parts
+# are then also cassandra1 (the seed), cassandra2, cassandra3: `kill9
+# cassandra2` and `restart cassandra2` (back when its CQL port answers) work
+# like for the others. Node dirs are kept by `down`: a later `up` on the same
+# CLUSTER_DIR starts the same nodes, with their data, again.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dir="${CLUSTER_DIR:-$root/.cluster}"
 profile="${CLUSTER_PROFILE:-release}"
 bin="${CARGO_TARGET_DIR:-$root/target}/$profile"
+cassandra_home="${CASSANDRA_DIR:-$root/../shared/cassandra}"
+# `up` records where the nodes' scripts are: `down` stops them with those.
+[ -f "$dir/cassandra.home" ] && cassandra_home="$(cat "$dir/cassandra.home")"
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# A free TCP port (on address $1; default 127.0.0.1).
+free_port() {
+  python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' \
+    "${1:-127.0.0.1}"
+}
 
 # Whether pid $1 still runs. `kill -0` alone also succeeds on a zombie (exited,
 # not yet reaped: these processes outlive this script, so PID 1 reaps them,
@@ -36,17 +57,18 @@ alive() {
   [ "${stat%% *}" != Z ]
 }
 
-# Waits until `probe` succeeds; fails with the log of `name` if `pid` dies first.
+# Waits until `probe` succeeds (at most $4 polls 0.2 s apart; default 150: 30 s);
+# fails with the log of `name` if `pid` dies first.
 wait_for() {
-  local name="$1" pid="$2" probe="$3"
-  for _ in $(seq 1 150); do
+  local name="$1" pid="$2" probe="$3" tries="${4:-150}"
+  for _ in $(seq 1 "$tries"); do
     if eval "$probe" >/dev/null 2>&1; then return 0; fi
     if ! alive "$pid"; then
       echo "cluster: $name exited; its log:" >&2; tail -n 30 "$dir/$name.log" >&2; return 1
     fi
     sleep 0.2
   done
-  echo "cluster: $name not ready after 30 s; its log:" >&2; tail -n 30 "$dir/$name.log" >&2
+  echo "cluster: $name not ready after $((tries / 5)) s; its log:" >&2; tail -n 30 "$dir/$name.log" >&2
   return 1
 }
 
@@ -57,6 +79,156 @@ start() {
   printf '%s' "$probe" >"$dir/$name.probe"
   "$@" >>"$dir/$name.log" 2>&1 &
   echo $! >"$dir/$name.pid"
+}
+
+# The Cassandra nodes of this cluster dir: cassandra1 cassandra2 ...
+cassandra_nodes() {
+  local d
+  for d in "$dir"/cassandra[0-9]; do [ -f "$d/node.env" ] && echo "${d##*/}"; done
+  return 0
+}
+
+# A node's setting from its node.env (ADDRESS, PORT).
+node_env() { sed -n "s/^$2=//p" "$dir/$1/node.env"; }
+
+# The pid of node $1 if it runs (its process is started from its node dir).
+cassandra_pid() {
+  local pid; pid="$(cat "$dir/$1/pid" 2>/dev/null)" || return 0
+  alive "$pid" && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dcassandra.storagedir=.*/$1/data$" \
+    && echo "$pid"
+  return 0
+}
+
+# Starts node $1 (cassandraN) with start.sh, which returns once its CQL port
+# answers (or fails with the node's last log lines). A node dir that holds a
+# node already starts that node again with its own options.
+start_cassandra_node() {
+  local name="$1" node_dir="$dir/$1"; shift
+  mkdir -p "$node_dir"
+  node_dir="$(cd "$node_dir" && pwd -P)"
+  [ -f "$node_dir/node.env" ] && set --
+  echo "cluster: starting $name ($(date +%T))" >>"$dir/$name.log"
+  if ! "$cassandra_home/start.sh" --dir "$node_dir" "$@" >>"$dir/$name.log" 2>&1; then
+    # start.sh can take a JVM that is just starting for one that exited (its
+    # first check can see the forked shell before it runs java: on a busy
+    # machine) and then forgets it: take that process back and wait for it.
+    local pid; pid="$(node_process "$node_dir")"
+    if [ -z "$pid" ] || ! adopt_cassandra_node "$name" "$node_dir" "$pid" "$@"; then
+      echo "cluster: $name did not start; its log:" >&2; tail -n 30 "$dir/$name.log" >&2
+      return 1
+    fi
+  fi
+  cat "$node_dir/pid" >"$dir/$name.pid"
+}
+
+# The pid of the JVM started from node dir $1 (its exact storagedir flag), if any.
+node_process() {
+  local cmdline pid
+  for cmdline in /proc/[0-9]*/cmdline; do
+    pid="${cmdline#/proc/}" pid="${pid%/cmdline}"
+    if tr '\0' '\n' 2>/dev/null <"$cmdline" | grep -qxF -- "-Dcassandra.storagedir=$1/data" && alive "$pid"; then
+      echo "$pid"; return 0
+    fi
+  done
+  return 0
+}
+
+# adopt_cassandra_node NAME DIR PID [start.sh options]: records PID as the
+# node's, waits (120 s at most, like start.sh) for its CQL port, and writes the
+# node.env start.sh would have written; kills it if it does not answer.
+adopt_cassandra_node() {
+  local name="$1" node_dir="$2" pid="$3" address="" port="" seeds="" heap="" cluster=""; shift 3
+  echo "$pid" >"$node_dir/pid"
+  echo "cluster: start.sh lost pid $pid, which runs: waiting for it" >>"$dir/$name.log"
+  if [ -f "$node_dir/node.env" ]; then
+    address="$(node_env "$name" ADDRESS)" port="$(node_env "$name" PORT)"
+  fi
+  while [ $# -gt 1 ]; do
+    case "$1" in
+      --address) address="$2" ;; --port) port="$2" ;; --seeds) seeds="$2" ;;
+      --heap) heap="$2" ;; --cluster-name) cluster="$2" ;;
+    esac
+    shift 2
+  done
+  [ -n "$address" ] && [ -n "$port" ] || return 1
+  for _ in $(seq 1 600); do
+    if (exec 3<>"/dev/tcp/$address/$port") 2>/dev/null; then
+      echo "cluster: CQL is up on $address:$port" >>"$dir/$name.log"
+      [ -f "$node_dir/node.env" ] || printf 'ADDRESS=%s\nPORT=%s\nSEEDS=%s\nHEAP=%s\nCLUSTER=%s\nBOOTSTRAP=false\n' \
+        "$address" "$port" "$seeds" "$heap" "$cluster" >"$node_dir/node.env"
+      return 0
+    fi
+    alive "$pid" || return 1
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  return 1
+}
+
+# Starts CLUSTER_CASSANDRA_NODES nodes one after another (a node joins the
+# ring through the seed, which must answer first); prints the contact points.
+start_cassandra() {
+  local count="${CLUSTER_CASSANDRA_NODES:-1}" heap="${CLUSTER_CASSANDRA_HEAP:-512M}" n name address cql seeds cluster
+  case "$count" in 1|3) ;; *) echo "cluster: CLUSTER_CASSANDRA_NODES must be 1 or 3 (got '$count')" >&2; return 2 ;; esac
+  [ -x "$cassandra_home/start.sh" ] \
+    || { echo "cluster: no Cassandra scripts in $cassandra_home (set CASSANDRA_DIR)" >&2; return 2; }
+  cassandra_home="$(cd "$cassandra_home" && pwd)"
+  echo "$cassandra_home" >"$dir/cassandra.home"
+  local existing; existing="$(cassandra_nodes | wc -l)"
+  if [ "$existing" -ne 0 ] && [ "$existing" -ne "$count" ]; then
+    echo "cluster: $dir holds $existing Cassandra node(s), not $count; remove $dir/cassandra* first" >&2
+    return 2
+  fi
+  # A name of its own: a node of another cluster on these addresses is refused.
+  [ -f "$dir/cassandra.cluster" ] || echo "chat-local-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')" >"$dir/cassandra.cluster"
+  cluster="$(cat "$dir/cassandra.cluster")"
+  for n in $(seq 1 "$count"); do
+    name="cassandra$n"
+    if [ "$count" = 3 ]; then
+      address="127.0.0.$n" cql=9042 seeds=127.0.0.1
+    else
+      # The first 127.0.1.N whose storage port (always 7000) is free.
+      address=""
+      for a in $(seq 1 50); do
+        if ! (exec 3<>"/dev/tcp/127.0.1.$a/7000") 2>/dev/null; then address="127.0.1.$a"; break; fi
+      done
+      [ -n "$address" ] || { echo "cluster: no free loopback address for Cassandra" >&2; return 1; }
+      cql="$(free_port "$address")" seeds="$address"
+    fi
+    start_cassandra_node "$name" --address "$address" --port "$cql" --seeds "$seeds" \
+      --heap "$heap" --cluster-name "$cluster" || return 1
+  done
+  local points=()
+  for name in $(cassandra_nodes); do points+=("$(node_env "$name" ADDRESS):$(node_env "$name" PORT)"); done
+  (IFS=,; echo "${points[*]}")
+}
+
+# Stops every Cassandra node of this cluster dir, in parallel (start.sh's
+# stop.sh: SIGTERM, SIGKILL after 20 s; it signals only that node's process).
+stop_cassandra() {
+  local name pid pids=() node_dir
+  for name in $(cassandra_nodes); do
+    [ -n "$(cassandra_pid "$name")" ] || continue
+    if [ -x "$cassandra_home/stop.sh" ]; then
+      "$cassandra_home/stop.sh" "$dir/$name" >>"$dir/$name.log" 2>&1 &
+      pids+=($!)
+    fi
+  done
+  [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}" || true
+  # Without stop.sh, if it failed, or a node whose start failed (start.sh
+  # may have lost its pid): kill -9 what runs from the node dirs.
+  for node_dir in "$dir"/cassandra[0-9]; do
+    [ -d "$node_dir" ] || continue
+    name="${node_dir##*/}"
+    pid="$(cassandra_pid "$name")"
+    [ -n "$pid" ] || pid="$(node_process "$(cd "$node_dir" && pwd -P)")"
+    if [ -n "$pid" ]; then
+      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
+    fi
+    rm -f "$dir/$name.pid"
+  done
+  return 0
 }
 
 up() {
@@ -83,10 +255,24 @@ up() {
   wait_for redis "$(cat "$dir/redis.pid")" "$(cat "$dir/redis.probe")"
 
   local msg_flags=(); read -r -a msg_flags <<<"${CLUSTER_MSG_FLAGS:-}"
+  # msg-service listens once its store is open (on Cassandra: the keyspace
+  # and tables created, which takes longer than 30 s on a busy machine).
+  local msg_tries=150
+  case "${CLUSTER_STORE:-embedded}" in
+    embedded) ;;
+    cassandra)
+      local points
+      points="$(start_cassandra)"
+      msg_flags=(--store scylla --scylla-nodes "$points" --scylla-keyspace chat
+        --scylla-replication "SimpleStrategy:${CLUSTER_CASSANDRA_NODES:-1}" --scylla-consistency LOCAL_QUORUM
+        "${msg_flags[@]}")
+      msg_tries=900 ;;
+    *) echo "cluster: CLUSTER_STORE must be embedded or cassandra (got '$CLUSTER_STORE')" >&2; false ;;
+  esac
   start msg-service "(exec 3<>/dev/tcp/127.0.0.1/$msg_port)" \
     "$bin/msg-service" --listen "127.0.0.1:$msg_port" --data-dir "$dir/msg-data" --redis "$redis_url" \
     "${msg_flags[@]}"
-  wait_for msg-service "$(cat "$dir/msg-service.pid")" "$(cat "$dir/msg-service.probe")"
+  wait_for msg-service "$(cat "$dir/msg-service.pid")" "$(cat "$dir/msg-service.probe")" "$msg_tries"
 
   local n port attempt
   for n in 1 2; do
@@ -125,7 +311,8 @@ up() {
 down() {
   local name pid
   # The load balancer first, the store's owner last: nothing is left half-served.
-  for name in haproxy gateway1 gateway2 msg-service redis; do
+  for name in haproxy gateway1 gateway2 msg-service cassandra redis; do
+    if [ "$name" = cassandra ]; then stop_cassandra; continue; fi
     [ -f "$dir/$name.pid" ] || continue
     pid="$(cat "$dir/$name.pid")"
     if kill -TERM "$pid" 2>/dev/null; then
@@ -146,6 +333,13 @@ status() {
       echo "$name: stopped"
     fi
   done
+  for name in $(cassandra_nodes); do
+    if [ -n "$(cassandra_pid "$name")" ]; then
+      echo "$name: running (pid $(cassandra_pid "$name"), CQL $(node_env "$name" ADDRESS):$(node_env "$name" PORT))"
+    else
+      echo "$name: stopped"
+    fi
+  done
   [ -f "$dir/lb.url" ] && echo "load balancer: $(cat "$dir/lb.url")"
   return 0
 }
@@ -153,13 +347,18 @@ status() {
 known_part() {
   case "$1" in
     redis|msg-service|gateway1|gateway2|haproxy) [ -f "$dir/$1.cmd" ] ;;
+    cassandra[0-9]) [ -f "$dir/$1/node.env" ] ;;
     *) false ;;
-  esac || { echo "cluster: no part named '$1' (redis, msg-service, gateway1, gateway2, haproxy)" >&2; exit 2; }
+  esac || { echo "cluster: no part named '$1' (redis, msg-service, gateway1, gateway2, haproxy, cassandraN)" >&2; exit 2; }
 }
 
 kill9() {
   known_part "$1"
-  local pid; pid="$(cat "$dir/$1.pid")"
+  local pid
+  case "$1" in
+    cassandra*) pid="$(cassandra_pid "$1")"; [ -n "$pid" ] || return 0 ;;
+    *) pid="$(cat "$dir/$1.pid")" ;;
+  esac
   kill -KILL "$pid" 2>/dev/null || true
   for _ in $(seq 1 100); do alive "$pid" || return 0; sleep 0.05; done
 }
@@ -167,6 +366,12 @@ kill9() {
 # The gateways read the secret from CHAT_JWT_SECRET or the cluster's secret file.
 restart() {
   known_part "$1"
+  case "$1" in
+    cassandra*)
+      if [ -n "$(cassandra_pid "$1")" ]; then echo "cluster: $1 is running" >&2; exit 1; fi
+      start_cassandra_node "$1"
+      return ;;
+  esac
   local args=() secret="${CHAT_JWT_SECRET:-}"
   [ -z "$secret" ] && [ -f "$dir/jwt-secret" ] && secret="$(cat "$dir/jwt-secret")"
   mapfile -d '' args <"$dir/$1.cmd"
