@@ -36,7 +36,7 @@ closing_line() { [ "$(tail -n 1 "$out")" = "$1" ]; }
 
 run --list
 expect "--list exits 0" test "$rc" -eq 0
-for stage in fmt clippy shell rust conformance smoke cluster faults history-flood scylla deploy schemathesis browser selftest; do
+for stage in fmt clippy shell rust conformance smoke cluster faults history-flood scylla cassandra-faults deploy schemathesis browser selftest; do
   expect "--list names $stage" grep -q "^$stage " "$out"
 done
 

@@ -10,7 +10,8 @@ conformance="${CONFORMANCE_DIR:-$root/../shared/conformance}"
 cassandra="${CASSANDRA_DIR:-$root/../shared/cassandra}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
-STAGES=(fmt clippy shell rust conformance smoke cluster faults history-flood scylla deploy schemathesis browser selftest)
+STAGES=(fmt clippy shell rust conformance smoke cluster faults history-flood scylla cassandra-faults deploy
+  schemathesis browser selftest)
 QUICK_STAGES="fmt,clippy,rust,conformance"
 declare -A STAGE_DESC=(
   [fmt]="cargo fmt --check"
@@ -22,7 +23,8 @@ declare -A STAGE_DESC=(
   [cluster]="../shared/conformance through HAProxy against the two-gateway cluster"
   [faults]="kill -9 redis, a gateway, msg-service; a stalled store; fan-outs failing part-way; under load"
   [history-flood]="a history flood from 30 users while sending (release binaries): send p99 within 2x of calm"
-  [scylla]="a Cassandra node from ../shared/cassandra: every Scylla-gated test against it"
+  [scylla]="a Cassandra node from ../shared/cassandra: every Scylla-gated test against it; conformance and smoke on msg-service --store scylla"
+  [cassandra-faults]="3 Cassandra nodes (RF 3) under load: kill -9 of one, restarted (0 lost, 0 duplicated)"
   [deploy]="deployment files validated offline (kustomize, schemas, haproxy -c, nginx -t, rules)"
   [schemathesis]="schemathesis against the REST API of a fresh server"
   [browser]="the web client in headless Chromium"
@@ -197,8 +199,22 @@ stage_scylla() {
   local storage_ran service_ran
   storage_ran="$(run_gated -p storage --test scylla | tail -n 1)"
   service_ran="$(run_gated -p msg-service --test api scylla_needs_node | tail -n 1)"
-  stage_note "$storage_ran storage + $service_ran msg-service tests ran against Cassandra $nodes"
+  stage_note "$storage_ran storage + $service_ran msg-service tests ran against Cassandra"
+  "$cassandra/stop.sh" "$node_dir/node" >/dev/null 2>&1 || true
+
+  log "conformance and load-test smoke through HAProxy, msg-service --store scylla on one Cassandra node"
+  cluster_dir="$(mktemp -d)"
+  CHAT_JWT_SECRET="$(new_secret scylla)"
+  export CLUSTER_DIR="$cluster_dir" CLUSTER_PROFILE=debug CHAT_JWT_SECRET CLUSTER_STORE=cassandra CLUSTER_CASSANDRA_NODES=1
+  trap 'deploy/local/cluster.sh down || true; rm -rf "$cluster_dir" "$node_dir" || true' EXIT
+  cargo build --locked -p gateway -p msg-service -p loadtest
+  lb_url="$(deploy/local/cluster.sh up)"
+  "$conformance/run.sh" "$lb_url" 2>&1 | tee "$cluster_dir/pytest.log"
+  note_pytest_counts "$cluster_dir/pytest.log"
+  scripts/loadtest-smoke.sh "ws://${lb_url#http://}/v1/ws"
 }
+
+stage_cassandra_faults() { scripts/faults.sh cassandra-node; }
 
 stage_deploy() {
   command -v kubectl >/dev/null || stage_note "kustomize render SKIPPED: kubectl not found"

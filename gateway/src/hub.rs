@@ -20,6 +20,9 @@ pub struct PresenceTimes {
     pub check: std::time::Duration,
 }
 
+/// Head polls after the presence store answers again (one per check).
+const CATCH_UP_POLLS: u32 = 3;
+
 /// A user's inbox head as this gateway last heard it, and who listens.
 struct Listener {
     head: watch::Sender<Seq>,
@@ -128,6 +131,7 @@ impl Hub {
         let mut checks = tokio::time::interval(every.check);
         let mut last_refresh = tokio::time::Instant::now();
         let mut instance: Option<String> = None;
+        let mut catch_up_polls = 0;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -140,13 +144,19 @@ impl Hub {
                     let was_down = instance.is_none();
                     instance = Some(now);
                     if due || restarted || was_down {
-                        if restarted || was_down {
-                            // Notifies may have been lost meanwhile: one poll
-                            // catches the heads up.
-                            self.poll_heads(heads.as_ref()).await;
-                        }
                         self.refresh_all().await;
                         last_refresh = tokio::time::Instant::now();
+                    }
+                    if restarted || was_down {
+                        // Notifies may have been lost meanwhile, and the
+                        // message service's own Redis connection can come
+                        // back a moment after this one: a few more polls
+                        // before notifies alone are trusted again.
+                        catch_up_polls = CATCH_UP_POLLS;
+                    }
+                    if catch_up_polls > 0 {
+                        catch_up_polls -= 1;
+                        self.poll_heads(heads.as_ref()).await;
                     }
                 }
                 Err(err) => {

@@ -40,11 +40,12 @@ const HISTORY_READS_PER_USER: usize = 4;
 const HISTORY_REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
 /// Presence claims are re-announced every 30 s; the presence store is
-/// checked every 2 s (a restart re-announces at once; an outage switches
-/// notifies to polling the heads).
+/// checked every second (a restart re-announces at once; an outage switches
+/// notifies to polling the heads, so an acked message waits at most about a
+/// second for a live client while Redis is down).
 const PRESENCE_TIMES: PresenceTimes = PresenceTimes {
     refresh: Duration::from_secs(30),
-    check: Duration::from_secs(2),
+    check: Duration::from_secs(1),
 };
 
 /// A built server, bound to its port, not yet serving.

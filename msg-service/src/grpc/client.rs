@@ -15,7 +15,9 @@ use proto::grpc as pb;
 use proto::grpc::messages_client::MessagesClient;
 use proto::{Ack, ConvId, SendRequest, Seq, SyncResult, Target, UserId};
 use storage::Page;
-use storage::resilience::{Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_when};
+use storage::resilience::{
+    Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_when, watch_recovery,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert::*;
@@ -75,11 +77,13 @@ impl RemoteMessageService {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20));
+        let breaker = Breaker::new("msg_service", config.breaker);
+        watch_service_recovery(&breaker, endpoint.clone());
         Ok(RemoteMessageService {
             // Two lazy channels of one endpoint: two HTTP/2 connections.
             client: MessagesClient::new(endpoint.connect_lazy()),
             bulk: MessagesClient::new(endpoint.connect_lazy()),
-            breaker: Breaker::new("msg_service", config.breaker),
+            breaker,
             retry: config.retry,
             budget: config.budget.clone(),
         })
@@ -127,6 +131,24 @@ impl RemoteMessageService {
         })
         .await
     }
+}
+
+/// How often an open `msg_service` breaker tries the service afresh.
+const RECOVERY_PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// While the breaker is open, a new connection to the service is tried every
+/// 200 ms; once one is accepted the breaker lets its probes through, so a
+/// restarted service is used again within a fraction of a second instead of
+/// after the breaker's whole pause. Outside a tokio runtime (a client built
+/// in a plain test) nothing is watched.
+fn watch_service_recovery(breaker: &Breaker, endpoint: Endpoint) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    watch_recovery(breaker, RECOVERY_PROBE_EVERY, move || {
+        let endpoint = endpoint.clone();
+        async move { endpoint.connect().await.is_ok() }
+    });
 }
 
 fn decode<T>(result: Result<T, tonic::Status>) -> Result<T> {

@@ -168,6 +168,43 @@ async fn a_client_of_a_service_that_is_down_opens_its_breaker_then_fails_fast() 
     Ok(())
 }
 
+/// Recovery follows the service, not the breaker's pause (here 60 s).
+#[tokio::test]
+async fn a_service_that_comes_back_is_used_within_a_second_although_the_breaker_was_open()
+-> anyhow::Result<()> {
+    let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
+    let config = ClientConfig {
+        breaker: BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(60),
+            half_open_probes: 1,
+        },
+        ..ClientConfig::new(format!("http://127.0.0.1:{port}"), Duration::from_secs(5))
+    };
+    let remote = RemoteMessageService::new(&config)?;
+    while remote.breaker().state() != BreakerState::Open {
+        assert!(remote.inbox_head(&user("alice")).await.is_err());
+    }
+
+    let app = TestService::start()?;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let service: Arc<MessageService> = Arc::clone(&app.service);
+    tokio::spawn(msg_service::grpc::serve(listener, service, async {
+        let _ = stopped.await;
+    }));
+    let listening = std::time::Instant::now();
+    while let Err(err) = remote.inbox_head(&user("alice")).await {
+        assert!(
+            listening.elapsed() < Duration::from_secs(1),
+            "still {err} {:?} after the service came back",
+            listening.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn errors_the_service_answers_do_not_open_the_client_breaker() -> anyhow::Result<()> {
     let app = TestService::start()?;
