@@ -3,15 +3,20 @@
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Request, header};
+use axum::http::{Method, Request, Uri, header};
+use axum::middleware;
 use axum::routing::get;
+use proto::excerpt;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::info::{Info, InfoBuilder, LicenseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::server::Server;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::Error;
 use crate::state::AppState;
-use crate::{ops, rest, ws};
+use crate::{ops, rest, unread, ws};
 
 /// The OpenAPI document and the REST router, from the same handlers.
 fn rest_routes(dev_auth: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -26,8 +31,10 @@ fn rest_routes(dev_auth: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         router = router.routes(routes!(rest::dev_token));
     }
     let (router, mut api) = router.split_for_parts();
-    api.info.title = "chat backend REST API".into();
-    api.info.version = env!("CARGO_PKG_VERSION").into();
+    // Set whole: `OpenApiRouter::new()` starts from utoipa-axum's own
+    // package metadata (its description, authors and license).
+    api.info = product_info();
+    api.servers = Some(vec![Server::new("/")]);
     let bearer = SecurityScheme::Http(
         HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
@@ -39,6 +46,25 @@ fn rest_routes(dev_auth: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .add_security_scheme("bearer", bearer);
     (router, api)
 }
+
+/// What `/openapi.json` says about this product.
+fn product_info() -> Info {
+    let license = LicenseBuilder::new()
+        .name(env!("CARGO_PKG_LICENSE"))
+        .identifier(Some(env!("CARGO_PKG_LICENSE")))
+        .build();
+    InfoBuilder::new()
+        .title("chat backend REST API")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(DESCRIPTION))
+        .license(Some(license))
+        .build()
+}
+
+/// The description of the REST API in `/openapi.json`.
+const DESCRIPTION: &str = "The REST API of the chat backend: conversations and their members, \
+    history, sending over HTTP and long-poll sync. Real-time delivery uses the WebSocket \
+    protocol at GET /v1/ws (PROTOCOL.md). Errors are {\"code\",\"message\"} bodies.";
 
 /// Every route of the gateway.
 pub fn router(state: AppState) -> Router {
@@ -57,8 +83,22 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], api_json) }),
         )
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(unread::drain_body))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// A path no route has: 404 with this API's error body.
+async fn no_route(uri: Uri) -> Error {
+    Error::NoRoute(excerpt(uri.path()))
+}
+
+/// A route that exists, called with a method it does not take: 405 with
+/// this API's error body (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method) -> Error {
+    Error::MethodNotAllowed(excerpt(method.as_str()))
 }
 
 /// The span of one request: method and path only. Never the query string

@@ -22,6 +22,12 @@ pub enum Error {
     /// Input malformed before it could be parsed (JSON syntax, content type).
     #[error("{0}")]
     BadRequest(String),
+    /// No route has this path.
+    #[error("no route has the path {0}")]
+    NoRoute(String),
+    /// The route exists but does not take this method.
+    #[error("this route does not take the method {0}")]
+    MethodNotAllowed(String),
     /// The user already holds as many connections as allowed.
     #[error("at most {limit} connections per user; close one before opening another")]
     TooManyConnections {
@@ -82,13 +88,24 @@ impl Error {
         match self {
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
             Error::Invalid(err) => err.code(),
-            Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::BadRequest(_) | Error::MethodNotAllowed(_) => ErrorCode::BadRequest,
+            Error::NoRoute(_) => ErrorCode::NotFound,
             Error::Draining => ErrorCode::Unavailable,
             Error::TooManyConnections { .. }
             | Error::TooManyReads { .. }
             | Error::ReadRate { .. } => ErrorCode::RateLimited,
             Error::Service(err) => err.code(),
             Error::Config(_) | Error::Startup { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// The HTTP status: the code's, except 405 for a method a route does
+    /// not take (its code is `bad_request`).
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            _ => StatusCode::from_u16(self.code().http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 
@@ -135,8 +152,7 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let code = self.code();
-        let status =
-            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status();
         let body = ErrorBody {
             code: code.as_str().into(),
             message: self.public_message(),

@@ -9,6 +9,7 @@ pub mod config;
 mod error;
 mod extract;
 pub mod hub;
+mod linger;
 mod ops;
 pub mod query;
 pub mod read_rate;
@@ -18,6 +19,7 @@ pub mod session;
 pub mod slots;
 mod startup;
 pub mod state;
+mod unread;
 mod ws;
 
 pub use config::Config;

@@ -27,6 +27,7 @@ use crate::auth::{Auth, load_or_create_secret};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hub::{Hub, PresenceTimes};
+use crate::linger::Lingering;
 use crate::read_rate::ReadRate;
 use crate::slots::Slots;
 use crate::state::{AppState, Limits, WatchedBreaker};
@@ -154,11 +155,11 @@ impl App {
         // Small frames (acks, notifies, sync results) go out at once: with
         // Nagle's algorithm on, a frame written while the previous one is
         // unacknowledged waited for the client's delayed ACK (~40 ms).
-        let listener = listener.tap_io(|tcp| {
+        let listener = Lingering(listener.tap_io(|tcp| {
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
             }
-        });
+        }));
         let server = axum::serve(listener, crate::app::router(state.clone()))
             .with_graceful_shutdown(drained.clone().cancelled_owned());
         // The listener is bound: connections wait in its backlog until served.

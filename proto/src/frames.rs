@@ -52,12 +52,12 @@ pub fn parse_client_frame(text: &str) -> Result<(Option<Rid>, ClientFrame), Fram
     let fail = |rid: Option<Rid>, error| FrameError { rid, error };
     let object: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
         fail(
-            None,
+            salvage_rid(text),
             // serde quotes the offending value (a whole 64 KiB string, say).
             ProtoError::Malformed(format!("not a JSON object: {}", excerpt(&e.to_string()))),
         )
     })?;
-    let rid = read_rid(&object).map_err(|e| fail(None, e))?;
+    let rid = parse_rid(object.get("rid")).map_err(|e| fail(None, e))?;
     let frame = match object.get("type") {
         Some(Value::String(kind)) => parse_by_type(kind, &object),
         Some(_) => Err(ProtoError::invalid_field("type", "must be a string")),
@@ -66,8 +66,8 @@ pub fn parse_client_frame(text: &str) -> Result<(Option<Rid>, ClientFrame), Fram
     frame.map(|f| (rid.clone(), f)).map_err(|e| fail(rid, e))
 }
 
-fn read_rid(object: &Map<String, Value>) -> Result<Option<Rid>, ProtoError> {
-    match object.get("rid") {
+fn parse_rid(rid: Option<&Value>) -> Result<Option<Rid>, ProtoError> {
+    match rid {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(Some(Rid::Num(n.clone()))),
         Some(Value::String(s)) => Ok(Some(Rid::Str(s.clone()))),
@@ -76,6 +76,21 @@ fn read_rid(object: &Map<String, Value>) -> Result<Option<Rid>, ProtoError> {
             "must be a number or a string",
         )),
     }
+}
+
+/// Only the `rid` of a frame. Every other field is skipped without being
+/// converted, so a value serde_json cannot hold (`1e309`) elsewhere in the
+/// object does not hide the `rid`.
+#[derive(Deserialize)]
+struct RidOnly {
+    rid: Option<Value>,
+}
+
+/// The `rid` of a frame that did not parse as a whole, when the frame is a
+/// JSON object with a valid `rid`.
+fn salvage_rid(text: &str) -> Option<Rid> {
+    let RidOnly { rid } = serde_json::from_str(text).ok()?;
+    parse_rid(rid.as_ref()).ok().flatten()
 }
 
 fn parse_by_type(kind: &str, object: &Map<String, Value>) -> Result<ClientFrame, ProtoError> {
@@ -118,8 +133,9 @@ fn optional_u64(
     object: &Map<String, Value>,
     field: &'static str,
 ) -> Result<Option<u64>, ProtoError> {
+    // `null` is not "absent": PROTOCOL.md takes a number or nothing.
     match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(v) => v
             .as_u64()
             .map(Some)
@@ -221,6 +237,42 @@ mod tests {
         for frame in &frames {
             let err = parse_client_frame(frame).expect_err("refused");
             assert!(err.error.to_string().len() < 200, "{}", err.error);
+        }
+    }
+
+    #[test]
+    fn a_frame_with_an_unrepresentable_number_keeps_its_rid_in_the_error() {
+        let err = parse_client_frame(r#"{"type":"sync","rid":1,"since":1e309}"#)
+            .expect_err("1e309 is beyond f64");
+        assert_eq!(err.rid, Some(Rid::Num(1.into())));
+        assert_eq!(err.error.code(), crate::ErrorCode::BadRequest);
+        let text = parse_client_frame(r#"{"since":1e309,"rid":"r-1","type":"sync"}"#)
+            .expect_err("1e309 is beyond f64");
+        assert_eq!(text.rid, Some(Rid::Str("r-1".into())));
+        for no_rid in [
+            r#"{"type":"sync","rid":[1],"since":1e309}"#,
+            r#"{"type":"sync","rid":1e309}"#,
+            r#"[1,1e309]"#,
+            r#"{"type":"sync","rid":1,"since":1e309"#,
+        ] {
+            assert_eq!(
+                parse_client_frame(no_rid).expect_err(no_rid).rid,
+                None,
+                "{no_rid}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_null_since_or_limit_is_a_bad_request_not_a_default() {
+        for field in ["since", "limit"] {
+            let frame = format!(r#"{{"type":"sync","rid":2,"{field}":null}}"#);
+            let err = parse_client_frame(&frame).expect_err("null is not a number");
+            assert_eq!(err.rid, Some(Rid::Num(2.into())), "{frame}");
+            assert_eq!(
+                err.error,
+                ProtoError::invalid_field(field, "must be a non-negative integer")
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod authorization;
+mod bad_input;
 mod helpers;
 mod hostile_checks;
 mod hostile_input;
@@ -10,6 +11,7 @@ mod jwt_attacks;
 mod kill9;
 mod limits;
 mod notify;
+mod raw_http;
 mod raw_ws;
 mod secrets;
 mod shutdown;

@@ -174,9 +174,29 @@ impl WsClient {
         }
     }
 
+    /// Sends `text`, a message over the size limit, and asserts the answer:
+    /// a `too_large` error, then close 1009.
+    pub async fn assert_refused_as_too_large(&mut self, text: &str) {
+        self.send_message(Message::text(text))
+            .await
+            .expect("sending the oversized message");
+        let error = self.try_next_frame().await;
+        let error = error.unwrap_or_else(|ended| panic!("no error frame: {ended:?}"));
+        assert_eq!(error["code"], "too_large", "{error}");
+        let ended = self.closed_by_server().await;
+        assert!(matches!(ended, Ended::Closed(Some(1009))), "{ended:?}");
+    }
+
     /// Closes from the client side and waits for the server's answer.
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
         let _ = self.closed_by_server().await;
     }
+}
+
+/// A `send` frame of over 1 MB: far over the 64 KiB limit, so the WebSocket
+/// layer cuts it off unread.
+pub fn oversized_frame() -> String {
+    json!({"type": "send", "to": "bob", "client_msg_id": "big", "body": "x".repeat(1024 * 1024)})
+        .to_string()
 }

@@ -3,12 +3,15 @@
 //! msg-service, gateways gw1 and gw2, HAProxy) in a fresh state dir, drives it
 //! over WebSocket and HTTP like a client, and stops it (`down`) when done.
 
+mod bad_input;
 mod cross_gateway;
 mod dedup;
 mod failover;
 mod harness;
 mod helpers;
 mod rate_limit;
+#[path = "../api/raw_http.rs"]
+mod raw_http;
 mod redis_restart;
 #[allow(
     dead_code,
