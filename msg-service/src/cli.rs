@@ -114,8 +114,23 @@ pub struct StoreArgs {
     )]
     pub scylla_replication: Replication,
     /// Consistency of reads and writes (LWTs use the matching serial level).
+    /// Levels below a quorum (ONE, LOCAL_ONE, TWO, THREE) are refused unless
+    /// --scylla-allow-weak-consistency.
     #[arg(long, env = "CHAT_SCYLLA_CONSISTENCY", default_value = "LOCAL_QUORUM")]
     pub scylla_consistency: ConsistencyLevel,
+    /// Accept a --scylla-consistency below a quorum: reads may then miss
+    /// acknowledged writes (a sync can skip a message) unless the keyspace
+    /// has a single replica.
+    #[arg(long, env = "CHAT_SCYLLA_ALLOW_WEAK_CONSISTENCY")]
+    pub scylla_allow_weak_consistency: bool,
+    /// Production mode: refuse to start on a Scylla keyspace with a single
+    /// replica (one node's power loss can lose acknowledged messages: see
+    /// deploy/README.md, "Durability"). Off by default (development).
+    #[arg(long, env = "CHAT_PRODUCTION")]
+    pub production: bool,
+    /// With --production: accept a Scylla keyspace with a single replica anyway.
+    #[arg(long, env = "CHAT_SCYLLA_ALLOW_SINGLE_REPLICA")]
+    pub scylla_allow_single_replica: bool,
 }
 
 /// Which durable store the service runs on.
@@ -142,17 +157,72 @@ impl StoreArgs {
                 })?;
                 Arc::new(store)
             }
-            StoreKind::Scylla => {
-                let mut options = ScyllaOptions::new(self.scylla_nodes.clone());
-                options.keyspace = self.scylla_keyspace.clone();
-                options.replication = self.scylla_replication.clone();
-                options.consistency = self.scylla_consistency;
-                Arc::new(
-                    ScyllaStore::connect(&options)
-                        .await
-                        .context("connecting to Scylla")?,
-                )
-            }
+            StoreKind::Scylla => match ScyllaStore::connect(&self.scylla_options()).await {
+                Ok(store) => Arc::new(store),
+                Err(err @ storage::Error::Rejected(_)) => {
+                    return Err(err).context(
+                        "Scylla refused at start-up (the flags that allow a weaker setup: \
+                         --scylla-allow-weak-consistency, --scylla-allow-single-replica)",
+                    );
+                }
+                Err(err) => return Err(err).context("connecting to Scylla"),
+            },
         })
+    }
+
+    /// What the Scylla store is opened with: in production mode, a
+    /// keyspace with a single replica is refused unless explicitly allowed.
+    pub fn scylla_options(&self) -> ScyllaOptions {
+        let mut options = ScyllaOptions::new(self.scylla_nodes.clone());
+        options.keyspace = self.scylla_keyspace.clone();
+        options.replication = self.scylla_replication.clone();
+        options.consistency = self.scylla_consistency;
+        options.allow_weak_consistency = self.scylla_allow_weak_consistency;
+        options.min_replication_factor = if self.production && !self.scylla_allow_single_replica {
+            PRODUCTION_MIN_REPLICAS
+        } else {
+            1
+        };
+        options
+    }
+}
+
+/// The fewest replicas a production keyspace may have: one more than one.
+const PRODUCTION_MIN_REPLICAS: u32 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_args(flags: &[&str]) -> StoreArgs {
+        let base = ["msg-service", "audit", "--from", "0", "--to", "1"];
+        let args = base.iter().chain(flags);
+        match Cli::try_parse_from(args).expect("the flags parse").command {
+            Some(Command::Audit(audit)) => audit.store,
+            None => panic!("audit was not parsed"),
+        }
+    }
+
+    const SCYLLA: [&str; 4] = ["--store", "scylla", "--scylla-nodes", "127.0.0.1:9042"];
+
+    #[test]
+    fn consistency_one_is_refused_unless_weak_consistency_is_explicitly_allowed() {
+        let one = [&SCYLLA[..], &["--scylla-consistency", "ONE"]].concat();
+        let refused = store_args(&one).scylla_options();
+        assert!(!refused.allow_weak_consistency);
+        let allowed = [&one[..], &["--scylla-allow-weak-consistency"]].concat();
+        assert!(store_args(&allowed).scylla_options().allow_weak_consistency);
+    }
+
+    #[test]
+    fn production_mode_requires_two_replicas_unless_a_single_one_is_allowed() {
+        let dev = store_args(&SCYLLA).scylla_options();
+        assert_eq!(dev.min_replication_factor, 1, "outside production");
+        let production = [&SCYLLA[..], &["--production"]].concat();
+        let strict = store_args(&production).scylla_options();
+        assert_eq!(strict.min_replication_factor, 2);
+        let allowed = [&production[..], &["--scylla-allow-single-replica"]].concat();
+        let overridden = store_args(&allowed).scylla_options();
+        assert_eq!(overridden.min_replication_factor, 1);
     }
 }

@@ -2,41 +2,35 @@
 //! it: reads across many buckets, pages larger than one request, reconnects,
 //! schema versions, two instances racing for a seq ceiling.
 //!
-//! These tests NEED A NODE: set `SCYLLA_NODES=127.0.0.1:9042` (comma-
-//! separated for several). Each test runs in a fresh random keyspace,
-//! dropped afterwards. Without the variable every test prints
-//! `SKIPPED: <test> needs a ScyllaDB/Cassandra node` and returns, so its
-//! "ok" means nothing was checked: hence the module name
-//! `scylla_needs_node`. (The unit tests under `storage/src/scylla/` need no
-//! node.)
+//! These tests NEED A NODE, so they are `#[ignore]`d: run them with
+//! `SCYLLA_NODES=127.0.0.1:9042 cargo test -p storage --test scylla -- --ignored`
+//! (comma-separated for several nodes). Each test runs in a fresh random
+//! keyspace, dropped afterwards. Run with `--ignored` but without the
+//! variable, every test fails with a message saying so: none passes
+//! without having checked anything. (The unit tests under
+//! `storage/src/scylla/` need no node.)
 
 #[cfg(feature = "scylla")]
 mod scylla_needs_node {
     use std::sync::Arc;
 
     use proto::{ConvId, Seq};
-    use storage::scylla::{ScratchKeyspace, ScyllaOptions};
+    use storage::scylla::{ConsistencyLevel, ScratchKeyspace, ScyllaOptions};
     use storage::suite::{entry, message, user};
     use storage::{Error, MessageStore, Page, ScyllaStore, SeqAllocator};
 
-    /// A store in a keyspace of its own, or `None` (test skipped).
-    async fn open() -> Option<(Arc<dyn MessageStore>, ScratchKeyspace)> {
-        let scratch = ScratchKeyspace::from_env()?;
+    /// A store in a keyspace of its own (panics without `SCYLLA_NODES`).
+    async fn open() -> (Arc<dyn MessageStore>, ScratchKeyspace) {
+        let scratch = ScratchKeyspace::from_env();
         let store = scratch.connect().await.expect("connect to SCYLLA_NODES");
-        Some((Arc::new(store), scratch))
+        (Arc::new(store), scratch)
     }
 
     mod store_suite {
         use super::*;
         storage::store_suite!(
-            #[cfg_attr(
-                not(scylla_nodes),
-                ignore = "needs a ScyllaDB/Cassandra node: set SCYLLA_NODES"
-            )]
-            match open().await {
-                Some(opened) => opened,
-                None => return,
-            }
+            #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+            open().await
         );
     }
 
@@ -49,14 +43,9 @@ mod scylla_needs_node {
     }
 
     #[tokio::test]
-    #[cfg_attr(
-        not(scylla_nodes),
-        ignore = "needs a ScyllaDB/Cassandra node: set SCYLLA_NODES"
-    )]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
     async fn reads_cross_many_buckets_in_both_directions() {
-        let Some((store, _keyspace)) = open().await else {
-            return;
-        };
+        let (store, _keyspace) = open().await;
         let (u, peer) = (user("walker"), user("peer"));
         let conv = ConvId::dm(&u, &peer).expect("dm");
         // Buckets 0, 1, 2, 3 and 40 (4 to 39 stay empty), on bucket edges.
@@ -93,14 +82,9 @@ mod scylla_needs_node {
     }
 
     #[tokio::test]
-    #[cfg_attr(
-        not(scylla_nodes),
-        ignore = "needs a ScyllaDB/Cassandra node: set SCYLLA_NODES"
-    )]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
     async fn a_page_larger_than_one_request_is_read_in_several() {
-        let Some((store, _keyspace)) = open().await else {
-            return;
-        };
+        let (store, _keyspace) = open().await;
         let (u, peer) = (user("many"), user("peer"));
         let conv = ConvId::dm(&u, &peer).expect("dm");
         for seq in 1..=1_200 {
@@ -114,14 +98,9 @@ mod scylla_needs_node {
     }
 
     #[tokio::test]
-    #[cfg_attr(
-        not(scylla_nodes),
-        ignore = "needs a ScyllaDB/Cassandra node: set SCYLLA_NODES"
-    )]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
     async fn reconnecting_to_an_existing_keyspace_keeps_dedup_records_and_ceilings() {
-        let Some(scratch) = ScratchKeyspace::from_env() else {
-            return;
-        };
+        let scratch = ScratchKeyspace::from_env();
         let (a, b) = (user("a"), user("b"));
         let conv = ConvId::dm(&a, &b).expect("dm");
         let msg = message(&conv, 1, &a);
@@ -140,14 +119,9 @@ mod scylla_needs_node {
     }
 
     #[tokio::test]
-    #[cfg_attr(
-        not(scylla_nodes),
-        ignore = "needs a ScyllaDB/Cassandra node: set SCYLLA_NODES"
-    )]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
     async fn a_keyspace_with_a_newer_schema_version_is_refused() {
-        let Some(scratch) = ScratchKeyspace::from_env() else {
-            return;
-        };
+        let scratch = ScratchKeyspace::from_env();
         drop(scratch.connect().await.expect("connect"));
         let options: &ScyllaOptions = scratch.options();
         let session = scylla::client::session_builder::SessionBuilder::new()
@@ -164,15 +138,84 @@ mod scylla_needs_node {
         assert!(matches!(refused, Error::Rejected(_)), "{refused:?}");
     }
 
+    #[tokio::test]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+    async fn a_keyspace_with_fewer_replicas_than_required_is_refused_before_anything_is_created() {
+        let scratch = ScratchKeyspace::from_env();
+        let mut strict: ScyllaOptions = scratch.options().clone();
+        strict.min_replication_factor = 2;
+        let refused = ScyllaStore::connect(&strict).await.err().expect("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("would be created with replication factor 1"),
+            "{refused}"
+        );
+        drop(scratch.connect().await.expect("created with one replica"));
+        let refused = ScyllaStore::connect(&strict).await.err().expect("refused");
+        assert!(matches!(refused, Error::Rejected(_)), "{refused:?}");
+        assert!(
+            refused.to_string().contains("has replication factor 1"),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+    async fn a_keyspace_with_enough_replicas_is_accepted() {
+        let scratch = ScratchKeyspace::from_env();
+        let mut options: ScyllaOptions = scratch.options().clone();
+        options.min_replication_factor = 3;
+        options.replication = "SimpleStrategy:3".parse().expect("replication");
+        // Three replicas on one test node: only ONE can be met.
+        options.consistency = ConsistencyLevel::One;
+        options.allow_weak_consistency = true;
+        let store = ScyllaStore::connect(&options).await.expect("accepted");
+        assert_eq!(store.keyspace(), &options.keyspace);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+    async fn a_maximum_size_message_is_stored_and_read_back_without_a_batch_warning() {
+        let scratch = ScratchKeyspace::from_env();
+        let store = scratch.connect().await.expect("connect");
+        let (a, b) = (user("big-a"), user("big-b"));
+        let conv = ConvId::dm(&a, &b).expect("dm");
+        let mut msg = message(&conv, 1, &a);
+        msg.body = "é".repeat(proto::MAX_BODY_BYTES / 2);
+        let mut small = message(&conv, 2, &a);
+        small.body = "x".repeat(2 * 1024);
+        for m in [&msg, &small] {
+            store.append_message(m).await.expect("append message");
+            for (member, seq) in [(&a, m.conv_seq), (&b, m.conv_seq)] {
+                let entry = proto::Entry {
+                    seq,
+                    message: m.clone(),
+                };
+                store.append_inbox(member, &entry).await.expect("append");
+            }
+        }
+        assert_eq!(
+            store.server_warnings(),
+            0,
+            "the cluster warned (batch size?): see its log"
+        );
+        let read = store.read_inbox(&b, 0, 10).await.expect("read");
+        let bodies: Vec<&str> = read.iter().map(|e| e.message.body.as_str()).collect();
+        assert_eq!(bodies, [msg.body.as_str(), small.body.as_str()]);
+        let history = store
+            .messages(&conv, Page::Before(Seq::MAX), 10)
+            .await
+            .expect("history");
+        assert_eq!(history, [small.clone(), msg.clone()]);
+        let one = store.message(&conv, 1).await.expect("message");
+        assert_eq!(one, Some(msg));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(scylla_nodes),
-        ignore = "needs a ScyllaDB/Cassandra node: set SCYLLA_NODES"
-    )]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
     async fn two_instances_racing_for_one_key_never_share_a_seq() {
-        let Some(scratch) = ScratchKeyspace::from_env() else {
-            return;
-        };
+        let scratch = ScratchKeyspace::from_env();
         let key = format!("u:{}", user("raced"));
         let mut tasks = Vec::new();
         for _instance in 0..2 {
@@ -208,10 +251,7 @@ mod scylla_needs_node {
 
 #[cfg(not(feature = "scylla"))]
 #[test]
-fn scylla_needs_node_skipped_without_the_feature() {
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: storage was built without the `scylla` feature"
-    );
+#[ignore = "needs storage's `scylla` feature and a ScyllaDB/Cassandra node"]
+fn scylla_needs_node_cannot_run_without_the_scylla_feature() {
+    panic!("storage was built without the `scylla` feature: no Scylla test ran");
 }

@@ -3,10 +3,11 @@
 //! (a cache of 3 entries per inbox), and every restart connects anew and
 //! resumes its seqs from the ceilings persisted by LWTs.
 //!
-//! These tests NEED A NODE: set `SCYLLA_NODES=127.0.0.1:9042`. Each runs in
-//! a fresh random keyspace, dropped afterwards. Without the variable each
-//! prints `SKIPPED: <test> needs a ScyllaDB/Cassandra node` and returns: its
-//! "ok" then means nothing was checked.
+//! These tests NEED A NODE, so they are `#[ignore]`d: run them with
+//! `SCYLLA_NODES=127.0.0.1:9042 cargo test -p msg-service --test api scylla_needs_node -- --ignored`.
+//! Each runs in a fresh random keyspace, dropped afterwards. Run with
+//! `--ignored` but without the variable, each fails with a message saying
+//! so: none passes without having checked anything.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -49,15 +50,10 @@ async fn on_scylla(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    not(scylla_nodes),
-    ignore = "needs a ScyllaDB/Cassandra node: set SCYLLA_NODES"
-)]
+#[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p msg-service --test api scylla_needs_node -- --ignored"]
 async fn on_scylla_a_reader_syncing_during_concurrent_sends_gets_every_entry_once_in_order()
 -> anyhow::Result<()> {
-    let Some(scratch) = ScratchKeyspace::from_env() else {
-        return Ok(());
-    };
+    let scratch = ScratchKeyspace::from_env();
     let base = Options {
         cache_per_inbox: 3,
         ..Options::default()
@@ -71,14 +67,9 @@ async fn on_scylla_a_reader_syncing_during_concurrent_sends_gets_every_entry_onc
 const ROUNDS: usize = 4;
 
 #[tokio::test]
-#[cfg_attr(
-    not(scylla_nodes),
-    ignore = "needs a ScyllaDB/Cassandra node: set SCYLLA_NODES"
-)]
+#[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p msg-service --test api scylla_needs_node -- --ignored"]
 async fn on_scylla_acked_messages_survive_restarts_and_seqs_keep_rising() -> anyhow::Result<()> {
-    let Some(scratch) = ScratchKeyspace::from_env() else {
-        return Ok(());
-    };
+    let scratch = ScratchKeyspace::from_env();
     let base = Options {
         // A ceiling every two seqs: many LWTs, and restarts jump often.
         config: ServiceConfig {
@@ -135,5 +126,63 @@ async fn on_scylla_acked_messages_survive_restarts_and_seqs_keep_rising() -> any
     assert_eq!(listed, group_log, "history lists every group message once");
     let dms = svc.full_history(&alice, &dm(&alice, &bob)).await?;
     assert_eq!(dms.len(), 1 + 3 * ROUNDS, "every DM is in the log once");
+    Ok(())
+}
+
+/// Runs `msg-service audit` (which opens the store with the same flags as
+/// serving) on the scratch keyspace over an empty time range: its exit
+/// code, and its stderr.
+fn audit_on(scratch: &ScratchKeyspace, flags: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
+    let options = scratch.options();
+    let nodes = options.nodes.join(",");
+    let keyspace = options.keyspace.to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_msg-service"))
+        .args(["audit", "--from", "0", "--to", "0", "--store", "scylla"])
+        .args(["--scylla-nodes", &nodes, "--scylla-keyspace", &keyspace])
+        .args(flags)
+        .env_remove("CHAT_PRODUCTION")
+        .env_remove("CHAT_SCYLLA_ALLOW_SINGLE_REPLICA")
+        .env_remove("CHAT_SCYLLA_ALLOW_WEAK_CONSISTENCY")
+        .env_remove("CHAT_SCYLLA_CONSISTENCY")
+        .output()
+        .context("running msg-service audit")?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    Ok((output.status.code(), stderr))
+}
+
+#[tokio::test]
+#[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p msg-service --test api scylla_needs_node -- --ignored"]
+async fn on_scylla_production_mode_refuses_a_single_replica_keyspace_unless_allowed()
+-> anyhow::Result<()> {
+    let scratch = ScratchKeyspace::from_env();
+    // The scratch keyspace is SimpleStrategy:1.
+    drop(scratch.connect().await.context("creating the keyspace")?);
+
+    let (code, stderr) = audit_on(&scratch, &["--production"])?;
+    assert_eq!(code, Some(2), "refused in production mode: {stderr}");
+    assert!(stderr.contains("replication factor 1"), "{stderr}");
+
+    let allowed = ["--production", "--scylla-allow-single-replica"];
+    let (code, stderr) = audit_on(&scratch, &allowed)?;
+    assert_eq!(code, Some(0), "allowed by the override: {stderr}");
+
+    let (code, stderr) = audit_on(&scratch, &[])?;
+    assert_eq!(code, Some(0), "allowed outside production mode: {stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p msg-service --test api scylla_needs_node -- --ignored"]
+async fn on_scylla_consistency_one_is_refused_at_start_up_unless_explicitly_allowed()
+-> anyhow::Result<()> {
+    let scratch = ScratchKeyspace::from_env();
+    let one = ["--scylla-consistency", "ONE"];
+    let (code, stderr) = audit_on(&scratch, &one)?;
+    assert_eq!(code, Some(2), "refused: {stderr}");
+    assert!(stderr.contains("below a quorum"), "{stderr}");
+
+    let allowed = [&one[..], &["--scylla-allow-weak-consistency"]].concat();
+    let (code, stderr) = audit_on(&scratch, &allowed)?;
+    assert_eq!(code, Some(0), "allowed explicitly: {stderr}");
     Ok(())
 }

@@ -34,11 +34,20 @@ pub struct ScyllaOptions {
     pub limits: Limits,
     /// How long a dedup record lives (at least [`MIN_DEDUP_TTL`]).
     pub dedup_ttl: Duration,
+    /// Accept a consistency level below a quorum (`ONE`, `LOCAL_ONE`,
+    /// `TWO`, `THREE`). Off by default: `connect` refuses them, since reads
+    /// may then miss acknowledged writes unless the keyspace has one replica.
+    pub allow_weak_consistency: bool,
+    /// The fewest replicas (in each data center) the keyspace may have:
+    /// `connect` refuses a keyspace with fewer, before creating anything.
+    /// 1 by default (any keyspace).
+    pub min_replication_factor: u32,
 }
 
 impl ScyllaOptions {
     /// Defaults for the given contact points: keyspace `chat`, one replica
-    /// (`SimpleStrategy:1`), `LOCAL_QUORUM`, 7-day dedup records.
+    /// (`SimpleStrategy:1`), `LOCAL_QUORUM`, 7-day dedup records; weak
+    /// consistency refused, any replication factor accepted.
     pub fn new(nodes: Vec<String>) -> Self {
         ScyllaOptions {
             nodes,
@@ -49,6 +58,8 @@ impl ScyllaOptions {
             connect_timeout: Duration::from_secs(5),
             limits: Limits::default(),
             dedup_ttl: Duration::from_secs(7 * 24 * 3600),
+            allow_weak_consistency: false,
+            min_replication_factor: 1,
         }
     }
 

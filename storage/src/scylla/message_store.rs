@@ -1,6 +1,7 @@
 //! `MessageStore` for the Scylla store: each call as one statement or one
-//! logged batch, reads across buckets through `walk`, seq ceilings as
-//! LWTs on the ceiling row only (once per allocator step, never per message).
+//! logged batch (a large body first goes alone to `message_bodies`, see
+//! `bodies`), reads across buckets through `walk`, seq ceilings as LWTs on
+//! the ceiling row only (once per allocator step, never per message).
 
 use async_trait::async_trait;
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
@@ -92,6 +93,9 @@ impl MessageStore for ScyllaStore {
             (conv, bucket),
             (from, id, conv, conv_seq, self.dedup_ttl()),
         );
+        // A large body first, alone: the batch that makes the message
+        // visible (and its dedup record count) must find it stored.
+        self.put_body_apart(msg).await?;
         self.batch(&self.statements().append_message, values)
             .await?;
         // Durable at the consistency level already: see the module doc.
@@ -104,7 +108,9 @@ impl MessageStore for ScyllaStore {
         };
         let values = (conv.as_str(), bucket_of(conv_seq), conv_seq);
         let row: Option<MessageRow> = self.select_one(&self.statements().message, values).await?;
-        row.map(MessageRow::into_message).transpose()
+        let pending = row.map(MessageRow::into_message).transpose()?;
+        let mut filled = self.fill_bodies(pending.into_iter().collect()).await?;
+        Ok(filled.pop())
     }
 
     async fn messages(
@@ -143,7 +149,8 @@ impl MessageStore for ScyllaStore {
             read,
             bound,
         };
-        walk.collect::<MessageRow>(limit).await
+        let pending = walk.collect::<MessageRow>(limit).await?;
+        self.fill_bodies(pending).await
     }
 
     async fn last_conv_seq(&self, conv: &ConvId) -> Result<Seq> {
@@ -171,6 +178,9 @@ impl MessageStore for ScyllaStore {
             (u, conv, bucket_of(conv_seq), conv_seq, seq),
             (u, bucket),
         );
+        // A large body first, alone (idempotent: the message's append wrote
+        // the same row), so the entry is never visible without it.
+        self.put_body_apart(&entry.message).await?;
         self.batch(&self.statements().append_inbox, values).await?;
         // Durable at the consistency level already: see the module doc.
         Ok(WriteTicket::default())
@@ -209,7 +219,8 @@ impl MessageStore for ScyllaStore {
             read: &st.inbox_after,
             bound: after,
         };
-        walk.collect::<InboxRow>(limit).await
+        let pending = walk.collect::<InboxRow>(limit).await?;
+        self.fill_bodies(pending).await
     }
 
     async fn inbox_head(&self, user: &UserId) -> Result<Seq> {

@@ -7,21 +7,26 @@
 //!   start-up, versioned; `deploy/scylla/schema.cql` is rendered from it.
 //! - `statements`: every statement, prepared once; one logged batch per
 //!   append.
+//! - `bodies`: bodies too large for a batch, stored apart before it.
 //! - `walk`: reads that cross buckets (`bucket = seq >> 16`).
 //! - `message_store`: the trait; seq ceilings as LWTs on the ceiling row.
 //! - `bulkhead`: bounded requests in flight per class, deadlines.
 //! - `errors`: driver errors as retryable or not.
+//! - `guards`: start-up refusals (consistency below a quorum, too few
+//!   replicas).
 //!
-//! Tests that need a node (`SCYLLA_NODES=127.0.0.1:9042`): the store suite
-//! in `storage/tests/scylla.rs` (module `scylla_needs_node`) and
-//! `msg-service/tests/api/scylla_needs_node.rs`; without the variable they
-//! print `SKIPPED` and return. Everything here with `#[cfg(test)]` runs
-//! without one.
+//! Tests that need a node: the store suite in `storage/tests/scylla.rs`
+//! (module `scylla_needs_node`) and `msg-service/tests/api/scylla_needs_node.rs`.
+//! They are `#[ignore]`d; run them with `SCYLLA_NODES=127.0.0.1:9042 cargo
+//! test ... -- --ignored`, and they fail if the variable is missing.
+//! Everything here with `#[cfg(test)]` runs without a node.
 
+mod bodies;
 mod buckets;
 mod bulkhead;
 mod config;
 mod errors;
+mod guards;
 mod message_store;
 mod retry_queue;
 mod rows;

@@ -7,6 +7,7 @@ use ::scylla::response::query_result::QueryResult;
 use ::scylla::value::{CqlValue, Row};
 use proto::{ConvKind, Entry, HistoryMessage, MessageKind, UserId};
 
+use super::bodies::{Pending, inline_body};
 use super::buckets::{from_cql, to_cql};
 use super::errors;
 use crate::model::{ConversationMeta, MessageRef};
@@ -57,21 +58,25 @@ pub(crate) struct MessageRow {
     pub(crate) sender: String,
     pub(crate) client_msg_id: String,
     pub(crate) kind: String,
-    pub(crate) body: String,
+    /// Null when the body is stored apart (see `bodies`).
+    pub(crate) body: Option<String>,
     pub(crate) ts: i64,
 }
 
 impl MessageRow {
-    pub(crate) fn into_message(self) -> Result<HistoryMessage> {
-        Ok(HistoryMessage {
+    /// The message; its body is still to be read when it was stored apart.
+    pub(crate) fn into_message(self) -> Result<Pending<HistoryMessage>> {
+        let body_apart = self.body.is_none();
+        let item = HistoryMessage {
             conv_id: id("conv_id", &self.conv_id)?,
             conv_seq: from_cql(self.conv_seq)?,
             from: id("sender", &self.sender)?,
             client_msg_id: id("client_msg_id", &self.client_msg_id)?,
             kind: message_kind(&self.kind)?,
-            body: self.body,
+            body: self.body.unwrap_or_default(),
             ts: from_cql(self.ts)?,
-        })
+        };
+        Ok(Pending { item, body_apart })
     }
 }
 
@@ -85,12 +90,14 @@ pub(crate) struct InboxRow {
     pub(crate) sender: String,
     pub(crate) client_msg_id: String,
     pub(crate) kind: String,
-    pub(crate) body: String,
+    /// Null when the body is stored apart (see `bodies`).
+    pub(crate) body: Option<String>,
     pub(crate) ts: i64,
 }
 
 impl InboxRow {
-    pub(crate) fn into_entry(self) -> Result<Entry> {
+    /// The entry; its body is still to be read when it was stored apart.
+    pub(crate) fn into_entry(self) -> Result<Pending<Entry>> {
         let message = MessageRow {
             conv_id: self.conv_id,
             conv_seq: self.conv_seq,
@@ -100,9 +107,14 @@ impl InboxRow {
             body: self.body,
             ts: self.ts,
         };
-        Ok(Entry {
+        let Pending { item, body_apart } = message.into_message()?;
+        let entry = Entry {
             seq: from_cql(self.seq)?,
-            message: message.into_message()?,
+            message: item,
+        };
+        Ok(Pending {
+            item: entry,
+            body_apart,
         })
     }
 }
@@ -157,15 +169,16 @@ pub(crate) fn conversation_values(
     ))
 }
 
-/// The message columns after the keys: `(sender, client_msg_id, kind, body, ts)`.
-pub(crate) type MessageTail<'a> = (&'a str, &'a str, &'static str, &'a str, i64);
+/// The message columns after the keys: `(sender, client_msg_id, kind, body,
+/// ts)`, the body null when it is stored apart (see `bodies`).
+pub(crate) type MessageTail<'a> = (&'a str, &'a str, &'static str, Option<&'a str>, i64);
 
 fn message_tail(msg: &HistoryMessage) -> Result<MessageTail<'_>> {
     Ok((
         msg.from.as_str(),
         msg.client_msg_id.as_str(),
         message_kind_name(msg.kind),
-        msg.body.as_str(),
+        inline_body(&msg.body),
         to_cql(msg.ts)?,
     ))
 }
@@ -175,7 +188,7 @@ fn message_tail(msg: &HistoryMessage) -> Result<MessageTail<'_>> {
 pub(crate) fn message_values(
     msg: &HistoryMessage,
     bucket: i64,
-) -> Result<(&str, i64, i64, &str, &str, &'static str, &str, i64)> {
+) -> Result<(&str, i64, i64, &str, &str, &'static str, Option<&str>, i64)> {
     let (sender, client_msg_id, kind, body, ts) = message_tail(msg)?;
     let conv_seq = to_cql(msg.conv_seq)?;
     Ok((
@@ -205,7 +218,7 @@ pub(crate) fn inbox_values<'a>(
     &'a str,
     &'a str,
     &'static str,
-    &'a str,
+    Option<&'a str>,
     i64,
 )> {
     let msg = &entry.message;
@@ -287,7 +300,7 @@ mod tests {
             sender: sender.into(),
             client_msg_id: client_msg_id.into(),
             kind: kind.into(),
-            body: body.into(),
+            body: body.map(str::to_owned),
             ts,
         }
     }
@@ -304,10 +317,12 @@ mod tests {
             sender: sender.into(),
             client_msg_id: client_msg_id.into(),
             kind: kind.into(),
-            body: body.into(),
+            body: body.map(str::to_owned),
             ts,
         };
-        assert_eq!(row.into_message().unwrap(), msg);
+        let read = row.into_message().unwrap();
+        assert!(!read.body_apart);
+        assert_eq!(read.item, msg);
     }
 
     #[test]
@@ -317,7 +332,70 @@ mod tests {
             message: sample(),
         };
         let user = UserId::parse("bob").unwrap();
-        assert_eq!(inbox_row_of(&user, &entry).into_entry().unwrap(), entry);
+        let read = inbox_row_of(&user, &entry).into_entry().unwrap();
+        assert!(!read.body_apart);
+        assert_eq!(read.item, entry);
+    }
+
+    /// Cassandra's `batch_size_warn_threshold_in_kb` default.
+    const BATCH_WARN_BYTES: usize = 5 * 1024;
+
+    /// The bytes the append batches bind for `entry` (message row, bucket
+    /// and dedup; inbox row, index and bucket): texts by length, bigints
+    /// and ints as 8 and 4. Cassandra counts the cells' data, about this.
+    fn batch_bytes(user: &UserId, entry: &Entry) -> (usize, usize) {
+        let msg = &entry.message;
+        let (conv, _, _, sender, id, kind, body, _) = message_values(msg, 1).unwrap();
+        let texts = conv.len() + sender.len() + id.len() + kind.len();
+        let body = body.map_or(0, str::len);
+        let message_row = texts + body + 3 * 8;
+        let message_batch =
+            message_row + (conv.len() + 8) + (sender.len() + id.len() + conv.len() + 8 + 4);
+        let inbox_row = user.as_str().len() + message_row + 8;
+        let inbox_batch =
+            inbox_row + (user.as_str().len() + conv.len() + 3 * 8) + (user.as_str().len() + 8);
+        (message_batch, inbox_batch)
+    }
+
+    #[test]
+    fn the_batches_of_the_largest_messages_stay_under_the_batch_warning_threshold() {
+        let long = "u".repeat(64);
+        let (a, b) = (
+            UserId::parse(&long).unwrap(),
+            UserId::parse(&long.replace('u', "v")).unwrap(),
+        );
+        for body_len in [
+            crate::scylla::bodies::INLINE_BODY_MAX,
+            proto::MAX_BODY_BYTES,
+        ] {
+            let message = HistoryMessage {
+                conv_id: ConvId::dm(&a, &b).unwrap(),
+                client_msg_id: ClientMsgId::parse(&"c".repeat(64)).unwrap(),
+                body: "x".repeat(body_len),
+                from: a.clone(),
+                ..sample()
+            };
+            let entry = Entry { seq: 9, message };
+            let (message_batch, inbox_batch) = batch_bytes(&b, &entry);
+            assert!(
+                message_batch < BATCH_WARN_BYTES,
+                "{body_len}: {message_batch}"
+            );
+            assert!(inbox_batch < BATCH_WARN_BYTES, "{body_len}: {inbox_batch}");
+        }
+    }
+
+    #[test]
+    fn a_body_too_large_for_a_batch_binds_as_null_and_reads_back_as_stored_apart() {
+        let mut message = sample();
+        message.body = "x".repeat(proto::MAX_BODY_BYTES);
+        let entry = Entry { seq: 9, message };
+        let user = UserId::parse("bob").unwrap();
+        let row = inbox_row_of(&user, &entry);
+        assert_eq!(row.body, None, "the batch carries no body");
+        let read = row.into_entry().unwrap();
+        assert!(read.body_apart, "the reader fetches it from message_bodies");
+        assert_eq!(read.item.message.body, "");
     }
 
     #[test]

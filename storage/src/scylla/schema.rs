@@ -23,7 +23,7 @@ use super::errors;
 use crate::{Error, Result};
 
 /// The version this code writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// The component name of the version row.
 const COMPONENT: &str = "store";
@@ -123,10 +123,15 @@ pub(crate) const TABLES: &[&str] = &[
 /// order; it holds only fan-outs that failed part-way, few and short-lived,
 /// and its deletes leave tombstones that a pass skips over: fine while the
 /// queue stays small, which `chat_dlq_depth` alerts on.
-pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(
-    2,
-    &[
-        "CREATE TABLE IF NOT EXISTS {ks}.fanout_retries (
+///
+/// Version 3: `message_bodies`, the bodies too large for a batch (see
+/// `bodies`), keyed by the message's identity, one partition per bucket of
+/// a conversation like `messages`.
+pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[
+    (
+        2,
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.fanout_retries (
     shard int,
     enqueued_at bigint,
     conv_id text,
@@ -136,15 +141,28 @@ pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(
     not_before bigint,
     PRIMARY KEY ((shard), enqueued_at, conv_id, conv_seq)
 )",
-        "CREATE TABLE IF NOT EXISTS {ks}.fanout_retry_checkpoint (
+            "CREATE TABLE IF NOT EXISTS {ks}.fanout_retry_checkpoint (
     worker text,
     enqueued_at bigint,
     conv_id text,
     conv_seq bigint,
     PRIMARY KEY ((worker))
 )",
-    ],
-)];
+        ],
+    ),
+    (
+        3,
+        &["CREATE TABLE IF NOT EXISTS {ks}.message_bodies (
+    conv_id text,
+    bucket bigint,
+    conv_seq bigint,
+    sender text,
+    client_msg_id text,
+    body text,
+    PRIMARY KEY ((conv_id, bucket), conv_seq, sender, client_msg_id)
+)"],
+    ),
+];
 
 const READ_VERSION: &str = "SELECT version FROM {ks}.schema_version WHERE component = ?";
 const WRITE_VERSION: &str = "INSERT INTO {ks}.schema_version (component, version, applied_at) \

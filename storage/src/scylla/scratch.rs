@@ -1,11 +1,11 @@
 //! A throwaway keyspace for tests that need a real node: a random name per
 //! test, created by the store at connect, dropped when the guard goes
-//! (after a panic too). Tests find the node in `SCYLLA_NODES`; without it
-//! they print `SKIPPED: ...` (visible in the test output) and return, so
-//! they pass vacuously: their names say they need a node.
+//! (after a panic too). Tests find the node in `SCYLLA_NODES`. They are
+//! `#[ignore]`d, so a plain `cargo test` reports them
+//! as ignored; run with `--ignored` but without the variable, they fail:
+//! a test that needs a node never passes without having checked anything.
 
 use std::hash::{BuildHasher, RandomState};
-use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::config::{Keyspace, ScyllaOptions};
@@ -20,23 +20,17 @@ pub struct ScratchKeyspace {
 }
 
 impl ScratchKeyspace {
-    /// A fresh keyspace on the nodes of `SCYLLA_NODES`; `None` (after
-    /// printing `SKIPPED: <test> ...`) when it is not set.
-    pub fn from_env() -> Option<Self> {
-        // The test harness names each test's thread after the test.
-        let current = std::thread::current();
-        let test = current.name().unwrap_or("a test");
-        match std::env::var(SCYLLA_NODES_VAR) {
-            Ok(nodes) if !nodes.trim().is_empty() => Some(Self::on(&nodes)),
-            _ => {
-                // Straight to stderr, not through `eprintln!`, which the test
-                // harness captures and hides for tests that pass.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED: {test} needs a ScyllaDB/Cassandra node; set {SCYLLA_NODES_VAR}"
-                );
-                None
-            }
+    /// A fresh keyspace on the nodes of `SCYLLA_NODES`.
+    ///
+    /// # Panics
+    ///
+    /// When `SCYLLA_NODES` is unset or blank: the calling test was asked
+    /// to run (`--ignored`) but has no node to run against, and must fail
+    /// rather than pass without checking anything.
+    pub fn from_env() -> Self {
+        match nodes_from(std::env::var(SCYLLA_NODES_VAR).ok()) {
+            Ok(nodes) => Self::on(&nodes),
+            Err(missing) => panic!("{missing}"),
         }
     }
 
@@ -56,6 +50,23 @@ impl ScratchKeyspace {
     /// Connects a store to the keyspace, creating it.
     pub async fn connect(&self) -> crate::Result<ScyllaStore> {
         ScyllaStore::connect(&self.options).await
+    }
+}
+
+/// The value of `SCYLLA_NODES` (`value`), or why a test that needs a node
+/// cannot run.
+fn nodes_from(value: Option<String>) -> Result<String, String> {
+    match value {
+        Some(nodes) if !nodes.trim().is_empty() => Ok(nodes),
+        _ => {
+            // The test harness names each test's thread after the test.
+            let current = std::thread::current();
+            let test = current.name().unwrap_or("this test");
+            Err(format!(
+                "{test} needs a ScyllaDB/Cassandra node and {SCYLLA_NODES_VAR} is not set: \
+                 run it as `{SCYLLA_NODES_VAR}=host:port cargo test ... -- --ignored`"
+            ))
+        }
     }
 }
 
@@ -102,5 +113,18 @@ mod tests {
         let (a, b) = (random_keyspace(), random_keyspace());
         assert!(a.as_str().starts_with("chat_test_"), "{a}");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_test_that_needs_a_node_cannot_start_when_scylla_nodes_is_unset_or_blank() {
+        for missing in [None, Some(String::new()), Some("  ".into())] {
+            let why = nodes_from(missing).expect_err("no node given");
+            assert!(why.contains("SCYLLA_NODES is not set"), "{why}");
+            assert!(why.contains("--ignored"), "{why}");
+        }
+        assert_eq!(
+            nodes_from(Some("127.0.0.1:9042".into())),
+            Ok("127.0.0.1:9042".into())
+        );
     }
 }

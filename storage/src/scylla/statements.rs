@@ -10,7 +10,9 @@
 //! them all-or-nothing, which the trait promises: a dedup record must never
 //! point at a message that is not there. Unlogged batches are only atomic
 //! within one partition. The batch log costs one more write per append,
-//! not a round trip: the batch is still one request.
+//! not a round trip: the batch is still one request. A body over 2 KiB is
+//! not in the batch: `PUT_BODY` writes it alone just before (see `bodies`),
+//! so no batch comes near Cassandra's 5 KiB warning threshold.
 
 use ::scylla::client::session::Session;
 use ::scylla::frame::types::{Consistency, SerialConsistency};
@@ -75,6 +77,11 @@ pub(crate) const INBOX_BUCKETS_UP: &str = "SELECT bucket FROM {ks}.inbox_buckets
      WHERE user_id = ? AND bucket >= ? ORDER BY bucket ASC LIMIT ?";
 pub(crate) const INBOX_SEQ_OF: &str = "SELECT seq FROM {ks}.inbox_index \
      WHERE user_id = ? AND conv_id = ? AND bucket = ? AND conv_seq = ?";
+
+pub(crate) const PUT_BODY: &str = "INSERT INTO {ks}.message_bodies \
+     (conv_id, bucket, conv_seq, sender, client_msg_id, body) VALUES (?, ?, ?, ?, ?, ?)";
+pub(crate) const BODY: &str = "SELECT body FROM {ks}.message_bodies \
+     WHERE conv_id = ? AND bucket = ? AND conv_seq = ? AND sender = ? AND client_msg_id = ?";
 
 pub(crate) const DEDUP: &str =
     "SELECT conv_id, conv_seq FROM {ks}.dedup WHERE user_id = ? AND client_msg_id = ?";
@@ -141,6 +148,9 @@ pub(crate) struct Statements {
     pub(crate) inbox_buckets_down: PreparedStatement,
     pub(crate) inbox_buckets_up: PreparedStatement,
     pub(crate) inbox_seq_of: PreparedStatement,
+    /// A body too large for a batch, written before it.
+    pub(crate) put_body: PreparedStatement,
+    pub(crate) body: PreparedStatement,
     pub(crate) dedup: PreparedStatement,
     pub(crate) load_ceiling: PreparedStatement,
     pub(crate) create_ceiling: PreparedStatement,
@@ -258,6 +268,8 @@ impl Statements {
             inbox_buckets_down: p.plain(INBOX_BUCKETS_DOWN).await?,
             inbox_buckets_up: p.plain(INBOX_BUCKETS_UP).await?,
             inbox_seq_of: p.plain(INBOX_SEQ_OF).await?,
+            put_body: p.plain(PUT_BODY).await?,
+            body: p.plain(BODY).await?,
             dedup: p.plain(DEDUP).await?,
             load_ceiling: p.serial_read(LOAD_CEILING).await?,
             create_ceiling: p.lwt(CREATE_CEILING).await?,
@@ -310,6 +322,8 @@ mod tests {
         INBOX_BUCKETS_DOWN,
         INBOX_BUCKETS_UP,
         INBOX_SEQ_OF,
+        PUT_BODY,
+        BODY,
         DEDUP,
         LOAD_CEILING,
         CREATE_CEILING,
@@ -383,6 +397,8 @@ mod tests {
         assert_eq!(markers(INSERT_MESSAGE), 8);
         assert_eq!(markers(INSERT_INBOX), 10);
         assert_eq!(markers(INSERT_DEDUP), 5, "four columns and the TTL");
+        assert_eq!(markers(PUT_BODY), 6);
+        assert_eq!(markers(BODY), 5);
         assert_eq!(markers(RAISE_CEILING), 4);
         assert_eq!(markers(INBOX_AFTER), 4);
     }

@@ -7,6 +7,7 @@
 //! `durable` and `flush` have nothing to wait for.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::scylla::client::execution_profile::ExecutionProfile;
 use ::scylla::client::session::Session;
@@ -25,7 +26,7 @@ use super::bulkhead::{Bulkhead, Class};
 use super::config::{Keyspace, ScyllaOptions};
 use super::rows;
 use super::statements::Statements;
-use super::{errors, schema};
+use super::{errors, guards, schema};
 use crate::{Error, Result};
 
 /// Added to the driver's request timeout for the bulkhead's own deadline: it
@@ -45,6 +46,9 @@ struct Inner {
     bulkhead: Bulkhead,
     /// Seconds a dedup record lives.
     dedup_ttl: i32,
+    /// Warnings the cluster sent back with responses (a batch over the
+    /// size warning threshold, too many tombstones read).
+    server_warnings: AtomicU64,
 }
 
 async fn open_session(options: &ScyllaOptions) -> Result<Session> {
@@ -69,17 +73,16 @@ async fn open_session(options: &ScyllaOptions) -> Result<Session> {
 impl ScyllaStore {
     /// Connects to the cluster, creates the keyspace and tables that are
     /// missing (see `deploy/scylla/schema.cql`), and prepares every statement.
+    /// Refuses (`Error::Rejected`), before creating anything, a consistency
+    /// level below a quorum unless `allow_weak_consistency`, and a keyspace
+    /// with fewer replicas than `min_replication_factor`.
     pub async fn connect(options: &ScyllaOptions) -> Result<Self> {
         let dedup_ttl = options
             .dedup_ttl_secs()
             .map_err(|err| Error::Rejected(Box::new(err)))?;
-        if !options.consistency.reads_own_writes() {
-            tracing::warn!(
-                consistency = %options.consistency,
-                "reads may miss acknowledged writes unless the keyspace has one replica"
-            );
-        }
+        guards::check_consistency(options).map_err(|err| Error::Rejected(Box::new(err)))?;
         let session = open_session(options).await?;
+        guards::check_replication(&session, options).await?;
         schema::ensure(&session, &options.keyspace, &options.replication).await?;
         let statements =
             Statements::prepare(&session, &options.keyspace, options.consistency).await?;
@@ -92,6 +95,7 @@ impl ScyllaStore {
                 statements,
                 bulkhead,
                 dedup_ttl,
+                server_warnings: AtomicU64::new(0),
             }),
         })
     }
@@ -106,6 +110,20 @@ impl ScyllaStore {
     /// The keyspace this store uses.
     pub fn keyspace(&self) -> &Keyspace {
         &self.inner.keyspace
+    }
+
+    /// How many warnings the cluster has sent back with this store's
+    /// responses so far (the driver also logs each one). A maximum-size
+    /// message adds none: see `bodies`.
+    pub fn server_warnings(&self) -> u64 {
+        self.inner.server_warnings.load(Ordering::Relaxed)
+    }
+
+    fn count_warnings(&self, result: &QueryResult) {
+        let warnings = result.warnings().count() as u64;
+        self.inner
+            .server_warnings
+            .fetch_add(warnings, Ordering::Relaxed);
     }
 
     pub(crate) fn statements(&self) -> &Statements {
@@ -124,7 +142,8 @@ impl ScyllaStore {
         values: impl SerializeRow,
     ) -> Result<QueryResult> {
         let session = &self.inner.session;
-        self.inner
+        let result = self
+            .inner
             .bulkhead
             .run(class, async {
                 session
@@ -132,13 +151,16 @@ impl ScyllaStore {
                     .await
                     .map_err(errors::execution)
             })
-            .await
+            .await?;
+        self.count_warnings(&result);
+        Ok(result)
     }
 
     /// Runs one batch of writes in a write slot.
     pub(crate) async fn batch(&self, batch: &Batch, values: impl BatchValues) -> Result<()> {
         let session = &self.inner.session;
-        self.inner
+        let result = self
+            .inner
             .bulkhead
             .run(Class::Write, async {
                 session
@@ -147,6 +169,7 @@ impl ScyllaStore {
                     .map_err(errors::execution)
             })
             .await?;
+        self.count_warnings(&result);
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use ::scylla::statement::prepared::PreparedStatement;
 use proto::{Entry, HistoryMessage, Seq};
 
+use super::bodies::Pending;
 use super::buckets::{from_cql, page_limit, to_cql};
 use super::rows::{InboxRow, MessageRow};
 use super::store::ScyllaStore;
@@ -95,22 +96,22 @@ pub(crate) trait WalkRow:
 }
 
 impl WalkRow for InboxRow {
-    type Item = Entry;
-    fn into_item(self) -> Result<Entry> {
+    type Item = Pending<Entry>;
+    fn into_item(self) -> Result<Pending<Entry>> {
         self.into_entry()
     }
-    fn position(item: &Entry) -> Seq {
-        item.seq
+    fn position(pending: &Pending<Entry>) -> Seq {
+        pending.item.seq
     }
 }
 
 impl WalkRow for MessageRow {
-    type Item = HistoryMessage;
-    fn into_item(self) -> Result<HistoryMessage> {
+    type Item = Pending<HistoryMessage>;
+    fn into_item(self) -> Result<Pending<HistoryMessage>> {
         self.into_message()
     }
-    fn position(item: &HistoryMessage) -> Seq {
-        item.conv_seq
+    fn position(pending: &Pending<HistoryMessage>) -> Seq {
+        pending.item.conv_seq
     }
 }
 
