@@ -11,6 +11,7 @@ mod error;
 pub mod fault_hook;
 pub mod grpc;
 mod history;
+mod inbox;
 mod logs;
 mod rate_limit;
 mod retry;

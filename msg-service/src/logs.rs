@@ -27,6 +27,15 @@ use crate::{Error, Result};
 /// same arguments to re-issue it, which must write the same thing.
 pub(crate) type Write<T> = Arc<dyn Fn(Seq, Seq) -> BoxFuture<'static, Result<T>> + Send + Sync>;
 
+/// What follows once an entry is visible (an inbox's cache and notify).
+/// Runs after the entry is durable, for every entry, settled ones included.
+pub(crate) type Announce<T> = Arc<dyn Fn(&T) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// An announcement that does nothing (conversation logs).
+pub(crate) fn silent<T>() -> Announce<T> {
+    Arc::new(|_| Box::pin(async {}))
+}
+
 /// What a log write returns: something carrying the store's write ticket.
 pub(crate) trait Logged: Send + 'static {
     /// The ticket to wait on before the entry may become visible.
@@ -79,15 +88,30 @@ pub(crate) struct Logs<T> {
     logs: Mutex<HashMap<String, Arc<Log<T>>>>,
     seqs: SeqAllocator,
     store: Arc<dyn MessageStore>,
+    announce: Announce<T>,
 }
 
 impl<T: Logged> Logs<T> {
-    pub(crate) fn new(seqs: SeqAllocator, store: Arc<dyn MessageStore>) -> Self {
+    pub(crate) fn new(
+        seqs: SeqAllocator,
+        store: Arc<dyn MessageStore>,
+        announce: Announce<T>,
+    ) -> Self {
         Logs {
             logs: Mutex::new(HashMap::new()),
             seqs,
             store,
+            announce,
         }
+    }
+
+    /// Makes an append visible, then announces it. Call only once it is
+    /// durable: because the store makes writes durable in the order they
+    /// were logged, every lower seq of this log is durable too, so the head
+    /// never uncovers a hole.
+    pub(crate) async fn publish(&self, appended: &Appended<T>) {
+        publish(&appended.log, appended.seq);
+        (self.announce)(&appended.value).await;
     }
 
     fn log(&self, key: &str) -> Arc<Log<T>> {
@@ -202,6 +226,7 @@ impl<T: Logged> Logs<T> {
         let value = Self::reissue(writer, unsettled).await?;
         self.store.durable(value.ticket()).await?;
         publish(log, seq);
+        (self.announce)(&value).await;
         Ok(())
     }
 
@@ -236,13 +261,4 @@ pub(crate) struct Appended<T> {
     pub(crate) seq: Seq,
     /// What the write returned.
     pub(crate) value: T,
-}
-
-impl<T> Appended<T> {
-    /// Makes the entry visible. Call only once it is durable: because the
-    /// store makes writes durable in the order they were logged, every lower
-    /// seq of this log is durable too, so the head never uncovers a hole.
-    pub(crate) fn publish(&self) {
-        publish(&self.log, self.seq);
-    }
 }

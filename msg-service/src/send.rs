@@ -5,12 +5,9 @@
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
-use proto::{
-    Ack, ConvId, ConvKind, Entry, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId,
-};
-use storage::{ConversationMeta, MessageRef, Notification, WriteTicket};
+use proto::{Ack, ConvId, ConvKind, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId};
+use storage::{ConversationMeta, MessageRef, WriteTicket};
 
-use crate::Backends;
 use crate::clock::now_ms;
 use crate::logs::{Appended, Logged, Write};
 use crate::service::{Core, conv_key, inbox_key};
@@ -33,7 +30,7 @@ impl Core {
         // Covered already by the fsyncs of the inbox appends, logged later:
         // waiting here does not cost a second fsync per send.
         store.durable(*ticket).await?;
-        appended.publish();
+        self.conversations.publish(&appended).await;
         ack_for(sender, message, &members, seqs)
     }
 
@@ -169,85 +166,6 @@ impl Core {
             }
         }
         self.append_to_inbox(user, message).await
-    }
-
-    /// Appends one inbox entry, updates the cache in order, waits until it is
-    /// durable, makes it visible, and notifies.
-    pub(crate) async fn append_to_inbox(
-        &self,
-        user: &UserId,
-        message: &HistoryMessage,
-    ) -> Result<Seq> {
-        let store = &self.backends.store;
-        let load_head = || async { Ok(store.inbox_head(user).await?) };
-        let tag = format!("{}\0{}", message.conv_id, message.conv_seq);
-        let (backends, owner, message) = (self.backends.clone(), user.clone(), message.clone());
-        let write: Write<WriteTicket> = Arc::new(move |seq, previous| {
-            let (backends, user) = (backends.clone(), owner.clone());
-            let entry = Entry {
-                seq,
-                message: message.clone(),
-            };
-            Box::pin(async move { write_inbox_entry(&backends, &user, previous, &entry).await })
-        });
-        let appended = self
-            .inboxes
-            .append(&inbox_key(user), tag, load_head, write)
-            .await?;
-        store.durable(appended.value).await?;
-        appended.publish();
-        self.notify(user, appended.seq).await;
-        Ok(appended.seq)
-    }
-
-    /// Tells the gateways holding `user` that the inbox head moved. Best
-    /// effort: a lost notify loses nothing, the next sync finds the entry.
-    async fn notify(&self, user: &UserId, head: Seq) {
-        let gateways = match self.backends.presence.gateways(user).await {
-            Ok(gateways) => gateways,
-            Err(err) => {
-                tracing::warn!(error = %err, %user, "presence lookup failed; notify skipped");
-                return;
-            }
-        };
-        for gateway in gateways {
-            let note = Notification {
-                user: user.clone(),
-                head,
-            };
-            if let Err(err) = self.backends.bus.publish(&gateway, note).await {
-                tracing::warn!(error = %err, %gateway, "notify publish failed");
-            }
-        }
-    }
-}
-
-/// Writes one inbox entry to the store, then to the cache in order.
-async fn write_inbox_entry(
-    backends: &Backends,
-    user: &UserId,
-    previous: Seq,
-    entry: &Entry,
-) -> Result<WriteTicket> {
-    let ticket = match backends.store.append_inbox(user, entry).await {
-        Ok(ticket) => ticket,
-        Err(err) => {
-            // The write may have landed anyway (a timeout): the cache must
-            // not skip it, so it forgets this inbox.
-            drop_cache(backends, user).await;
-            return Err(err.into());
-        }
-    };
-    if let Err(err) = backends.cache.append(user, previous, entry).await {
-        tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
-        drop_cache(backends, user).await;
-    }
-    Ok(ticket)
-}
-
-async fn drop_cache(backends: &Backends, user: &UserId) {
-    if let Err(err) = backends.cache.invalidate(user).await {
-        tracing::error!(error = %err, %user, "inbox cache could not be dropped");
     }
 }
 

@@ -6,7 +6,8 @@ use proto::{ConvId, HistoryMessage, Seq, UserId};
 use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator, WriteTicket};
 
 use crate::bulkhead::{Bulkhead, BulkheadConfig};
-use crate::logs::Logs;
+use crate::inbox::{InboxWrite, announcer};
+use crate::logs::{Logs, silent};
 use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
 use crate::stripes::Stripes;
@@ -83,7 +84,7 @@ pub(crate) struct Core {
     pub(crate) backends: Backends,
     pub(crate) config: ServiceConfig,
     /// Inbox logs, keyed `u:<user>`.
-    pub(crate) inboxes: Logs<WriteTicket>,
+    pub(crate) inboxes: Logs<InboxWrite>,
     /// Conversation logs, keyed `c:<conv_id>`.
     pub(crate) conversations: Logs<(HistoryMessage, WriteTicket)>,
     /// Serializes the sends of one sender, so a duplicate `client_msg_id`
@@ -129,8 +130,12 @@ impl MessageService {
     pub fn new(backends: Backends, config: ServiceConfig) -> Self {
         let seqs = SeqAllocator::new(Arc::clone(&backends.store), config.seq_step);
         let core = Core {
-            inboxes: Logs::new(seqs.clone(), Arc::clone(&backends.store)),
-            conversations: Logs::new(seqs, Arc::clone(&backends.store)),
+            inboxes: Logs::new(
+                seqs.clone(),
+                Arc::clone(&backends.store),
+                announcer(backends.clone()),
+            ),
+            conversations: Logs::new(seqs, Arc::clone(&backends.store), silent()),
             senders: Stripes::new(1024),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
             retry: Arc::default(),

@@ -59,6 +59,12 @@ pub struct Faults {
     pub inboxes_of: Mutex<Vec<UserId>>,
     /// Fail this many `enqueue_retry` calls (the retry queue is down too).
     pub enqueue_retry: AtomicUsize,
+    /// Write the next `append_inbox` of this user, report its seq on the
+    /// first channel when someone waits for it to be durable, and let that
+    /// wait end only once the second one fires (a slow fsync).
+    pub hold_durable_of: Mutex<Option<HeldInbox>>,
+    /// The ticket `hold_durable_of` caught, with its channels.
+    held_ticket: Mutex<Option<HeldTicket>>,
 }
 
 /// A write the double reported as failed and has not applied yet.
@@ -88,6 +94,14 @@ impl Faults {
             .push(write);
     }
 }
+
+/// A write's ticket whose durable wait is held, its seq, and the channels.
+type HeldTicket = (
+    WriteTicket,
+    Seq,
+    oneshot::Sender<Seq>,
+    oneshot::Receiver<()>,
+);
 
 /// The user whose append is held, where to report it, when to let it go.
 pub type HeldInbox = (UserId, oneshot::Sender<Seq>, oneshot::Receiver<()>);
@@ -210,6 +224,17 @@ impl MessageStore for StoreDouble {
             self.inner.append_inbox(user, entry).await?;
             return Err(outage());
         }
+        if let Some((_, reached, release)) =
+            take_if_user(&self.faults.hold_durable_of, user, |(u, _, _)| u)
+        {
+            let ticket = self.inner.append_inbox(user, entry).await?;
+            *self
+                .faults
+                .held_ticket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((ticket, entry.seq, reached, release));
+            return Ok(ticket);
+        }
         if let Some((_, written, release)) =
             take_if_user(&self.faults.hold_inbox_of, user, |(u, _, _)| u)
         {
@@ -229,6 +254,24 @@ impl MessageStore for StoreDouble {
         self.inner.inbox_seq_of(user, conv, conv_seq).await
     }
     async fn durable(&self, ticket: WriteTicket) -> storage::Result<()> {
+        let held = {
+            let mut slot = self
+                .faults
+                .held_ticket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match slot.take() {
+                Some(held) if held.0 == ticket => Some(held),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
+        if let Some((_, seq, reached, release)) = held {
+            let _ = reached.send(seq);
+            let _ = release.await;
+        }
         self.inner.durable(ticket).await
     }
     async fn read_inbox(
