@@ -8,6 +8,7 @@ mod bulkhead;
 mod clock;
 mod conversations;
 mod error;
+mod fanouts;
 pub mod fault_hook;
 pub mod grpc;
 mod history;

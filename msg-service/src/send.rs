@@ -9,6 +9,7 @@ use proto::{Ack, ConvId, ConvKind, HistoryMessage, ProtoError, SendRequest, Seq,
 use storage::{ConversationMeta, MessageRef, WriteTicket};
 
 use crate::clock::now_ms;
+use crate::fanouts::Turn;
 use crate::logs::{Appended, Logged, Write};
 use crate::service::{Core, conv_key, inbox_key};
 use crate::{Error, Result};
@@ -17,21 +18,40 @@ impl Core {
     #[tracing::instrument(skip_all, fields(user = %sender), err)]
     pub(crate) async fn send_message(&self, sender: &UserId, request: SendRequest) -> Result<Ack> {
         let conv = target_conv(sender, &request.target)?;
-        let store = &self.backends.store;
-        let _turn = self.senders.lock(sender).await;
-        if let Some(stored) = store.dedup_get(sender, &request.client_msg_id).await? {
-            return self.finish_stored_send(sender, stored).await;
-        }
-        let members = self.members_for_send(sender, &conv).await?;
-        let appended = self.append_to_conversation(sender, &conv, request).await?;
+        let (appended, members, _turn) = match self.log_once(sender, &conv, request).await? {
+            Dedup::Stored(stored) => return self.finish_stored_send(sender, stored).await,
+            Dedup::Logged(appended, members, turn) => (appended, members, turn),
+        };
         let (message, ticket) = &appended.value;
         let seqs = self.fan_out(&members, message, false).await;
         self.queue_missing(message, &members, &seqs).await;
         // Covered already by the fsyncs of the inbox appends, logged later:
         // waiting here does not cost a second fsync per send.
-        store.durable(*ticket).await?;
+        self.backends.store.durable(*ticket).await?;
         self.conversations.publish(&appended).await;
         ack_for(sender, message, &members, seqs)
+    }
+
+    /// Logs the message unless its dedup record says it was stored before.
+    /// The sender's lock is held only this long: a duplicate sent at the same
+    /// time then finds the record, and waits for the fan-out's turn.
+    async fn log_once(
+        &self,
+        sender: &UserId,
+        conv: &ConvId,
+        request: SendRequest,
+    ) -> Result<Dedup<'_>> {
+        let _sender = self.senders.lock(sender).await;
+        let store = &self.backends.store;
+        if let Some(stored) = store.dedup_get(sender, &request.client_msg_id).await? {
+            return Ok(Dedup::Stored(stored));
+        }
+        let members = self.members_for_send(sender, conv).await?;
+        let appended = self.append_to_conversation(sender, conv, request).await?;
+        // Taken before the sender's lock is let go, so no retry of this
+        // message can fan it out first.
+        let turn = self.fanout_turns.take(conv, appended.seq).await;
+        Ok(Dedup::Logged(appended, members, turn))
     }
 
     /// A retry of a message that is already in its conversation's log:
@@ -46,6 +66,10 @@ impl Core {
                     "dedup record of {sender} points at a missing message"
                 ))
             })?;
+        let _turn = self
+            .fanout_turns
+            .take(&stored.conv_id, stored.conv_seq)
+            .await;
         // A write that reported a failure but landed is visible only once settled.
         self.conversations
             .settle(&conv_key(&stored.conv_id))
@@ -167,6 +191,18 @@ impl Core {
         }
         self.append_to_inbox(user, message).await
     }
+}
+
+/// What the dedup step of a send found or did.
+enum Dedup<'a> {
+    /// The message was stored before: this is a retry.
+    Stored(MessageRef),
+    /// Logged now, with the members it goes to and its fan-out turn.
+    Logged(
+        Appended<(HistoryMessage, WriteTicket)>,
+        Vec<UserId>,
+        Turn<'a>,
+    ),
 }
 
 /// The ack once every member's append succeeded; the first error otherwise

@@ -6,6 +6,7 @@ use proto::{ConvId, HistoryMessage, Seq, UserId};
 use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator, WriteTicket};
 
 use crate::bulkhead::{Bulkhead, BulkheadConfig};
+use crate::fanouts::FanoutTurns;
 use crate::inbox::{InboxWrite, announcer};
 use crate::logs::{Logs, silent};
 use crate::rate_limit::SendLimiter;
@@ -87,9 +88,12 @@ pub(crate) struct Core {
     pub(crate) inboxes: Logs<InboxWrite>,
     /// Conversation logs, keyed `c:<conv_id>`.
     pub(crate) conversations: Logs<(HistoryMessage, WriteTicket)>,
-    /// Serializes the sends of one sender, so a duplicate `client_msg_id`
-    /// sent twice at once stores one message.
+    /// Serializes the dedup step of one sender's sends (up to the logging
+    /// of the message), so a duplicate `client_msg_id` sent twice at once
+    /// stores one message. Not held through the fan-out.
     pub(crate) senders: Stripes,
+    /// One fan-out at a time per message.
+    pub(crate) fanout_turns: FanoutTurns,
     /// Per-user send rate limit.
     pub(crate) send_limit: SendLimiter,
     /// Wakes the fan-out retry worker and counts its passes.
@@ -137,6 +141,7 @@ impl MessageService {
             ),
             conversations: Logs::new(seqs, Arc::clone(&backends.store), silent()),
             senders: Stripes::new(1024),
+            fanout_turns: FanoutTurns::default(),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
             retry: Arc::default(),
             bulkheads: Bulkheads::new(&config),

@@ -10,10 +10,10 @@ use storage::{
     GatewayId, InProcessCache, InboxCache, Notification, NotifyBus, Presence, Subscription,
 };
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::oneshot;
 
 use crate::faults::{assert_unavailable, start_faulty_with};
 use crate::helpers::{Options, TestService, send, seqs, user};
+use crate::store_double::hold;
 
 /// Every notification already queued for a gateway.
 fn queued(sub: &mut Subscription) -> Vec<Notification> {
@@ -116,12 +116,7 @@ async fn an_inbox_entry_reaches_the_cache_and_the_notify_only_once_it_is_durable
     let gateway = GatewayId("gw-1".into());
     let mut sub = svc.bus.subscribe(&gateway).await?;
     svc.presence.connected(&bob, &gateway).await?;
-    let (reached_tx, reached) = oneshot::channel();
-    let (release, release_rx) = oneshot::channel();
-    *faults
-        .hold_durable_of
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some((bob.clone(), reached_tx, release_rx));
+    let (reached, release) = hold(&faults.hold_durable_of, &bob);
 
     let service = Arc::clone(&svc.service);
     let (from, to) = (alice.clone(), bob.clone());

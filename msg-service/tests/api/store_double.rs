@@ -95,6 +95,18 @@ impl Faults {
     }
 }
 
+/// Arms a held-write slot (`hold_inbox_of`, `hold_durable_of`) for `user`:
+/// where the held write reports its seq, and how to let it go.
+pub fn hold(
+    slot: &Mutex<Option<HeldInbox>>,
+    user: &UserId,
+) -> (oneshot::Receiver<Seq>, oneshot::Sender<()>) {
+    let (reached, reports) = oneshot::channel();
+    let (release, released) = oneshot::channel();
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((user.clone(), reached, released));
+    (reports, release)
+}
+
 /// A write's ticket whose durable wait is held, its seq, and the channels.
 type HeldTicket = (
     WriteTicket,
