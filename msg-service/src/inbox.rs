@@ -42,7 +42,7 @@ impl Core {
         let write = inbox_write(self.backends.clone(), user.clone(), message.clone());
         let appended = self
             .inboxes
-            .append(&inbox_key(user), tag, load_head, write)
+            .append(&inbox_key(user), tag, load_head, || async { Ok(write) })
             .await?;
         store.durable(appended.value.ticket).await?;
         self.inboxes.publish(&appended).await;

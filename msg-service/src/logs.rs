@@ -147,17 +147,22 @@ impl<T: Logged> Logs<T> {
     /// write succeeded). `write` returns once its entry is in the store's
     /// log; the head moves when the caller publishes the append, after it is
     /// durable. An unsettled earlier write is settled first; if it carries
-    /// the same `tag`, settling it is this append.
-    pub(crate) async fn append<L, LF>(
+    /// the same `tag`, settling it is this append. `prepare` builds the write
+    /// as the writer, before a seq is allocated: what it reads (a
+    /// conversation's members) cannot change under it (see `exclusive`),
+    /// and when it refuses no seq is used up.
+    pub(crate) async fn append<L, LF, P, PF>(
         &self,
         key: &str,
         tag: String,
         load_head: L,
-        write: Write<T>,
+        prepare: P,
     ) -> Result<Appended<T>>
     where
         L: FnOnce() -> LF,
         LF: Future<Output = Result<Seq>>,
+        P: FnOnce() -> PF,
+        PF: Future<Output = Result<Write<T>>>,
     {
         let log = self.log(key);
         Self::loaded_head(&log, load_head).await?;
@@ -174,6 +179,7 @@ impl<T: Logged> Logs<T> {
             }
             self.settle_one(&log, &mut writer, unsettled).await?;
         }
+        let write = prepare().await?;
         let mut cursor = match writer.cursor.take() {
             Some(cursor) => cursor,
             None => self.seqs.resume(key).await?,
@@ -200,6 +206,18 @@ impl<T: Logged> Logs<T> {
                 Err(err)
             }
         }
+    }
+
+    /// Runs `work` as the writer of `key`: nothing is appended meanwhile. A
+    /// conversation's membership changes run so, ordered with its sends.
+    pub(crate) async fn exclusive<R, W, WF>(&self, key: &str, work: W) -> R
+    where
+        W: FnOnce() -> WF,
+        WF: Future<Output = R>,
+    {
+        let log = self.log(key);
+        let _writer = log.writer.lock().await;
+        work().await
     }
 
     /// Settles the unsettled write of `key`, if any: a caller that finds an

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 use proto::{Ack, ConvId, ConvKind, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId};
-use storage::{ConversationMeta, MessageRef, WriteTicket};
+use storage::{ConversationMeta, MessageRef, MessageStore, WriteTicket};
 
 use crate::clock::now_ms;
 use crate::fanouts::Turn;
@@ -18,18 +18,20 @@ impl Core {
     #[tracing::instrument(skip_all, fields(user = %sender), err)]
     pub(crate) async fn send_message(&self, sender: &UserId, request: SendRequest) -> Result<Ack> {
         let conv = target_conv(sender, &request.target)?;
-        let (appended, members, _turn) = match self.log_once(sender, &conv, request).await? {
+        let (appended, _turn) = match self.log_once(sender, &conv, request).await? {
             Dedup::Stored(stored) => return self.finish_stored_send(sender, stored).await,
-            Dedup::Logged(appended, members, turn) => (appended, members, turn),
+            Dedup::Logged(appended, turn) => (appended, turn),
         };
-        let (message, ticket) = &appended.value;
-        let seqs = self.fan_out(&members, message, false).await;
-        self.queue_missing(message, &members, &seqs).await;
+        let Posted {
+            message, members, ..
+        } = &appended.value;
+        let seqs = self.fan_out(members, message, false).await;
+        self.queue_missing(message, members, &seqs).await;
         // Covered already by the fsyncs of the inbox appends, logged later:
         // waiting here does not cost a second fsync per send.
-        self.backends.store.durable(*ticket).await?;
+        self.backends.store.durable(appended.value.ticket).await?;
         self.conversations.publish(&appended).await;
-        ack_for(sender, message, &members, seqs)
+        ack_for(sender, message, members, seqs)
     }
 
     /// Logs the message unless its dedup record says it was stored before.
@@ -46,12 +48,11 @@ impl Core {
         if let Some(stored) = store.dedup_get(sender, &request.client_msg_id).await? {
             return Ok(Dedup::Stored(stored));
         }
-        let members = self.members_for_send(sender, conv).await?;
         let appended = self.append_to_conversation(sender, conv, request).await?;
         // Taken before the sender's lock is let go, so no retry of this
         // message can fan it out first.
         let turn = self.fanout_turns.take(conv, appended.seq).await;
-        Ok(Dedup::Logged(appended, members, turn))
+        Ok(Dedup::Logged(appended, turn))
     }
 
     /// A retry of a message that is already in its conversation's log:
@@ -116,14 +117,15 @@ impl Core {
     }
 
     /// Logs the message in its conversation (with its dedup record); the
-    /// caller publishes it to history once it is durable.
+    /// caller publishes it to history once it is durable. The members are
+    /// read as the conversation's writer: a membership change comes wholly
+    /// before the message or wholly after it.
     async fn append_to_conversation(
         &self,
         sender: &UserId,
         conv: &ConvId,
         request: SendRequest,
-    ) -> Result<Appended<(HistoryMessage, WriteTicket)>> {
-        let store = Arc::clone(&self.backends.store);
+    ) -> Result<Appended<Posted>> {
         let load_head = || async { Ok(self.backends.store.last_conv_seq(conv).await?) };
         let tag = format!("{sender}\0{}", request.client_msg_id);
         // Built once, so that re-issuing the write stores the same message.
@@ -136,19 +138,12 @@ impl Core {
             body: request.body,
             ts: now_ms(),
         };
-        let write: Write<(HistoryMessage, WriteTicket)> = Arc::new(move |conv_seq, _| {
-            let store = Arc::clone(&store);
-            let message = HistoryMessage {
-                conv_seq,
-                ..template.clone()
-            };
-            Box::pin(async move {
-                let ticket = store.append_message(&message).await?;
-                Ok((message, ticket))
-            })
-        });
+        let prepare = || async {
+            let members = self.members_for_send(sender, conv).await?;
+            Ok(posting(Arc::clone(&self.backends.store), template, members))
+        };
         self.conversations
-            .append(&conv_key(conv), tag, load_head, write)
+            .append(&conv_key(conv), tag, load_head, prepare)
             .await
     }
 
@@ -197,12 +192,8 @@ impl Core {
 enum Dedup<'a> {
     /// The message was stored before: this is a retry.
     Stored(MessageRef),
-    /// Logged now, with the members it goes to and its fan-out turn.
-    Logged(
-        Appended<(HistoryMessage, WriteTicket)>,
-        Vec<UserId>,
-        Turn<'a>,
-    ),
+    /// Logged now, with its fan-out turn.
+    Logged(Appended<Posted>, Turn<'a>),
 }
 
 /// The ack once every member's append succeeded; the first error otherwise
@@ -241,8 +232,39 @@ fn target_conv(sender: &UserId, target: &Target) -> Result<ConvId> {
     }
 }
 
-impl Logged for (HistoryMessage, WriteTicket) {
+/// A message in its conversation's log, with the members it goes to.
+pub(crate) struct Posted {
+    pub(crate) message: HistoryMessage,
+    pub(crate) members: Vec<UserId>,
+    ticket: WriteTicket,
+}
+
+impl Logged for Posted {
     fn ticket(&self) -> WriteTicket {
-        self.1
+        self.ticket
     }
+}
+
+/// The store write of a message at its conv_seq, re-issuable.
+fn posting(
+    store: Arc<dyn MessageStore>,
+    template: HistoryMessage,
+    members: Vec<UserId>,
+) -> Write<Posted> {
+    Arc::new(move |conv_seq, _| {
+        let store = Arc::clone(&store);
+        let message = HistoryMessage {
+            conv_seq,
+            ..template.clone()
+        };
+        let members = members.clone();
+        Box::pin(async move {
+            let ticket = store.append_message(&message).await?;
+            Ok(Posted {
+                message,
+                members,
+                ticket,
+            })
+        })
+    })
 }

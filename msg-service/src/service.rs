@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use proto::{ConvId, HistoryMessage, Seq, UserId};
-use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator, WriteTicket};
+use proto::{ConvId, Seq, UserId};
+use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator};
 
 use crate::bulkhead::{Bulkhead, BulkheadConfig};
 use crate::fanouts::FanoutTurns;
@@ -11,6 +11,7 @@ use crate::inbox::{InboxWrite, announcer};
 use crate::logs::{Logs, silent};
 use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
+use crate::send::Posted;
 use crate::stripes::Stripes;
 use crate::{Error, Result};
 
@@ -87,7 +88,7 @@ pub(crate) struct Core {
     /// Inbox logs, keyed `u:<user>`.
     pub(crate) inboxes: Logs<InboxWrite>,
     /// Conversation logs, keyed `c:<conv_id>`.
-    pub(crate) conversations: Logs<(HistoryMessage, WriteTicket)>,
+    pub(crate) conversations: Logs<Posted>,
     /// Serializes the dedup step of one sender's sends (up to the logging
     /// of the message), so a duplicate `client_msg_id` sent twice at once
     /// stores one message. Not held through the fan-out.

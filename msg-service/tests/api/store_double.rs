@@ -63,6 +63,12 @@ pub struct Faults {
     /// first channel when someone waits for it to be durable, and let that
     /// wait end only once the second one fires (a slow fsync).
     pub hold_durable_of: Mutex<Option<HeldInbox>>,
+    /// Report the next `append_message` from this sender on the first
+    /// channel and write it only once the second one fires (a slow append).
+    pub hold_message_of: Mutex<Option<HeldInbox>>,
+    /// Report the next `add_members` that adds this user on the first
+    /// channel and write it only once the second one fires.
+    pub hold_add_of: Mutex<Option<HeldInbox>>,
     /// The ticket `hold_durable_of` caught, with its channels.
     held_ticket: Mutex<Option<HeldTicket>>,
 }
@@ -178,6 +184,14 @@ impl MessageStore for StoreDouble {
         self.inner.conversation(conv).await
     }
     async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> storage::Result<()> {
+        for user in users {
+            if let Some((_, reached, release)) =
+                take_if_user(&self.faults.hold_add_of, user, |(u, _, _)| u)
+            {
+                let _ = reached.send(0);
+                let _ = release.await;
+            }
+        }
         self.inner.add_members(conv, users).await
     }
     async fn remove_member(&self, conv: &ConvId, user: &UserId) -> storage::Result<()> {
@@ -193,6 +207,12 @@ impl MessageStore for StoreDouble {
     async fn append_message(&self, msg: &HistoryMessage) -> storage::Result<WriteTicket> {
         if take_one(&self.faults.append_message) {
             return Err(outage());
+        }
+        if let Some((_, reached, release)) =
+            take_if_user(&self.faults.hold_message_of, &msg.from, |(u, _, _)| u)
+        {
+            let _ = reached.send(msg.conv_seq);
+            let _ = release.await;
         }
         if take_one(&self.faults.message_late) {
             self.faults.keep_late(LateWrite::Message(msg.clone()));
