@@ -75,10 +75,15 @@ impl Core {
         self.conversations
             .settle(&conv_key(&stored.conv_id))
             .await?;
-        let members = match message.conv_id.dm_members() {
+        let mut members = match message.conv_id.dm_members() {
             Some((a, b)) => vec![a, b],
             None => store.members(&message.conv_id).await?,
         };
+        // The sender was a member when the message was logged (the send
+        // checked it): a removal since then does not take back its ack.
+        if !members.contains(sender) {
+            members.push(sender.clone());
+        }
         let seqs = self.fan_out(&members, &message, true).await;
         self.queue_missing(&message, &members, &seqs).await;
         ack_for(sender, &message, &members, seqs)

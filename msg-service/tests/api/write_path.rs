@@ -122,3 +122,21 @@ async fn a_member_removed_before_a_message_is_logged_never_receives_it() -> anyh
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_retry_of_a_delivered_message_answers_its_ack_after_the_sender_was_removed()
+-> anyhow::Result<()> {
+    let svc = crate::helpers::TestService::start()?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let group = svc
+        .create_group(&alice, std::slice::from_ref(&bob), None)
+        .await?
+        .conv_id;
+    let ack = svc.send(&alice, &group, "g-1", "bye").await?;
+    svc.remove_member(&bob, &group, &alice).await?;
+
+    // The first ack was lost; the client retries with the same id.
+    let retry = svc.send(&alice, &group, "g-1", "bye").await?;
+    assert_eq!(retry, ack);
+    Ok(())
+}
