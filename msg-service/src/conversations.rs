@@ -8,7 +8,7 @@ use storage::ConversationMeta;
 
 use crate::api::Conversation;
 use crate::clock::now_ms;
-use crate::service::Core;
+use crate::service::{Core, conv_key};
 use crate::{Error, Result};
 
 /// The longest group title, in bytes.
@@ -65,6 +65,8 @@ impl Core {
         self.view(&conv).await?.ok_or(Error::Forbidden)
     }
 
+    /// Checks the cap and adds as the conversation's writer: no other
+    /// membership change (nor a send's member read) comes in between.
     #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err)]
     pub(crate) async fn add_group_members(
         &self,
@@ -72,15 +74,20 @@ impl Core {
         conv: &ConvId,
         new: Vec<UserId>,
     ) -> Result<Conversation> {
-        let current = self.group_members_for(caller, conv).await?;
-        let mut all: Vec<UserId> = current.into_iter().chain(new.iter().cloned()).collect();
-        all.sort();
-        all.dedup();
-        self.check_group_size(all.len())?;
-        self.backends.store.add_members(conv, &new).await?;
+        let add = || async {
+            let current = self.group_members_for(caller, conv).await?;
+            let mut all: Vec<UserId> = current.into_iter().chain(new.iter().cloned()).collect();
+            all.sort();
+            all.dedup();
+            self.check_group_size(all.len())?;
+            Ok::<_, Error>(self.backends.store.add_members(conv, &new).await?)
+        };
+        self.conversations.exclusive(&conv_key(conv), add).await?;
         self.view(conv).await?.ok_or(Error::Forbidden)
     }
 
+    /// Removes as the conversation's writer: a send either read the members
+    /// before (and the member gets its message) or after (and does not).
     #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err)]
     pub(crate) async fn remove_group_member(
         &self,
@@ -88,8 +95,13 @@ impl Core {
         conv: &ConvId,
         member: &UserId,
     ) -> Result<Conversation> {
-        self.group_members_for(caller, conv).await?;
-        self.backends.store.remove_member(conv, member).await?;
+        let remove = || async {
+            self.group_members_for(caller, conv).await?;
+            Ok::<_, Error>(self.backends.store.remove_member(conv, member).await?)
+        };
+        self.conversations
+            .exclusive(&conv_key(conv), remove)
+            .await?;
         self.view(conv).await?.ok_or(Error::Forbidden)
     }
 

@@ -27,6 +27,15 @@ use crate::{Error, Result};
 /// same arguments to re-issue it, which must write the same thing.
 pub(crate) type Write<T> = Arc<dyn Fn(Seq, Seq) -> BoxFuture<'static, Result<T>> + Send + Sync>;
 
+/// What follows once an entry is visible (an inbox's cache and notify).
+/// Runs after the entry is durable, for every entry, settled ones included.
+pub(crate) type Announce<T> = Arc<dyn Fn(&T) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// An announcement that does nothing (conversation logs).
+pub(crate) fn silent<T>() -> Announce<T> {
+    Arc::new(|_| Box::pin(async {}))
+}
+
 /// What a log write returns: something carrying the store's write ticket.
 pub(crate) trait Logged: Send + 'static {
     /// The ticket to wait on before the entry may become visible.
@@ -79,15 +88,30 @@ pub(crate) struct Logs<T> {
     logs: Mutex<HashMap<String, Arc<Log<T>>>>,
     seqs: SeqAllocator,
     store: Arc<dyn MessageStore>,
+    announce: Announce<T>,
 }
 
 impl<T: Logged> Logs<T> {
-    pub(crate) fn new(seqs: SeqAllocator, store: Arc<dyn MessageStore>) -> Self {
+    pub(crate) fn new(
+        seqs: SeqAllocator,
+        store: Arc<dyn MessageStore>,
+        announce: Announce<T>,
+    ) -> Self {
         Logs {
             logs: Mutex::new(HashMap::new()),
             seqs,
             store,
+            announce,
         }
+    }
+
+    /// Makes an append visible, then announces it. Call only once it is
+    /// durable: because the store makes writes durable in the order they
+    /// were logged, every lower seq of this log is durable too, so the head
+    /// never uncovers a hole.
+    pub(crate) async fn publish(&self, appended: &Appended<T>) {
+        publish(&appended.log, appended.seq);
+        (self.announce)(&appended.value).await;
     }
 
     fn log(&self, key: &str) -> Arc<Log<T>> {
@@ -123,17 +147,22 @@ impl<T: Logged> Logs<T> {
     /// write succeeded). `write` returns once its entry is in the store's
     /// log; the head moves when the caller publishes the append, after it is
     /// durable. An unsettled earlier write is settled first; if it carries
-    /// the same `tag`, settling it is this append.
-    pub(crate) async fn append<L, LF>(
+    /// the same `tag`, settling it is this append. `prepare` builds the write
+    /// as the writer, before a seq is allocated: what it reads (a
+    /// conversation's members) cannot change under it (see `exclusive`),
+    /// and when it refuses no seq is used up.
+    pub(crate) async fn append<L, LF, P, PF>(
         &self,
         key: &str,
         tag: String,
         load_head: L,
-        write: Write<T>,
+        prepare: P,
     ) -> Result<Appended<T>>
     where
         L: FnOnce() -> LF,
         LF: Future<Output = Result<Seq>>,
+        P: FnOnce() -> PF,
+        PF: Future<Output = Result<Write<T>>>,
     {
         let log = self.log(key);
         Self::loaded_head(&log, load_head).await?;
@@ -150,6 +179,7 @@ impl<T: Logged> Logs<T> {
             }
             self.settle_one(&log, &mut writer, unsettled).await?;
         }
+        let write = prepare().await?;
         let mut cursor = match writer.cursor.take() {
             Some(cursor) => cursor,
             None => self.seqs.resume(key).await?,
@@ -178,6 +208,18 @@ impl<T: Logged> Logs<T> {
         }
     }
 
+    /// Runs `work` as the writer of `key`: nothing is appended meanwhile. A
+    /// conversation's membership changes run so, ordered with its sends.
+    pub(crate) async fn exclusive<R, W, WF>(&self, key: &str, work: W) -> R
+    where
+        W: FnOnce() -> WF,
+        WF: Future<Output = R>,
+    {
+        let log = self.log(key);
+        let _writer = log.writer.lock().await;
+        work().await
+    }
+
     /// Settles the unsettled write of `key`, if any: a caller that finds an
     /// entry already stored (a retry) calls this before relying on it being
     /// visible.
@@ -202,6 +244,7 @@ impl<T: Logged> Logs<T> {
         let value = Self::reissue(writer, unsettled).await?;
         self.store.durable(value.ticket()).await?;
         publish(log, seq);
+        (self.announce)(&value).await;
         Ok(())
     }
 
@@ -236,13 +279,4 @@ pub(crate) struct Appended<T> {
     pub(crate) seq: Seq,
     /// What the write returned.
     pub(crate) value: T,
-}
-
-impl<T> Appended<T> {
-    /// Makes the entry visible. Call only once it is durable: because the
-    /// store makes writes durable in the order they were logged, every lower
-    /// seq of this log is durable too, so the head never uncovers a hole.
-    pub(crate) fn publish(&self) {
-        publish(&self.log, self.seq);
-    }
 }

@@ -241,7 +241,7 @@ impl Core {
     }
 
     /// Appends a stored message to these members' inboxes where it is not
-    /// yet, serialized with its sender's sends (a client retry of the same
+    /// yet, in the message's fan-out turn (a client retry of the same
     /// message cannot race it). Each member's outcome, in order.
     pub(crate) async fn redeliver_to(
         &self,
@@ -255,7 +255,7 @@ impl Core {
                 "message {conv} #{conv_seq} is not in its log"
             )))
         })?;
-        let _turn = self.senders.lock(&message.from).await;
+        let _turn = self.fanout_turns.take(conv, conv_seq).await;
         let seqs = self.fan_out(members, &message, true).await;
         Ok(members.iter().cloned().zip(seqs).collect())
     }

@@ -5,13 +5,11 @@
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
-use proto::{
-    Ack, ConvId, ConvKind, Entry, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId,
-};
-use storage::{ConversationMeta, MessageRef, Notification, WriteTicket};
+use proto::{Ack, ConvId, ConvKind, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId};
+use storage::{ConversationMeta, MessageRef, MessageStore, WriteTicket};
 
-use crate::Backends;
 use crate::clock::now_ms;
+use crate::fanouts::Turn;
 use crate::logs::{Appended, Logged, Write};
 use crate::service::{Core, conv_key, inbox_key};
 use crate::{Error, Result};
@@ -20,21 +18,41 @@ impl Core {
     #[tracing::instrument(skip_all, fields(user = %sender), err)]
     pub(crate) async fn send_message(&self, sender: &UserId, request: SendRequest) -> Result<Ack> {
         let conv = target_conv(sender, &request.target)?;
-        let store = &self.backends.store;
-        let _turn = self.senders.lock(sender).await;
-        if let Some(stored) = store.dedup_get(sender, &request.client_msg_id).await? {
-            return self.finish_stored_send(sender, stored).await;
-        }
-        let members = self.members_for_send(sender, &conv).await?;
-        let appended = self.append_to_conversation(sender, &conv, request).await?;
-        let (message, ticket) = &appended.value;
-        let seqs = self.fan_out(&members, message, false).await;
-        self.queue_missing(message, &members, &seqs).await;
+        let (appended, _turn) = match self.log_once(sender, &conv, request).await? {
+            Dedup::Stored(stored) => return self.finish_stored_send(sender, stored).await,
+            Dedup::Logged(appended, turn) => (appended, turn),
+        };
+        let Posted {
+            message, members, ..
+        } = &appended.value;
+        let seqs = self.fan_out(members, message, false).await;
+        self.queue_missing(message, members, &seqs).await;
         // Covered already by the fsyncs of the inbox appends, logged later:
         // waiting here does not cost a second fsync per send.
-        store.durable(*ticket).await?;
-        appended.publish();
-        ack_for(sender, message, &members, seqs)
+        self.backends.store.durable(appended.value.ticket).await?;
+        self.conversations.publish(&appended).await;
+        ack_for(sender, message, members, seqs)
+    }
+
+    /// Logs the message unless its dedup record says it was stored before.
+    /// The sender's lock is held only this long: a duplicate sent at the same
+    /// time then finds the record, and waits for the fan-out's turn.
+    async fn log_once(
+        &self,
+        sender: &UserId,
+        conv: &ConvId,
+        request: SendRequest,
+    ) -> Result<Dedup<'_>> {
+        let _sender = self.senders.lock(sender).await;
+        let store = &self.backends.store;
+        if let Some(stored) = store.dedup_get(sender, &request.client_msg_id).await? {
+            return Ok(Dedup::Stored(stored));
+        }
+        let appended = self.append_to_conversation(sender, conv, request).await?;
+        // Taken before the sender's lock is let go, so no retry of this
+        // message can fan it out first.
+        let turn = self.fanout_turns.take(conv, appended.seq).await;
+        Ok(Dedup::Logged(appended, turn))
     }
 
     /// A retry of a message that is already in its conversation's log:
@@ -49,14 +67,23 @@ impl Core {
                     "dedup record of {sender} points at a missing message"
                 ))
             })?;
+        let _turn = self
+            .fanout_turns
+            .take(&stored.conv_id, stored.conv_seq)
+            .await;
         // A write that reported a failure but landed is visible only once settled.
         self.conversations
             .settle(&conv_key(&stored.conv_id))
             .await?;
-        let members = match message.conv_id.dm_members() {
+        let mut members = match message.conv_id.dm_members() {
             Some((a, b)) => vec![a, b],
             None => store.members(&message.conv_id).await?,
         };
+        // The sender was a member when the message was logged (the send
+        // checked it): a removal since then does not take back its ack.
+        if !members.contains(sender) {
+            members.push(sender.clone());
+        }
         let seqs = self.fan_out(&members, &message, true).await;
         self.queue_missing(&message, &members, &seqs).await;
         ack_for(sender, &message, &members, seqs)
@@ -95,14 +122,15 @@ impl Core {
     }
 
     /// Logs the message in its conversation (with its dedup record); the
-    /// caller publishes it to history once it is durable.
+    /// caller publishes it to history once it is durable. The members are
+    /// read as the conversation's writer: a membership change comes wholly
+    /// before the message or wholly after it.
     async fn append_to_conversation(
         &self,
         sender: &UserId,
         conv: &ConvId,
         request: SendRequest,
-    ) -> Result<Appended<(HistoryMessage, WriteTicket)>> {
-        let store = Arc::clone(&self.backends.store);
+    ) -> Result<Appended<Posted>> {
         let load_head = || async { Ok(self.backends.store.last_conv_seq(conv).await?) };
         let tag = format!("{sender}\0{}", request.client_msg_id);
         // Built once, so that re-issuing the write stores the same message.
@@ -115,19 +143,12 @@ impl Core {
             body: request.body,
             ts: now_ms(),
         };
-        let write: Write<(HistoryMessage, WriteTicket)> = Arc::new(move |conv_seq, _| {
-            let store = Arc::clone(&store);
-            let message = HistoryMessage {
-                conv_seq,
-                ..template.clone()
-            };
-            Box::pin(async move {
-                let ticket = store.append_message(&message).await?;
-                Ok((message, ticket))
-            })
-        });
+        let prepare = || async {
+            let members = self.members_for_send(sender, conv).await?;
+            Ok(posting(Arc::clone(&self.backends.store), template, members))
+        };
         self.conversations
-            .append(&conv_key(conv), tag, load_head, write)
+            .append(&conv_key(conv), tag, load_head, prepare)
             .await
     }
 
@@ -170,85 +191,14 @@ impl Core {
         }
         self.append_to_inbox(user, message).await
     }
-
-    /// Appends one inbox entry, updates the cache in order, waits until it is
-    /// durable, makes it visible, and notifies.
-    pub(crate) async fn append_to_inbox(
-        &self,
-        user: &UserId,
-        message: &HistoryMessage,
-    ) -> Result<Seq> {
-        let store = &self.backends.store;
-        let load_head = || async { Ok(store.inbox_head(user).await?) };
-        let tag = format!("{}\0{}", message.conv_id, message.conv_seq);
-        let (backends, owner, message) = (self.backends.clone(), user.clone(), message.clone());
-        let write: Write<WriteTicket> = Arc::new(move |seq, previous| {
-            let (backends, user) = (backends.clone(), owner.clone());
-            let entry = Entry {
-                seq,
-                message: message.clone(),
-            };
-            Box::pin(async move { write_inbox_entry(&backends, &user, previous, &entry).await })
-        });
-        let appended = self
-            .inboxes
-            .append(&inbox_key(user), tag, load_head, write)
-            .await?;
-        store.durable(appended.value).await?;
-        appended.publish();
-        self.notify(user, appended.seq).await;
-        Ok(appended.seq)
-    }
-
-    /// Tells the gateways holding `user` that the inbox head moved. Best
-    /// effort: a lost notify loses nothing, the next sync finds the entry.
-    async fn notify(&self, user: &UserId, head: Seq) {
-        let gateways = match self.backends.presence.gateways(user).await {
-            Ok(gateways) => gateways,
-            Err(err) => {
-                tracing::warn!(error = %err, %user, "presence lookup failed; notify skipped");
-                return;
-            }
-        };
-        for gateway in gateways {
-            let note = Notification {
-                user: user.clone(),
-                head,
-            };
-            if let Err(err) = self.backends.bus.publish(&gateway, note).await {
-                tracing::warn!(error = %err, %gateway, "notify publish failed");
-            }
-        }
-    }
 }
 
-/// Writes one inbox entry to the store, then to the cache in order.
-async fn write_inbox_entry(
-    backends: &Backends,
-    user: &UserId,
-    previous: Seq,
-    entry: &Entry,
-) -> Result<WriteTicket> {
-    let ticket = match backends.store.append_inbox(user, entry).await {
-        Ok(ticket) => ticket,
-        Err(err) => {
-            // The write may have landed anyway (a timeout): the cache must
-            // not skip it, so it forgets this inbox.
-            drop_cache(backends, user).await;
-            return Err(err.into());
-        }
-    };
-    if let Err(err) = backends.cache.append(user, previous, entry).await {
-        tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
-        drop_cache(backends, user).await;
-    }
-    Ok(ticket)
-}
-
-async fn drop_cache(backends: &Backends, user: &UserId) {
-    if let Err(err) = backends.cache.invalidate(user).await {
-        tracing::error!(error = %err, %user, "inbox cache could not be dropped");
-    }
+/// What the dedup step of a send found or did.
+enum Dedup<'a> {
+    /// The message was stored before: this is a retry.
+    Stored(MessageRef),
+    /// Logged now, with its fan-out turn.
+    Logged(Appended<Posted>, Turn<'a>),
 }
 
 /// The ack once every member's append succeeded; the first error otherwise
@@ -287,8 +237,39 @@ fn target_conv(sender: &UserId, target: &Target) -> Result<ConvId> {
     }
 }
 
-impl Logged for (HistoryMessage, WriteTicket) {
+/// A message in its conversation's log, with the members it goes to.
+pub(crate) struct Posted {
+    pub(crate) message: HistoryMessage,
+    pub(crate) members: Vec<UserId>,
+    ticket: WriteTicket,
+}
+
+impl Logged for Posted {
     fn ticket(&self) -> WriteTicket {
-        self.1
+        self.ticket
     }
+}
+
+/// The store write of a message at its conv_seq, re-issuable.
+fn posting(
+    store: Arc<dyn MessageStore>,
+    template: HistoryMessage,
+    members: Vec<UserId>,
+) -> Write<Posted> {
+    Arc::new(move |conv_seq, _| {
+        let store = Arc::clone(&store);
+        let message = HistoryMessage {
+            conv_seq,
+            ..template.clone()
+        };
+        let members = members.clone();
+        Box::pin(async move {
+            let ticket = store.append_message(&message).await?;
+            Ok(Posted {
+                message,
+                members,
+                ticket,
+            })
+        })
+    })
 }

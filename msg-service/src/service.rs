@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
-use proto::{ConvId, HistoryMessage, Seq, UserId};
-use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator, WriteTicket};
+use proto::{ConvId, Seq, UserId};
+use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator};
 
 use crate::bulkhead::{Bulkhead, BulkheadConfig};
-use crate::logs::Logs;
+use crate::fanouts::FanoutTurns;
+use crate::inbox::{InboxWrite, announcer};
+use crate::logs::{Logs, silent};
 use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
+use crate::send::Posted;
 use crate::stripes::Stripes;
 use crate::{Error, Result};
 
@@ -83,12 +86,15 @@ pub(crate) struct Core {
     pub(crate) backends: Backends,
     pub(crate) config: ServiceConfig,
     /// Inbox logs, keyed `u:<user>`.
-    pub(crate) inboxes: Logs<WriteTicket>,
+    pub(crate) inboxes: Logs<InboxWrite>,
     /// Conversation logs, keyed `c:<conv_id>`.
-    pub(crate) conversations: Logs<(HistoryMessage, WriteTicket)>,
-    /// Serializes the sends of one sender, so a duplicate `client_msg_id`
-    /// sent twice at once stores one message.
+    pub(crate) conversations: Logs<Posted>,
+    /// Serializes the dedup step of one sender's sends (up to the logging
+    /// of the message), so a duplicate `client_msg_id` sent twice at once
+    /// stores one message. Not held through the fan-out.
     pub(crate) senders: Stripes,
+    /// One fan-out at a time per message.
+    pub(crate) fanout_turns: FanoutTurns,
     /// Per-user send rate limit.
     pub(crate) send_limit: SendLimiter,
     /// Wakes the fan-out retry worker and counts its passes.
@@ -129,9 +135,14 @@ impl MessageService {
     pub fn new(backends: Backends, config: ServiceConfig) -> Self {
         let seqs = SeqAllocator::new(Arc::clone(&backends.store), config.seq_step);
         let core = Core {
-            inboxes: Logs::new(seqs.clone(), Arc::clone(&backends.store)),
-            conversations: Logs::new(seqs, Arc::clone(&backends.store)),
+            inboxes: Logs::new(
+                seqs.clone(),
+                Arc::clone(&backends.store),
+                announcer(backends.clone()),
+            ),
+            conversations: Logs::new(seqs, Arc::clone(&backends.store), silent()),
             senders: Stripes::new(1024),
+            fanout_turns: FanoutTurns::default(),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
             retry: Arc::default(),
             bulkheads: Bulkheads::new(&config),

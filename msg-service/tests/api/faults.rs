@@ -11,10 +11,9 @@ use anyhow::Context;
 use msg_service::Error;
 use proto::{ErrorCode, Seq, UserId};
 use storage::{EmbeddedStore, MessageStore, Page};
-use tokio::sync::oneshot;
 
 use crate::helpers::{Options, TestService, dm, seqs, user};
-use crate::store_double::{Faults, StoreDouble};
+use crate::store_double::{Faults, StoreDouble, hold};
 
 /// The embedded store under the double, once the service has opened it.
 pub type BareStore = Arc<Mutex<Option<EmbeddedStore>>>;
@@ -160,12 +159,7 @@ async fn a_send_cancelled_after_an_inbox_write_leaves_no_hole_in_that_inbox() ->
     let (svc, faults, bare) = start_faulty()?;
     let (alice, bob) = (user("alice"), user("bob"));
     svc.send(&alice, &bob, "c-1", "first").await?;
-    let (written_tx, written_rx) = oneshot::channel();
-    let (release_tx, release_rx) = oneshot::channel();
-    *faults
-        .hold_inbox_of
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some((bob.clone(), written_tx, release_rx));
+    let (written_rx, release_tx) = hold(&faults.hold_inbox_of, &bob);
 
     let service = Arc::clone(&svc.service);
     let (from, to) = (alice.clone(), bob.clone());

@@ -24,3 +24,4 @@ mod send;
 mod store_double;
 mod sync_invariant;
 mod validation;
+mod write_path;

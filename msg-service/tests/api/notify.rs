@@ -1,11 +1,19 @@
 //! Notify: after an inbox append, the gateways holding that user's sockets
 //! get the new head on the bus; nobody else does.
 
+use std::sync::Arc;
+
+use anyhow::Context;
+use msg_service::ServiceConfig;
 use proto::Seq;
-use storage::{GatewayId, Notification, NotifyBus, Presence, Subscription};
+use storage::{
+    GatewayId, InProcessCache, InboxCache, Notification, NotifyBus, Presence, Subscription,
+};
 use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::helpers::{TestService, user};
+use crate::faults::{assert_unavailable, start_faulty_with};
+use crate::helpers::{Options, TestService, send, seqs, user};
+use crate::store_double::hold;
 
 /// Every notification already queued for a gateway.
 fn queued(sub: &mut Subscription) -> Vec<Notification> {
@@ -88,5 +96,63 @@ async fn a_user_who_disconnected_gets_no_notify_but_loses_nothing() -> anyhow::R
         1,
         "the next sync finds the entry"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_inbox_entry_reaches_the_cache_and_the_notify_only_once_it_is_durable()
+-> anyhow::Result<()> {
+    let cache = Arc::new(InProcessCache::default());
+    let (svc, faults, _) = start_faulty_with(Options {
+        // One inbox append at a time: the held fsync is bob's alone.
+        config: ServiceConfig {
+            fanout_concurrency: 1,
+            ..ServiceConfig::default()
+        },
+        cache: Some(Arc::clone(&cache) as _),
+        ..Options::default()
+    })?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let gateway = GatewayId("gw-1".into());
+    let mut sub = svc.bus.subscribe(&gateway).await?;
+    svc.presence.connected(&bob, &gateway).await?;
+    let (reached, release) = hold(&faults.hold_durable_of, &bob);
+
+    let service = Arc::clone(&svc.service);
+    let (from, to) = (alice.clone(), bob.clone());
+    let send = tokio::spawn(async move { send(&service, &from, &to, "c-1", "hi").await });
+    let seq = reached.await.context("bob's entry waits for its fsync")?;
+    assert!(
+        cache.newest(&bob, Seq::MAX, 10).await?.is_empty(),
+        "a machine crash now loses entry {seq}: the cache must not hold it"
+    );
+    assert!(queued(&mut sub).is_empty(), "nor a notify announce it");
+
+    let _ = release.send(());
+    send.await??;
+    assert_eq!(seqs(&cache.newest(&bob, Seq::MAX, 10).await?), [seq]);
+    assert_eq!(queued(&mut sub), [note("bob", seq)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_entry_made_visible_by_settling_an_uncertain_write_is_notified() -> anyhow::Result<()> {
+    let (svc, faults, _) = start_faulty_with(Options::default())?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let gateway = GatewayId("gw-1".into());
+    let mut sub = svc.bus.subscribe(&gateway).await?;
+    svc.presence.connected(&bob, &gateway).await?;
+    svc.send(&alice, &bob, "c-1", "first").await?;
+    *faults
+        .inbox_written_then_fail
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(bob.clone());
+
+    assert_unavailable(svc.send(&alice, &bob, "c-2", "timed out").await);
+    // The retry finds bob's entry stored and settles it: it becomes visible.
+    svc.send(&alice, &bob, "c-2", "timed out").await?;
+
+    assert_eq!(svc.inbox_head(&bob).await?, 2);
+    assert_eq!(queued(&mut sub), [note("bob", 1), note("bob", 2)]);
     Ok(())
 }

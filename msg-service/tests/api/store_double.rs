@@ -59,6 +59,18 @@ pub struct Faults {
     pub inboxes_of: Mutex<Vec<UserId>>,
     /// Fail this many `enqueue_retry` calls (the retry queue is down too).
     pub enqueue_retry: AtomicUsize,
+    /// Write the next `append_inbox` of this user, report its seq on the
+    /// first channel when someone waits for it to be durable, and let that
+    /// wait end only once the second one fires (a slow fsync).
+    pub hold_durable_of: Mutex<Option<HeldInbox>>,
+    /// Report the next `append_message` from this sender on the first
+    /// channel and write it only once the second one fires (a slow append).
+    pub hold_message_of: Mutex<Option<HeldInbox>>,
+    /// Report the next `add_members` that adds this user on the first
+    /// channel and write it only once the second one fires.
+    pub hold_add_of: Mutex<Option<HeldInbox>>,
+    /// The ticket `hold_durable_of` caught, with its channels.
+    held_ticket: Mutex<Option<HeldTicket>>,
 }
 
 /// A write the double reported as failed and has not applied yet.
@@ -88,6 +100,26 @@ impl Faults {
             .push(write);
     }
 }
+
+/// Arms a held-write slot (`hold_inbox_of`, `hold_durable_of`) for `user`:
+/// where the held write reports its seq, and how to let it go.
+pub fn hold(
+    slot: &Mutex<Option<HeldInbox>>,
+    user: &UserId,
+) -> (oneshot::Receiver<Seq>, oneshot::Sender<()>) {
+    let (reached, reports) = oneshot::channel();
+    let (release, released) = oneshot::channel();
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((user.clone(), reached, released));
+    (reports, release)
+}
+
+/// A write's ticket whose durable wait is held, its seq, and the channels.
+type HeldTicket = (
+    WriteTicket,
+    Seq,
+    oneshot::Sender<Seq>,
+    oneshot::Receiver<()>,
+);
 
 /// The user whose append is held, where to report it, when to let it go.
 pub type HeldInbox = (UserId, oneshot::Sender<Seq>, oneshot::Receiver<()>);
@@ -152,6 +184,14 @@ impl MessageStore for StoreDouble {
         self.inner.conversation(conv).await
     }
     async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> storage::Result<()> {
+        for user in users {
+            if let Some((_, reached, release)) =
+                take_if_user(&self.faults.hold_add_of, user, |(u, _, _)| u)
+            {
+                let _ = reached.send(0);
+                let _ = release.await;
+            }
+        }
         self.inner.add_members(conv, users).await
     }
     async fn remove_member(&self, conv: &ConvId, user: &UserId) -> storage::Result<()> {
@@ -167,6 +207,12 @@ impl MessageStore for StoreDouble {
     async fn append_message(&self, msg: &HistoryMessage) -> storage::Result<WriteTicket> {
         if take_one(&self.faults.append_message) {
             return Err(outage());
+        }
+        if let Some((_, reached, release)) =
+            take_if_user(&self.faults.hold_message_of, &msg.from, |(u, _, _)| u)
+        {
+            let _ = reached.send(msg.conv_seq);
+            let _ = release.await;
         }
         if take_one(&self.faults.message_late) {
             self.faults.keep_late(LateWrite::Message(msg.clone()));
@@ -210,6 +256,17 @@ impl MessageStore for StoreDouble {
             self.inner.append_inbox(user, entry).await?;
             return Err(outage());
         }
+        if let Some((_, reached, release)) =
+            take_if_user(&self.faults.hold_durable_of, user, |(u, _, _)| u)
+        {
+            let ticket = self.inner.append_inbox(user, entry).await?;
+            *self
+                .faults
+                .held_ticket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((ticket, entry.seq, reached, release));
+            return Ok(ticket);
+        }
         if let Some((_, written, release)) =
             take_if_user(&self.faults.hold_inbox_of, user, |(u, _, _)| u)
         {
@@ -229,6 +286,24 @@ impl MessageStore for StoreDouble {
         self.inner.inbox_seq_of(user, conv, conv_seq).await
     }
     async fn durable(&self, ticket: WriteTicket) -> storage::Result<()> {
+        let held = {
+            let mut slot = self
+                .faults
+                .held_ticket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match slot.take() {
+                Some(held) if held.0 == ticket => Some(held),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
+        if let Some((_, seq, reached, release)) = held {
+            let _ = reached.send(seq);
+            let _ = release.await;
+        }
         self.inner.durable(ticket).await
     }
     async fn read_inbox(

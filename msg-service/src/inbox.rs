@@ -1,0 +1,118 @@
+//! Inbox appends: one entry at a time through the inbox's writer, and what
+//! follows once an entry is visible (the inbox cache, then the notify). Both
+//! wait until the entry is durable, so neither can show a client an entry
+//! that a machine crash takes back.
+
+use std::sync::Arc;
+
+use proto::{Entry, HistoryMessage, Seq, UserId};
+use storage::{Notification, WriteTicket};
+
+use crate::logs::{Announce, Logged, Write};
+use crate::service::{Core, inbox_key};
+use crate::{Backends, Result};
+
+/// An inbox entry in the store's log, with what its announcement needs.
+pub(crate) struct InboxWrite {
+    user: UserId,
+    entry: Entry,
+    /// The seq handed out just before: the cache extends its run only by
+    /// the successor of its newest entry.
+    previous: Seq,
+    ticket: WriteTicket,
+}
+
+impl Logged for InboxWrite {
+    fn ticket(&self) -> WriteTicket {
+        self.ticket
+    }
+}
+
+impl Core {
+    /// Appends one inbox entry, waits until it is durable, makes it visible
+    /// (which also caches and notifies it).
+    pub(crate) async fn append_to_inbox(
+        &self,
+        user: &UserId,
+        message: &HistoryMessage,
+    ) -> Result<Seq> {
+        let store = &self.backends.store;
+        let load_head = || async { Ok(store.inbox_head(user).await?) };
+        let tag = format!("{}\0{}", message.conv_id, message.conv_seq);
+        let write = inbox_write(self.backends.clone(), user.clone(), message.clone());
+        let appended = self
+            .inboxes
+            .append(&inbox_key(user), tag, load_head, || async { Ok(write) })
+            .await?;
+        store.durable(appended.value.ticket).await?;
+        self.inboxes.publish(&appended).await;
+        Ok(appended.seq)
+    }
+}
+
+/// The store write of one inbox entry, re-issuable at the same seq.
+fn inbox_write(backends: Backends, user: UserId, message: HistoryMessage) -> Write<InboxWrite> {
+    Arc::new(move |seq, previous| {
+        let (backends, user) = (backends.clone(), user.clone());
+        let entry = Entry {
+            seq,
+            message: message.clone(),
+        };
+        Box::pin(async move {
+            let ticket = backends.store.append_inbox(&user, &entry).await?;
+            Ok(InboxWrite {
+                user,
+                entry,
+                previous,
+                ticket,
+            })
+        })
+    })
+}
+
+/// What an inbox entry that became visible (appended or settled late) sets
+/// off: the cache is extended, then the gateways holding the user are told.
+pub(crate) fn announcer(backends: Backends) -> Announce<InboxWrite> {
+    Arc::new(move |written: &InboxWrite| {
+        let backends = backends.clone();
+        let (user, previous, entry) = (
+            written.user.clone(),
+            written.previous,
+            written.entry.clone(),
+        );
+        Box::pin(async move {
+            if let Err(err) = backends.cache.append(&user, previous, &entry).await {
+                tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
+                drop_cache(&backends, &user).await;
+            }
+            notify(&backends, &user, entry.seq).await;
+        })
+    })
+}
+
+async fn drop_cache(backends: &Backends, user: &UserId) {
+    if let Err(err) = backends.cache.invalidate(user).await {
+        tracing::error!(error = %err, %user, "inbox cache could not be dropped");
+    }
+}
+
+/// Tells the gateways holding `user` that the inbox head moved. Best
+/// effort: a lost notify loses nothing, the next sync finds the entry.
+async fn notify(backends: &Backends, user: &UserId, head: Seq) {
+    let gateways = match backends.presence.gateways(user).await {
+        Ok(gateways) => gateways,
+        Err(err) => {
+            tracing::warn!(error = %err, %user, "presence lookup failed; notify skipped");
+            return;
+        }
+    };
+    for gateway in gateways {
+        let note = Notification {
+            user: user.clone(),
+            head,
+        };
+        if let Err(err) = backends.bus.publish(&gateway, note).await {
+            tracing::warn!(error = %err, %gateway, "notify publish failed");
+        }
+    }
+}
