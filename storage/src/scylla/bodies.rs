@@ -1,16 +1,17 @@
 //! Message bodies too large for a batch: written once, alone, before the
-//! batch that makes their message or inbox entry visible.
+//! writes that make their message or inbox entry visible (see `appends`).
 //!
 //! Cassandra warns on a batch over 5 KiB (`batch_size_warn_threshold_in_kb`)
 //! and fails one over 50 KiB; a 16 KiB body in the batch of its row made
 //! every large message warn. So a body over [`INLINE_BODY_MAX`] goes to
 //! `message_bodies`, keyed by the message's identity (conversation, conv_seq,
-//! sender, client_msg_id), in a plain idempotent INSERT; the logged batch
-//! that follows carries the visible row with a null body. A reader that
-//! finds a null body reads it from `message_bodies`.
+//! sender, client_msg_id), in a plain idempotent INSERT; the visible row
+//! written after it has a null body. (Appends were logged batches then; they
+//! are plain writes now, and the split still keeps rows small.) A reader
+//! that finds a null body reads it from `message_bodies`.
 //!
-//! Atomicity and order: the batch stays all-or-nothing (the visible row,
-//! the row that finds it again, its bucket). The body is written first,
+//! Atomicity and order: `appends` keeps the visible row, the row that finds
+//! it again and its bucket all-or-nothing to readers. The body is written first,
 //! at the same consistency level, so any row a reader can see has its body
 //! already stored. A crash between the two leaves only an unreferenced body
 //! row, which no reader finds (nothing points to it) and which the retry of
@@ -77,7 +78,7 @@ fn body_key(msg: &HistoryMessage) -> Result<(&str, i64, i64, &str, &str)> {
 
 impl ScyllaStore {
     /// Stores `msg`'s body apart if it is too large to be inline; call it
-    /// before the batch that makes the message's row visible.
+    /// before the writes that make the message's row visible.
     pub(crate) async fn put_body_apart(&self, msg: &HistoryMessage) -> Result<()> {
         if is_inline(&msg.body) {
             return Ok(());

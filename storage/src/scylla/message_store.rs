@@ -1,14 +1,15 @@
-//! `MessageStore` for the Scylla store: each call as one statement or one
-//! logged batch (a large body first goes alone to `message_bodies`, see
-//! `bodies`), reads across buckets through `walk`, seq ceilings as LWTs on
-//! the ceiling row only (once per allocator step, never per message).
+//! `MessageStore` for the Scylla store: each call as one statement, a few
+//! ordered ones (appends, see `appends`) or one logged batch (membership);
+//! a large body first goes alone to `message_bodies` (see `bodies`), reads
+//! across buckets through `walk`, seq ceilings as LWTs on the ceiling row
+//! only (once per allocator step, never per message).
 
 use async_trait::async_trait;
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use super::buckets::{bucket_of, clamp, from_cql, section_of, to_cql};
 use super::bulkhead::Class;
-use super::rows::{self, ConversationRow, DedupRow, InboxRow, MessageRow};
+use super::rows::{self, ConversationRow, InboxRow, MessageRow};
 use super::statements::logged_batch;
 use super::store::ScyllaStore;
 use super::walk::{BucketWalk, Direction, Walk, newest};
@@ -81,23 +82,10 @@ impl MessageStore for ScyllaStore {
     }
 
     async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket> {
-        let conv_seq = to_cql(msg.conv_seq)?;
-        let bucket = bucket_of(conv_seq);
-        let (conv, from, id) = (
-            msg.conv_id.as_str(),
-            msg.from.as_str(),
-            msg.client_msg_id.as_str(),
-        );
-        let values = (
-            rows::message_values(msg, bucket)?,
-            (conv, bucket),
-            (from, id, conv, conv_seq, self.dedup_ttl()),
-        );
-        // A large body first, alone: the batch that makes the message
+        // A large body first, alone: the row that makes the message
         // visible (and its dedup record count) must find it stored.
         self.put_body_apart(msg).await?;
-        self.batch(&self.statements().append_message, values)
-            .await?;
+        self.write_message(msg).await?;
         // Durable at the consistency level already: see the module doc.
         Ok(WriteTicket::default())
     }
@@ -166,22 +154,10 @@ impl MessageStore for ScyllaStore {
     }
 
     async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<WriteTicket> {
-        let seq = to_cql(entry.seq)?;
-        let conv_seq = to_cql(entry.message.conv_seq)?;
-        let (bucket, u, conv) = (
-            bucket_of(seq),
-            user.as_str(),
-            entry.message.conv_id.as_str(),
-        );
-        let values = (
-            rows::inbox_values(user, entry, bucket)?,
-            (u, conv, bucket_of(conv_seq), conv_seq, seq),
-            (u, bucket),
-        );
         // A large body first, alone (idempotent: the message's append wrote
         // the same row), so the entry is never visible without it.
         self.put_body_apart(&entry.message).await?;
-        self.batch(&self.statements().append_inbox, values).await?;
+        self.write_inbox_entry(user, entry).await?;
         // Durable at the consistency level already: see the module doc.
         Ok(WriteTicket::default())
     }
@@ -195,10 +171,7 @@ impl MessageStore for ScyllaStore {
         let Some(conv_seq) = stored_seq(conv_seq) else {
             return Ok(None);
         };
-        let values = (user.as_str(), conv.as_str(), bucket_of(conv_seq), conv_seq);
-        let statement = &self.statements().inbox_seq_of;
-        let row: Option<(i64,)> = self.select_one(statement, values).await?;
-        row.map(|(seq,)| from_cql(seq)).transpose()
+        self.stored_inbox_seq(user, conv, conv_seq).await
     }
 
     async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>> {
@@ -241,9 +214,7 @@ impl MessageStore for ScyllaStore {
     }
 
     async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<MessageRef>> {
-        let values = (sender.as_str(), id.as_str());
-        let row: Option<DedupRow> = self.select_one(&self.statements().dedup, values).await?;
-        row.map(DedupRow::into_ref).transpose()
+        self.stored_dedup(sender, id).await
     }
 
     async fn load_ceiling(&self, key: &str) -> Result<Seq> {

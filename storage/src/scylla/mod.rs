@@ -5,8 +5,8 @@
 //! - `schema`: the tables (ARCHITECTURE.md "Storage layout" plus the bucket
 //!   lists, the inbox index and the schema version), created if missing at
 //!   start-up, versioned; `deploy/scylla/schema.cql` is rendered from it.
-//! - `statements`: every statement, prepared once; one logged batch per
-//!   append.
+//! - `statements`: every statement, prepared once.
+//! - `appends`: appends as ordered plain writes, no batch log (issue 17).
 //! - `bodies`: bodies too large for a batch, stored apart before it.
 //! - `walk`: reads that cross buckets (`bucket = seq >> 16`).
 //! - `message_store`: the trait; seq ceilings as LWTs on the ceiling row.
@@ -21,6 +21,7 @@
 //! test ... -- --ignored`, and they fail if the variable is missing.
 //! Everything here with `#[cfg(test)]` runs without a node.
 
+mod appends;
 mod bodies;
 mod buckets;
 mod bulkhead;

@@ -3,16 +3,14 @@
 //! them on another node after a timeout), LWTs are not, the ceiling read
 //! runs at the serial level so it sees every committed LWT.
 //!
-//! Batches: an append writes its row, the row that finds it again (the
-//! dedup record, the inbox index) and its bucket's entry in one LOGGED
-//! batch. The rows are in different partitions, so only a logged batch
-//! (written to the batch log first, replayed if the coordinator dies) makes
-//! them all-or-nothing, which the trait promises: a dedup record must never
-//! point at a message that is not there. Unlogged batches are only atomic
-//! within one partition. The batch log costs one more write per append,
-//! not a round trip: the batch is still one request. A body over 2 KiB is
-//! not in the batch: `PUT_BODY` writes it alone just before (see `bodies`),
-//! so no batch comes near Cassandra's 5 KiB warning threshold.
+//! Appends are not batched: an append writes the row that finds it again
+//! (the dedup record, the inbox index) and its bucket's entry, then its
+//! row, each a plain write, and reads trust a pointer only once its row is
+//! found (see `appends`, which says why a logged batch stalls while a node
+//! is dead but not yet convicted). Membership changes are still LOGGED
+//! batches (both directions all-or-nothing; rows in different partitions,
+//! which only the batch log makes atomic). A body over 2 KiB is written
+//! alone first by `PUT_BODY` (see `bodies`).
 
 use ::scylla::client::session::Session;
 use ::scylla::frame::types::{Consistency, SerialConsistency};
@@ -49,6 +47,8 @@ pub(crate) const INSERT_DEDUP: &str = "INSERT INTO {ks}.dedup \
      (user_id, client_msg_id, conv_id, conv_seq) VALUES (?, ?, ?, ?) USING TTL ?";
 pub(crate) const MESSAGE: &str =
     "SELECT {message} FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND conv_seq = ?";
+pub(crate) const MESSAGE_STORED: &str =
+    "SELECT conv_seq FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND conv_seq = ?";
 pub(crate) const MESSAGES_BEFORE: &str = "SELECT {message} FROM {ks}.messages \
      WHERE conv_id = ? AND bucket = ? AND conv_seq < ? LIMIT ?";
 pub(crate) const MESSAGES_AFTER: &str = "SELECT {message} FROM {ks}.messages \
@@ -75,6 +75,8 @@ pub(crate) const INBOX_BUCKETS_DOWN: &str =
     "SELECT bucket FROM {ks}.inbox_buckets WHERE user_id = ? AND bucket <= ? LIMIT ?";
 pub(crate) const INBOX_BUCKETS_UP: &str = "SELECT bucket FROM {ks}.inbox_buckets \
      WHERE user_id = ? AND bucket >= ? ORDER BY bucket ASC LIMIT ?";
+pub(crate) const INBOX_ENTRY_STORED: &str =
+    "SELECT seq FROM {ks}.inbox WHERE user_id = ? AND bucket = ? AND seq = ?";
 pub(crate) const INBOX_SEQ_OF: &str = "SELECT seq FROM {ks}.inbox_index \
      WHERE user_id = ? AND conv_id = ? AND bucket = ? AND conv_seq = ?";
 
@@ -133,16 +135,22 @@ pub(crate) struct Statements {
     pub(crate) user_convs: PreparedStatement,
     /// Deletes the member row and the user's conversation row together.
     pub(crate) remove_member: Batch,
-    /// Message row, its bucket, its dedup record (with a TTL).
-    pub(crate) append_message: Batch,
+    /// A message's row, its bucket's entry, its dedup record (with a TTL).
+    pub(crate) insert_message: PreparedStatement,
+    pub(crate) insert_message_bucket: PreparedStatement,
+    pub(crate) insert_dedup: PreparedStatement,
     pub(crate) message: PreparedStatement,
+    pub(crate) message_stored: PreparedStatement,
     pub(crate) messages_before: PreparedStatement,
     pub(crate) messages_after: PreparedStatement,
     pub(crate) newest_message: PreparedStatement,
     pub(crate) message_buckets_down: PreparedStatement,
     pub(crate) message_buckets_up: PreparedStatement,
-    /// Inbox row, its index row, its bucket.
-    pub(crate) append_inbox: Batch,
+    /// An inbox row, its index row, its bucket's entry.
+    pub(crate) insert_inbox: PreparedStatement,
+    pub(crate) insert_inbox_index: PreparedStatement,
+    pub(crate) insert_inbox_bucket: PreparedStatement,
+    pub(crate) inbox_entry_stored: PreparedStatement,
     pub(crate) inbox_after: PreparedStatement,
     pub(crate) newest_inbox: PreparedStatement,
     pub(crate) inbox_buckets_down: PreparedStatement,
@@ -251,18 +259,20 @@ impl Statements {
             members: p.plain(MEMBERS).await?,
             user_convs: p.plain(USER_CONVS).await?,
             remove_member: p.logged_batch(&[REMOVE_MEMBER, REMOVE_USER_CONV]).await?,
-            append_message: p
-                .logged_batch(&[INSERT_MESSAGE, INSERT_MESSAGE_BUCKET, INSERT_DEDUP])
-                .await?,
+            insert_message: p.plain(INSERT_MESSAGE).await?,
+            insert_message_bucket: p.plain(INSERT_MESSAGE_BUCKET).await?,
+            insert_dedup: p.plain(INSERT_DEDUP).await?,
             message: p.plain(MESSAGE).await?,
+            message_stored: p.plain(MESSAGE_STORED).await?,
             messages_before: p.plain(MESSAGES_BEFORE).await?,
             messages_after: p.plain(MESSAGES_AFTER).await?,
             newest_message: p.plain(NEWEST_MESSAGE).await?,
             message_buckets_down: p.plain(MESSAGE_BUCKETS_DOWN).await?,
             message_buckets_up: p.plain(MESSAGE_BUCKETS_UP).await?,
-            append_inbox: p
-                .logged_batch(&[INSERT_INBOX, INSERT_INBOX_INDEX, INSERT_INBOX_BUCKET])
-                .await?,
+            insert_inbox: p.plain(INSERT_INBOX).await?,
+            insert_inbox_index: p.plain(INSERT_INBOX_INDEX).await?,
+            insert_inbox_bucket: p.plain(INSERT_INBOX_BUCKET).await?,
+            inbox_entry_stored: p.plain(INBOX_ENTRY_STORED).await?,
             inbox_after: p.plain(INBOX_AFTER).await?,
             newest_inbox: p.plain(NEWEST_INBOX).await?,
             inbox_buckets_down: p.plain(INBOX_BUCKETS_DOWN).await?,
@@ -309,6 +319,7 @@ mod tests {
         INSERT_MESSAGE_BUCKET,
         INSERT_DEDUP,
         MESSAGE,
+        MESSAGE_STORED,
         MESSAGES_BEFORE,
         MESSAGES_AFTER,
         NEWEST_MESSAGE,
@@ -321,6 +332,7 @@ mod tests {
         NEWEST_INBOX,
         INBOX_BUCKETS_DOWN,
         INBOX_BUCKETS_UP,
+        INBOX_ENTRY_STORED,
         INBOX_SEQ_OF,
         PUT_BODY,
         BODY,

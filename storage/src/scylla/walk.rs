@@ -169,8 +169,8 @@ impl Walk<'_> {
 }
 
 /// The newest seq of an inbox or log: the newest row of the newest listed
-/// bucket (an older bucket if a listed one is empty, which only a partial
-/// failure of a logged batch's replay could leave for a moment).
+/// bucket (an older bucket if a listed one is empty, which an append that
+/// failed after listing its bucket leaves, see `appends`).
 pub(crate) async fn newest(
     mut buckets: BucketWalk<'_>,
     newest_in_bucket: &PreparedStatement,
