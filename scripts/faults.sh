@@ -37,6 +37,9 @@ profile="${FAULTS_PROFILE:-debug}"
 bin="${CARGO_TARGET_DIR:-$root/target}/$profile"
 cluster="$root/deploy/local/cluster.sh"
 users="${FAULTS_USERS:-20}"
+# The longest an acked message may wait until a live client that should get
+# it has it (ack -> delivered), fault included; checked after every scenario.
+max_wait_ms="${FAULTS_MAX_WAIT_MS:-5000}"
 rate="${FAULTS_RATE:-5}"
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(redis gateway msg-service history-flood)
@@ -101,7 +104,7 @@ sample_acks() {
 # the node is back; how long sends stalled. Exits 1 unless, while the node was
 # still down, sends were acked again at half the rate before the kill at least.
 ack_rates() {
-  python3 - "$work/acks" "$work/events" "$1" <<'EOF'
+  python3 - "$work/acks" "$work/events" "$1" "${FAULTS_MAX_ACK_GAP_S:-3}" <<'EOF'
 import sys
 samples = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 3]
 events = {l.split()[0]: float(l.split()[1]) for l in open(sys.argv[2])}
@@ -143,7 +146,9 @@ print("acks/s: " + ", ".join(parts) + f"; sends stalled up to {stalled:.1f} s; "
       + (f"sends back {recovered - kill:.1f} s after the kill" if recovered is not None
          else "sends not back while the node was down")
       + f"; node answered CQL {back - events['restarting']:.0f} s after its restart")
-sys.exit(0 if recovered is not None else 1)
+# Sends must keep being acked while two nodes answer: no stretch without an
+# ack longer than FAULTS_MAX_ACK_GAP_S (3 s).
+sys.exit(0 if recovered is not None and stalled <= float(sys.argv[4]) else 1)
 EOF
 }
 
@@ -237,7 +242,8 @@ history = ", ".join(f"{n} x {c}" for c, n in sorted(codes.items()))
 show = lambda xs: "/".join(f"{x:.1f}" for x in xs)
 print(f"| history-flood | send p99 median {a:.1f} ms calm ({show(p99(calm))}), {b:.1f} ms flooded ({show(p99(flood))}): "
       f"{b / max(a, 1e-9):.2f}x; history answers: {history} | {sum(r['acked'] for r in flood)} | "
-      f"{total('delivered')} of {total('expected')} | {total('lost')} | {total('duplicated')} | - |")
+      f"{total('delivered')} of {total('expected')} | {total('lost')} | {total('duplicated')} | "
+      f"{max(r['after_ack_latency']['max_ms'] for r in calm + flood) / 1000:.2f} s | - |")
 sys.exit(0 if ok else 1)
 EOF
 }
@@ -249,7 +255,7 @@ for scenario in "${scenarios[@]}"; do
     say "scenario history-flood: pairs without, then with ${FLOOD_PARALLEL:-300} concurrent history requests"
     lb="$("$cluster" up)"
     row="$(history_flood "$lb")" || failed=1
-    rows+=("${row:-| history-flood | failed | | | | | |}")
+    rows+=("${row:-| history-flood | failed | | | | | | |}")
     "$cluster" down >/dev/null
     continue
   fi
@@ -290,7 +296,7 @@ for scenario in "${scenarios[@]}"; do
   cat "$work/$scenario.out" >&2
   if [ "$status" -ne 0 ] || [ ! -f "$json" ]; then
     failed=1
-    rows+=("$(printf '| %s | load tester failed (exit %s) | | | | | |' "$scenario" "$status")")
+    rows+=("$(printf '| %s | load tester failed (exit %s) | | | | | | |' "$scenario" "$status")")
   else
     label="$scenario${history_ms:+ (history answered $history_ms)}"
     recovered="$(recovery "$json" "$fault_at") s"
@@ -300,12 +306,17 @@ for scenario in "${scenarios[@]}"; do
       recovered="deliveries $recovered; node $(awk '$1 == "back" { b = $2 } $1 == "killed" { k = $2 }
         END { printf "%.0f", b - k }' "$work/events") s after the kill"
     fi
-    rows+=("$(python3 - "$json" "$label" "$recovered" <<'EOF'
+    row="$(python3 - "$json" "$label" "$recovered" "$max_wait_ms" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1])); v = r["verdict"]
-print(f"| {sys.argv[2]} | {r['sent']} | {r['acked']} | {v['delivered']} of {v['expected']} | {v['lost']} | {v['duplicated']} | {sys.argv[3]} |")
+waited, bound = r["after_ack_latency"]["max_ms"], float(sys.argv[4])
+verdict = "" if waited <= bound else f" (over {bound / 1000:.0f} s: FAILED)"
+print(f"| {sys.argv[2]} | {r['sent']} | {r['acked']} | {v['delivered']} of {v['expected']} | {v['lost']} | "
+      f"{v['duplicated']} | {waited / 1000:.2f} s{verdict} | {sys.argv[3]} |")
+sys.exit(1 if verdict else 0)
 EOF
-)")
+)" || failed=1
+    rows+=("$row")
   fi
   "$cluster" down >/dev/null
   if [ "$scenario" = half-fanout ]; then
@@ -324,7 +335,7 @@ EOF
 done
 
 echo
-echo "| fault | sends written (incl. retries) | acked | delivered | lost | duplicated | time to recover |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| fault | sends written (incl. retries) | acked | delivered | lost | duplicated | longest wait after ack | time to recover |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"
 exit "$failed"

@@ -371,6 +371,8 @@ impl Client {
                 self.shared.stats.record_ack(pending.scheduled.elapsed());
                 Counters::drop_one(&self.counters().unacked);
                 let recipients = self.spec.recipients.as_ref().clone();
+                let key = MsgKey::new(&self.spec.user, &pending.client_msg_id);
+                self.shared.stats.handoffs.acked(key, recipients.len());
                 self.counters().expected.fetch_add(
                     recipients.len() as u64,
                     std::sync::atomic::Ordering::Relaxed,
@@ -465,8 +467,11 @@ impl Client {
         for entry in entries {
             let message = &entry.message;
             let key = MsgKey::new(message.from.as_str(), message.client_msg_id.as_str());
-            let new = self.receipts.record(entry.seq, key);
+            let new = self.receipts.record(entry.seq, key.clone());
             if new && message.from.as_str() != self.spec.user {
+                if let Some(waited) = self.shared.stats.handoffs.delivered(&key) {
+                    self.shared.stats.record_after_ack(waited);
+                }
                 let sent = body_sent_at(&message.body).unwrap_or(now);
                 let micros = u64::try_from(now.saturating_sub(sent)).unwrap_or(u64::MAX);
                 self.shared

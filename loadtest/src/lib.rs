@@ -4,6 +4,7 @@
 
 pub mod checker;
 pub mod client;
+pub mod handoff;
 pub mod relay;
 pub mod report;
 pub mod run;

@@ -86,6 +86,7 @@ impl Report {
         for (name, p) in [
             ("send->ack", &self.latency.ack_latency),
             ("send->delivered", &self.latency.delivery_latency),
+            ("ack->delivered", &self.latency.after_ack_latency),
         ] {
             let _ = writeln!(
                 out,

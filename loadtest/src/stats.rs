@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use crate::handoff::Handoffs;
 use serde::Serialize;
 
 /// Latencies above this are recorded as this (a minute).
@@ -73,6 +75,7 @@ pub struct Point {
 struct Histograms {
     ack: Histogram<u64>,
     delivered: Histogram<u64>,
+    after_ack: Histogram<u64>,
     /// Deliveries since the last timeline point.
     recent: Histogram<u64>,
     errors: BTreeMap<String, u64>,
@@ -83,6 +86,8 @@ struct Histograms {
 pub struct Stats {
     /// Lock-free counters.
     pub counters: Counters,
+    /// Acked messages not yet at every recipient.
+    pub handoffs: Handoffs,
     histograms: Mutex<Histograms>,
 }
 
@@ -90,9 +95,11 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             counters: Counters::default(),
+            handoffs: Handoffs::default(),
             histograms: Mutex::new(Histograms {
                 ack: histogram(),
                 delivered: histogram(),
+                after_ack: histogram(),
                 recent: histogram(),
                 errors: BTreeMap::new(),
                 timeline: Vec::new(),
@@ -132,6 +139,11 @@ impl Stats {
         });
     }
 
+    /// Records how long a delivered message waited after its ack.
+    pub fn record_after_ack(&self, wait: Duration) {
+        self.with(|h| h.after_ack.saturating_record(micros(wait)));
+    }
+
     /// Counts an error frame (or a failed HTTP call) by its code.
     pub fn record_error(&self, code: &str) {
         self.with(|h| *h.errors.entry(code.to_owned()).or_default() += 1);
@@ -162,6 +174,7 @@ impl Stats {
         self.with(|h| Snapshot {
             ack_latency: Percentiles::of(&h.ack),
             delivery_latency: Percentiles::of(&h.delivered),
+            after_ack_latency: Percentiles::of(&h.after_ack),
             errors: h.errors.clone(),
             timeline: h.timeline.clone(),
         })
@@ -208,6 +221,9 @@ pub struct Snapshot {
     pub ack_latency: Percentiles,
     /// Send->delivered (to each other recipient).
     pub delivery_latency: Percentiles,
+    /// Ack->delivered: how long an acked message waited for each recipient
+    /// (0 when it arrived before the ack).
+    pub after_ack_latency: Percentiles,
     /// Errors by code.
     pub errors: BTreeMap<String, u64>,
     /// One point per second of the run.

@@ -7,6 +7,7 @@
 //! the dependency's health and must not open the breaker.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -88,6 +89,10 @@ pub struct Breaker {
     name: &'static str,
     config: BreakerConfig,
     inner: Arc<Mutex<Inner>>,
+    /// The longest `retry_after` a refusal names, in ms: the open pause,
+    /// unless a recovery probe watches the dependency (then callers are told
+    /// to come back soon: the breaker may close long before its pause ends).
+    hint_cap_ms: Arc<AtomicU64>,
 }
 
 impl Breaker {
@@ -98,6 +103,7 @@ impl Breaker {
             name,
             config,
             inner: Arc::new(Mutex::new(Inner::Closed { failures: 0 })),
+            hint_cap_ms: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 
@@ -153,6 +159,7 @@ impl Breaker {
             name: self.name,
             config: self.config,
             inner: Arc::downgrade(&self.inner),
+            hint_cap_ms: Arc::clone(&self.hint_cap_ms),
         }
     }
 
@@ -180,10 +187,17 @@ impl Breaker {
     }
 
     fn rejected(&self, retry_after: Duration) -> BreakerOpen {
+        let cap = Duration::from_millis(self.hint_cap_ms.load(Ordering::Relaxed));
         BreakerOpen {
             breaker: self.name,
-            retry_after,
+            retry_after: retry_after.min(cap),
         }
+    }
+
+    /// Refusals name at most `cap` as their `retry_after` (see `hint_cap_ms`).
+    pub fn cap_retry_hint(&self, cap: Duration) {
+        let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        self.hint_cap_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Records the outcome of a call made with a permit.
@@ -276,6 +290,7 @@ pub struct WeakBreaker {
     name: &'static str,
     config: BreakerConfig,
     inner: Weak<Mutex<Inner>>,
+    hint_cap_ms: Arc<AtomicU64>,
 }
 
 impl WeakBreaker {
@@ -285,6 +300,7 @@ impl WeakBreaker {
             name: self.name,
             config: self.config,
             inner: self.inner.upgrade()?,
+            hint_cap_ms: Arc::clone(&self.hint_cap_ms),
         })
     }
 }

@@ -9,14 +9,20 @@ use std::time::Duration;
 
 use super::{Breaker, BreakerState};
 
+/// The `retry_after` a watched breaker names at most.
+const RETRY_HINT: Duration = Duration::from_secs(1);
+
 /// While `breaker` is open, runs `probe` every `every`; when it answers
-/// true, the breaker lets its probes through at once. Stops by itself once
-/// nothing else holds the breaker.
+/// true, the breaker lets its probes through at once. Its refusals then
+/// name at most a second as `retry_after`. Stops by itself once nothing else
+/// holds the breaker.
 pub fn watch_recovery<F, Fut>(breaker: &Breaker, every: Duration, mut probe: F)
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
+    // Callers turned away may come back well before the pause ends.
+    breaker.cap_retry_hint(RETRY_HINT);
     let weak = breaker.downgrade();
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
@@ -81,6 +87,21 @@ mod tests {
             breaker.state(),
             BreakerState::HalfOpen,
             "the dependency answered: probes go through 1.3 s into a 5 s pause"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_breaker_tells_callers_to_come_back_within_a_second() {
+        let breaker = opened_breaker().await;
+        watch_recovery(&breaker, Duration::from_millis(250), || async { false });
+        let refused = breaker
+            .run(async { Ok::<(), BreakerOpen>(()) }, |_| true)
+            .await
+            .expect_err("open");
+        assert_eq!(
+            refused.retry_after,
+            Duration::from_secs(1),
+            "not the 5 s pause"
         );
     }
 }
