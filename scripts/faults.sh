@@ -18,8 +18,8 @@
 # half-fanout (every 5th inbox append fails for 3 s: fan-outs fail part-way;
 # then `msg-service audit` over the whole run must find nothing missing),
 # history-flood (300 concurrent history requests from 30 users while
-# sending: the median send p99 of five flooded rounds must stay within 2x of
-# that of five calm rounds; meant for FAULTS_PROFILE=release, as the test
+# sending: the median send p99 of seven flooded rounds (FLOOD_ROUNDS) must
+# stay within 2x of that of seven calm rounds; meant for FAULTS_PROFILE=release, as the test
 # command runs it), cassandra-node (not in the default list: needs java 17
 # and the Cassandra scripts of deploy/local/cluster.sh: msg-service on a
 # 3-node Cassandra cluster, replication factor 3, LOCAL_QUORUM; kill -9 of
@@ -210,15 +210,15 @@ start_flood() {
   flood=$!
 }
 
-# Five rounds of pairs for 8 s without, then with the flood (from its first
+# FLOOD_ROUNDS (7) rounds of pairs for 8 s without, then with the flood (from its first
 # request on). One p99 of a few ms moves by 2x between two calm runs on this
-# machine, so the check compares the medians of the five rounds' send->ack
+# machine, so the check compares the medians of the rounds' send->ack
 # p99s: flooded <= 2x calm.
 history_flood() {
   local lb="$1" url="ws://${1#http://}/v1/ws" round
   prepare_flood "$lb"
   : >"$work/flood.codes"
-  for round in 1 2 3 4 5; do
+  for round in $(seq 1 "${FLOOD_ROUNDS:-7}"); do
     "$bin/loadtest" pairs --url "$url" --users "$users" --rate "$((rate * 2))" --duration 8 --ramp 1 \
       --json "$work/calm-$round.json" >&2
     start_flood
@@ -226,10 +226,10 @@ history_flood() {
       --json "$work/flood-$round.json" >&2 || { kill "$flood" 2>/dev/null; return 1; }
     kill "$flood" 2>/dev/null || true; wait "$flood" 2>/dev/null || true
   done
-  python3 - "$work" <<'EOF'
+  python3 - "$work" "${FLOOD_ROUNDS:-7}" <<'EOF'
 import collections, json, statistics, sys
 work = sys.argv[1]
-rounds = range(1, 6)
+rounds = range(1, int(sys.argv[2]) + 1)
 calm = [json.load(open(f"{work}/calm-{r}.json")) for r in rounds]
 flood = [json.load(open(f"{work}/flood-{r}.json")) for r in rounds]
 codes = collections.Counter(l.strip() for l in open(f"{work}/flood.codes") if l.strip())

@@ -188,7 +188,17 @@ pub async fn send(
         body.kind.as_deref(),
         body.body,
     )?;
+    admit_send(&state, &user)?;
     Ok(Json(send_checked(&state, &user, request).await?))
+}
+
+/// Charges one send to `user`'s send rate on this gateway (WebSocket frames
+/// are charged as they arrive, REST requests here: one budget for both).
+pub fn admit_send(state: &AppState, user: &UserId) -> Result<()> {
+    state.send_admission.check(user).map_err(|wait| {
+        let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        Error::from(msg_service::Error::RateLimited { retry_after_ms })
+    })
 }
 
 /// Inbox entries after `since`; long-polls up to `wait_ms` when none is newer.

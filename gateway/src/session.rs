@@ -1,6 +1,6 @@
-//! One WebSocket session: a reader that answers frames in order, a writer
-//! that owns the socket, a bounded outgoing queue between them, and notify
-//! pushes from the hub. A client that does not read, floods frames or goes
+//! One WebSocket session: a reader that checks frames as they arrive, a
+//! request task that answers them in order, a writer that owns the socket,
+//! bounded queues between them, and notify pushes from the hub. A client that does not read, floods frames or goes
 //! silent is closed with 1008 (see `close`).
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use proto::{ClientFrame, ErrorCode, Seq, ServerFrame, UserId, parse_client_frame};
+use proto::{ClientFrame, ErrorCode, Rid, Seq, ServerFrame, UserId, parse_client_frame};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
@@ -17,6 +17,10 @@ use crate::close::{CloseReason, Closer, close_code, for_read_error};
 use crate::error::Error;
 use crate::slots::Slot;
 use crate::state::AppState;
+
+/// Requests read ahead of their answers per socket: a burst of pipelined
+/// sends is seen (and rate limited) as it arrives.
+const REQUESTS_AHEAD: usize = 64;
 
 /// How long a closed session still reads the client's input (see `linger`).
 const LINGER: Duration = Duration::from_secs(1);
@@ -47,8 +51,20 @@ where
         state.clone(),
         Arc::clone(&closer),
     ));
+    let (requests, queued) = mpsc::channel(REQUESTS_AHEAD);
+    let answerer = tokio::spawn(answer_loop(
+        queued,
+        out.clone(),
+        state.clone(),
+        user.clone(),
+        Arc::clone(&closer),
+    ));
     let mut stream = stream;
-    read_loop(&mut stream, &out, &state, &user, &closer).await;
+    read_loop(&mut stream, &out, &requests, &state, &user, &closer).await;
+    drop(requests);
+    if let Err(err) = answerer.await {
+        tracing::warn!(error = %err, "socket request task failed");
+    }
     drop(out);
     if let Err(err) = writer.await {
         tracing::warn!(error = %err, "socket writer task failed");
@@ -62,6 +78,7 @@ where
 async fn read_loop<R, E>(
     stream: &mut R,
     out: &mpsc::Sender<Outgoing>,
+    requests: &mpsc::Sender<Request>,
     state: &AppState,
     user: &UserId,
     closer: &Closer,
@@ -98,7 +115,19 @@ async fn read_loop<R, E>(
                 let frame = Error::from(error).to_frame(None);
                 return refuse(out, closer, frame, CloseReason::TOO_BIG);
             }
-            Message::Text(text) => handle_text(state, user, &text).await,
+            Message::Text(text) => match admit(state, user, &text) {
+                Ok(request) => {
+                    // Waits while REQUESTS_AHEAD requests are queued: TCP
+                    // back-pressure on a client that sends faster than it
+                    // is answered.
+                    tokio::select! {
+                        () = closer.token.cancelled() => return,
+                        queued = requests.send(request) => if queued.is_err() { return },
+                    }
+                    continue;
+                }
+                Err(answer) => answer,
+            },
             Message::Binary(_) => {
                 bad_request("binary frames are not accepted; send JSON text frames")
             }
@@ -192,13 +221,58 @@ where
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-/// Answers one text frame.
-async fn handle_text(state: &AppState, user: &UserId, text: &str) -> ServerFrame {
-    let (rid, frame) = match parse_client_frame(text) {
-        Ok(parsed) => parsed,
-        Err(err) => return ServerFrame::from_frame_error(&err),
-    };
+/// A parsed frame waiting for its answer, in arrival order.
+struct Request {
+    rid: Option<Rid>,
+    frame: ClientFrame,
+}
+
+/// Checks one text frame as it arrives: the request to queue, or the answer
+/// at once (a bad frame, a ping, or a send over the user's send rate). The
+/// rate is charged on arrival, not when the send's turn comes, so that a
+/// client pipelining a burst meets the limit however slow the store is.
+fn admit(state: &AppState, user: &UserId, text: &str) -> Result<Request, ServerFrame> {
+    let (rid, frame) =
+        parse_client_frame(text).map_err(|err| ServerFrame::from_frame_error(&err))?;
     metrics::counter!("chat_frames_total", "type" => frame_type(&frame)).increment(1);
+    match frame {
+        ClientFrame::Ping => Err(ServerFrame::Pong { rid }),
+        ClientFrame::Send(_) => match crate::rest::admit_send(state, user) {
+            Ok(()) => Ok(Request { rid, frame }),
+            Err(refused) => Err(refused.to_frame(rid)),
+        },
+        ClientFrame::Sync(_) => Ok(Request { rid, frame }),
+    }
+}
+
+/// Answers the queued requests one after another until the reader is done
+/// or the session closes.
+async fn answer_loop(
+    mut queued: mpsc::Receiver<Request>,
+    out: mpsc::Sender<Outgoing>,
+    state: AppState,
+    user: UserId,
+    closer: Arc<Closer>,
+) {
+    loop {
+        let request = tokio::select! {
+            () = closer.token.cancelled() => return,
+            request = queued.recv() => match request {
+                Some(request) => request,
+                None => return,
+            },
+        };
+        let reply = answer(&state, &user, request).await;
+        if out.try_send(Outgoing::Frame(reply.to_json())).is_err() {
+            metrics::counter!("chat_slow_client_closes_total").increment(1);
+            return closer.close(CloseReason::NOT_READING);
+        }
+    }
+}
+
+/// Answers one admitted request.
+async fn answer(state: &AppState, user: &UserId, request: Request) -> ServerFrame {
+    let Request { rid, frame } = request;
     let answer =
         match frame {
             ClientFrame::Ping => return ServerFrame::Pong { rid },

@@ -103,6 +103,10 @@ impl App {
                 config.history_burst,
                 HISTORY_REFUSAL_DELAY,
             )),
+            send_admission: Arc::new(msg_service::UserRate::new(
+                config.service.send_rate,
+                config.service.send_burst,
+            )),
             limits: limits(config),
             dev_auth: config.dev_auth(),
             draining: CancellationToken::new(),

@@ -67,6 +67,9 @@ pub struct AppState {
     pub history_slots: Arc<Slots>,
     /// History reads per second per user, with a delay before each refusal.
     pub history_rate: Arc<ReadRate>,
+    /// Sends per second per user, charged when a frame arrives (see
+    /// `session`): pipelined sends cannot outrun the limit by queueing.
+    pub send_admission: Arc<msg_service::UserRate>,
     /// Edge limits.
     pub limits: Limits,
     /// Whether `POST /v1/dev/token` is served.

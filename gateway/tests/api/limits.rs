@@ -161,6 +161,7 @@ async fn a_group_holds_at_most_500_members_the_creator_included() {
 async fn sends_past_the_per_user_bucket_are_rate_limited_and_not_stored() {
     let app = spawn_app().await;
     let mut alice = app.ws("alice", "phone").await;
+    let started = std::time::Instant::now();
     for i in 0..80 {
         let frame = json!({"type": "send", "rid": i, "to": "bob", "client_msg_id": format!("m{i}"), "body": "hi"});
         alice.send_frame(&frame).await;
@@ -185,17 +186,62 @@ async fn sends_past_the_per_user_bucket_are_rate_limited_and_not_stored() {
     assert!(limited > 0);
     let stored = app.ws("bob", "phone").await.sync_all(0).await;
     assert_eq!(stored.len(), acked, "only acked sends are stored");
-    let rest = app
-        .post_json(
-            "/v1/conversations/dm:alice:bob/messages",
-            &app.token("alice"),
-            &json!({"client_msg_id": "r", "body": "hi"}),
-        )
-        .await;
-    assert_eq!(rest.status().as_u16(), 429);
+
+    // REST sends draw on the same budget: more of them at once than the
+    // bucket can have refilled since the burst (20/s) meet a 429.
+    let refill = (started.elapsed().as_secs_f64() * 20.0).ceil() as usize;
+    let token = app.token("alice");
+    let sends = (0..refill + 5).map(|i| {
+        let body = json!({"client_msg_id": format!("r{i}"), "body": "hi"});
+        let (app, token) = (&app, &token);
+        async move {
+            app.post_json("/v1/conversations/dm:alice:bob/messages", token, &body)
+                .await
+        }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let refused = answers.iter().find(|r| r.status().as_u16() == 429);
+    let refused = refused.expect("a REST send past the shared budget is refused");
     assert!(
-        rest.headers().get("retry-after").is_some(),
+        refused.headers().get("retry-after").is_some(),
         "429 carries Retry-After"
+    );
+}
+
+/// The send rate is charged when a frame arrives, not when its turn comes:
+/// sends to a large group take long enough that, charged at their turn,
+/// the bucket would refill and a pipelined burst of 80 would all pass.
+#[tokio::test]
+async fn a_pipelined_burst_is_rate_limited_on_arrival_however_slow_the_sends_are() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    let members: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
+    let (_, group) = status_and_json(
+        app.post_json("/v1/conversations", &token, &json!({"members": members}))
+            .await,
+    )
+    .await;
+    let group = group["conv_id"].as_str().expect("a group id").to_owned();
+    let mut alice = app.ws("alice", "phone").await;
+    let started = std::time::Instant::now();
+    for i in 0..80 {
+        let frame = json!({"type": "send", "rid": i, "conv_id": group, "client_msg_id": format!("g{i}"), "body": "hi"});
+        alice.send_frame(&frame).await;
+    }
+    let (mut acked, mut limited) = (0, 0);
+    while acked + limited < 80 {
+        let frame = alice.try_next_frame().await.expect("a reply");
+        match (frame["type"].as_str(), frame["code"].as_str()) {
+            (Some("ack"), _) => acked += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            (Some("notify"), _) => {}
+            _ => panic!("unexpected reply {frame}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        limited >= 20,
+        "80 pipelined sends answered over {took:?}: {acked} acked, {limited} rate limited"
     );
 }
 
