@@ -157,18 +157,12 @@ async fn a_group_holds_at_most_500_members_the_creator_included() {
     assert_eq!(add.status().as_u16(), 400, "the 501st member is refused");
 }
 
-#[tokio::test]
-async fn sends_past_the_per_user_bucket_are_rate_limited_and_not_stored() {
-    let app = spawn_app().await;
-    let mut alice = app.ws("alice", "phone").await;
-    let started = std::time::Instant::now();
-    for i in 0..80 {
-        let frame = json!({"type": "send", "rid": i, "to": "bob", "client_msg_id": format!("m{i}"), "body": "hi"});
-        alice.send_frame(&frame).await;
-    }
+/// Reads the replies to `sends` pipelined sends: how many were acked and
+/// how many refused `rate_limited` (each with its `retry_after_ms`).
+async fn acks_and_refusals(client: &mut WsClient, sends: usize) -> (usize, usize) {
     let (mut acked, mut limited) = (0, 0);
-    while acked + limited < 80 {
-        let frame = alice.try_next_frame().await.expect("a reply");
+    while acked + limited < sends {
+        let frame = client.try_next_frame().await.expect("a reply");
         match (frame["type"].as_str(), frame["code"].as_str()) {
             (Some("ack"), _) => acked += 1,
             (Some("error"), Some("rate_limited")) => {
@@ -179,6 +173,19 @@ async fn sends_past_the_per_user_bucket_are_rate_limited_and_not_stored() {
             _ => panic!("unexpected reply {frame}"),
         }
     }
+    (acked, limited)
+}
+
+#[tokio::test]
+async fn sends_past_the_per_user_bucket_are_rate_limited_and_not_stored() {
+    let app = spawn_app().await;
+    let mut alice = app.ws("alice", "phone").await;
+    let started = std::time::Instant::now();
+    for i in 0..80 {
+        let frame = json!({"type": "send", "rid": i, "to": "bob", "client_msg_id": format!("m{i}"), "body": "hi"});
+        alice.send_frame(&frame).await;
+    }
+    let (acked, limited) = acks_and_refusals(&mut alice, 80).await;
     assert!(
         (50..80).contains(&acked),
         "the burst of 50 (and a little refill) passes: {acked}"
@@ -228,16 +235,7 @@ async fn a_pipelined_burst_is_rate_limited_on_arrival_however_slow_the_sends_are
         let frame = json!({"type": "send", "rid": i, "conv_id": group, "client_msg_id": format!("g{i}"), "body": "hi"});
         alice.send_frame(&frame).await;
     }
-    let (mut acked, mut limited) = (0, 0);
-    while acked + limited < 80 {
-        let frame = alice.try_next_frame().await.expect("a reply");
-        match (frame["type"].as_str(), frame["code"].as_str()) {
-            (Some("ack"), _) => acked += 1,
-            (Some("error"), Some("rate_limited")) => limited += 1,
-            (Some("notify"), _) => {}
-            _ => panic!("unexpected reply {frame}"),
-        }
-    }
+    let (acked, limited) = acks_and_refusals(&mut alice, 80).await;
     let took = started.elapsed();
     assert!(
         limited >= 20,
