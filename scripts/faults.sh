@@ -50,7 +50,7 @@ export CHAT_JWT_SECRET="faults-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 # msg-service's fault hook reads this file (empty: no fault).
 fault_file="$work/store-faults"
 : >"$fault_file"
-export CLUSTER_MSG_FLAGS="--fault-file $fault_file"
+export CLUSTER_MSG_FLAGS="--fault-file $fault_file ${FAULTS_MSG_FLAGS:-}"
 # FAULTS_KEEP=1 keeps the work dir (reports, logs, samples) for a look.
 cleanup() {
   "$cluster" down >/dev/null 2>&1 || true

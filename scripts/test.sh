@@ -37,6 +37,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 check_stage_names "$only" "$skip" || exit 2
+export TEST_ONLY="$only"
 
 setup_colours
 ensure_prerequisites || exit 2

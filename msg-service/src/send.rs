@@ -91,11 +91,7 @@ impl Core {
 
     /// The members a message to `conv` goes to; the sender must be one.
     async fn members_for_send(&self, sender: &UserId, conv: &ConvId) -> Result<Vec<UserId>> {
-        if let Some((a, b)) = conv.dm_members() {
-            if sender != &a && sender != &b {
-                return Err(Error::Forbidden);
-            }
-            self.ensure_dm(conv, &a, &b).await?;
+        if let Some((a, b)) = dm_members_of(sender, conv)? {
             return Ok(vec![a, b]);
         }
         let members = self.backends.store.members(conv).await?;
@@ -143,6 +139,13 @@ impl Core {
             body: request.body,
             ts: now_ms(),
         };
+        // A direct conversation's members are fixed by its id: it is made to
+        // exist before the writer's turn, so that its sends do not hold the
+        // conversation's writer through a store read (under load that read
+        // waits for a CPU, and the peer's sends would queue behind it).
+        if let Some((a, b)) = dm_members_of(sender, conv)? {
+            self.ensure_dm(conv, &a, &b).await?;
+        }
         let prepare = || async {
             let members = self.members_for_send(sender, conv).await?;
             Ok(posting(Arc::clone(&self.backends.store), template, members))
@@ -223,6 +226,15 @@ fn ack_for(
         seq: sender_seq.ok_or(Error::Forbidden)?,
         ts: message.ts,
     })
+}
+
+/// The two members of a direct conversation, if `conv` is one; the sender
+/// must be one of them.
+fn dm_members_of(sender: &UserId, conv: &ConvId) -> Result<Option<(UserId, UserId)>> {
+    match conv.dm_members() {
+        Some((a, b)) if sender != &a && sender != &b => Err(Error::Forbidden),
+        members => Ok(members),
+    }
 }
 
 /// The conversation a send goes to.

@@ -10,11 +10,11 @@ use std::time::Duration;
 use super::{Breaker, BreakerState};
 
 /// The `retry_after` a watched breaker names at most.
-const RETRY_HINT: Duration = Duration::from_secs(1);
+const RETRY_HINT: Duration = Duration::from_millis(500);
 
 /// While `breaker` is open, runs `probe` every `every`; when it answers
 /// true, the breaker lets its probes through at once. Its refusals then
-/// name at most a second as `retry_after`. Stops by itself once nothing else
+/// name at most half a second as `retry_after`. Stops by itself once nothing else
 /// holds the breaker.
 pub fn watch_recovery<F, Fut>(breaker: &Breaker, every: Duration, mut probe: F)
 where
@@ -91,7 +91,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_watched_breaker_tells_callers_to_come_back_within_a_second() {
+    async fn a_watched_breaker_tells_callers_to_come_back_within_half_a_second() {
         let breaker = opened_breaker().await;
         watch_recovery(&breaker, Duration::from_millis(250), || async { false });
         let refused = breaker
@@ -100,7 +100,7 @@ mod tests {
             .expect_err("open");
         assert_eq!(
             refused.retry_after,
-            Duration::from_secs(1),
+            Duration::from_millis(500),
             "not the 5 s pause"
         );
     }
