@@ -139,18 +139,24 @@ async fn a_service_that_is_down_is_unavailable_with_a_retry_delay() -> anyhow::R
     Ok(())
 }
 
-#[tokio::test]
-async fn a_client_of_a_service_that_is_down_opens_its_breaker_then_fails_fast() -> anyhow::Result<()>
-{
-    let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
-    let config = ClientConfig {
+/// A client of 127.0.0.1:`port` whose breaker opens after two failures and
+/// stays open for a minute unless its dependency is seen to answer.
+fn quick_breaker_client(port: u16) -> ClientConfig {
+    ClientConfig {
         breaker: BreakerConfig {
             failure_threshold: 2,
             open_for: Duration::from_secs(60),
             half_open_probes: 1,
         },
         ..ClientConfig::new(format!("http://127.0.0.1:{port}"), Duration::from_secs(5))
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_client_of_a_service_that_is_down_opens_its_breaker_then_fails_fast() -> anyhow::Result<()>
+{
+    let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
+    let config = quick_breaker_client(port);
     let remote = RemoteMessageService::new(&config)?;
     for id in ["c-1", "c-2"] {
         let err = remote
@@ -176,14 +182,7 @@ async fn a_client_of_a_service_that_is_down_opens_its_breaker_then_fails_fast() 
 async fn a_service_that_comes_back_is_used_within_a_second_although_the_breaker_was_open()
 -> anyhow::Result<()> {
     let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
-    let config = ClientConfig {
-        breaker: BreakerConfig {
-            failure_threshold: 2,
-            open_for: Duration::from_secs(60),
-            half_open_probes: 1,
-        },
-        ..ClientConfig::new(format!("http://127.0.0.1:{port}"), Duration::from_secs(5))
-    };
+    let config = quick_breaker_client(port);
     let remote = RemoteMessageService::new(&config)?;
     while remote.breaker().state() != BreakerState::Open {
         assert!(remote.inbox_head(&user("alice")).await.is_err());
