@@ -133,17 +133,22 @@ stage_smoke() {
   wait "$server"
 }
 
-stage_cluster() {
+# Brings up deploy/local/cluster.sh (its store from CLUSTER_STORE) and runs
+# the conformance suite through HAProxy; sets lb_url. Its EXIT trap takes the
+# cluster down (and removes a Cassandra node dir the stage left, if any).
+cluster_conformance() {
   # not local: the EXIT trap reads it after the function returned
   cluster_dir="$(mktemp -d)"
-  CHAT_JWT_SECRET="$(new_secret cluster)"
+  CHAT_JWT_SECRET="$(new_secret "$1")"
   export CLUSTER_DIR="$cluster_dir" CLUSTER_PROFILE=debug CHAT_JWT_SECRET
-  trap 'deploy/local/cluster.sh down || true; rm -rf "$cluster_dir"' EXIT
-  cargo build --locked -p gateway -p msg-service
+  trap 'deploy/local/cluster.sh down || true; rm -rf "$cluster_dir" "${node_dir:-}" || true' EXIT
+  cargo build --locked -p gateway -p msg-service -p loadtest
   lb_url="$(deploy/local/cluster.sh up)"
   "$conformance/run.sh" "$lb_url" 2>&1 | tee "$cluster_dir/pytest.log"
   note_pytest_counts "$cluster_dir/pytest.log"
 }
+
+stage_cluster() { cluster_conformance cluster; }
 
 stage_faults() { scripts/faults.sh redis gateway msg-service store-stall half-fanout; }
 
@@ -212,14 +217,8 @@ stage_scylla() {
   "$cassandra/stop.sh" "$node_dir/node" >/dev/null 2>&1 || true
 
   log "conformance and load-test smoke through HAProxy, msg-service --store scylla on one Cassandra node"
-  cluster_dir="$(mktemp -d)"
-  CHAT_JWT_SECRET="$(new_secret scylla)"
-  export CLUSTER_DIR="$cluster_dir" CLUSTER_PROFILE=debug CHAT_JWT_SECRET CLUSTER_STORE=cassandra CLUSTER_CASSANDRA_NODES=1
-  trap 'deploy/local/cluster.sh down || true; rm -rf "$cluster_dir" "$node_dir" || true' EXIT
-  cargo build --locked -p gateway -p msg-service -p loadtest
-  lb_url="$(deploy/local/cluster.sh up)"
-  "$conformance/run.sh" "$lb_url" 2>&1 | tee "$cluster_dir/pytest.log"
-  note_pytest_counts "$cluster_dir/pytest.log"
+  export CLUSTER_STORE=cassandra CLUSTER_CASSANDRA_NODES=1
+  cluster_conformance scylla
   scripts/loadtest-smoke.sh "ws://${lb_url#http://}/v1/ws"
 }
 
