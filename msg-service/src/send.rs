@@ -181,14 +181,18 @@ impl Core {
     }
 
     /// Appends to one inbox; when resuming, first looks whether it is there.
+    /// The inbox's unsettled write is settled before the look, not after: it
+    /// may be this message, and another append would settle it between the
+    /// look and this append (a second copy). Once settled, only the holder
+    /// of the message's fan-out turn (the caller) can write it again.
     async fn deliver(&self, user: &UserId, message: &HistoryMessage, resume: bool) -> Result<Seq> {
         if resume {
+            self.inboxes.settle(&inbox_key(user)).await?;
             let store = &self.backends.store;
             if let Some(seq) = store
                 .inbox_seq_of(user, &message.conv_id, message.conv_seq)
                 .await?
             {
-                self.inboxes.settle(&inbox_key(user)).await?;
                 return Ok(seq);
             }
         }

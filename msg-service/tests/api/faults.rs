@@ -154,6 +154,37 @@ async fn a_retry_after_a_fan_out_failed_part_way_reaches_everyone_exactly_once()
 }
 
 #[tokio::test]
+async fn a_retry_whose_inbox_lookup_goes_stale_while_another_send_settles_its_entry_stores_it_once()
+-> anyhow::Result<()> {
+    let (svc, faults, _) = start_faulty()?;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    // Bob's append of c-1 fails and may have landed: his log holds it unsettled.
+    *faults.inbox_of.lock().unwrap_or_else(|p| p.into_inner()) = Some(bob.clone());
+    assert_unavailable(svc.send(&alice, &bob, "c-1", "hi").await);
+
+    // The retry looks into bob's inbox and is held with the answer "not there".
+    let (looked_rx, release_tx) = hold(&faults.hold_seq_of, &bob);
+    let service = Arc::clone(&svc.service);
+    let (from, to) = (alice.clone(), bob.clone());
+    let retry =
+        tokio::spawn(async move { crate::helpers::send(&service, &from, &to, "c-1", "hi").await });
+    looked_rx
+        .await
+        .context("the retry looked into bob's inbox")?;
+    // Meanwhile carol's message to bob settles the unsettled c-1 first.
+    svc.send(&carol, &bob, "k-1", "hello").await?;
+    let _ = release_tx.send(());
+    retry.await?.context("the retry")?;
+
+    assert_eq!(
+        copies(&svc, &bob, &alice, "c-1").await?,
+        1,
+        "one entry of c-1 in bob's inbox"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_send_cancelled_after_an_inbox_write_leaves_no_hole_in_that_inbox() -> anyhow::Result<()>
 {
     let (svc, faults, bare) = start_faulty()?;

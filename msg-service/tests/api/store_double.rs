@@ -69,6 +69,10 @@ pub struct Faults {
     /// Report the next `add_members` that adds this user on the first
     /// channel and write it only once the second one fires.
     pub hold_add_of: Mutex<Option<HeldInbox>>,
+    /// Read the next `inbox_seq_of` of this user, report it on the first
+    /// channel, and answer only once the second one fires (a lookup whose
+    /// answer goes stale before its caller acts on it).
+    pub hold_seq_of: Mutex<Option<HeldInbox>>,
     /// The ticket `hold_durable_of` caught, with its channels.
     held_ticket: Mutex<Option<HeldTicket>>,
 }
@@ -283,7 +287,14 @@ impl MessageStore for StoreDouble {
         conv: &ConvId,
         conv_seq: Seq,
     ) -> storage::Result<Option<Seq>> {
-        self.inner.inbox_seq_of(user, conv, conv_seq).await
+        let found = self.inner.inbox_seq_of(user, conv, conv_seq).await;
+        if let Some((_, reached, release)) =
+            take_if_user(&self.faults.hold_seq_of, user, |(u, _, _)| u)
+        {
+            let _ = reached.send(conv_seq);
+            let _ = release.await;
+        }
+        found
     }
     async fn durable(&self, ticket: WriteTicket) -> storage::Result<()> {
         let held = {
