@@ -13,6 +13,7 @@ pub mod fault_hook;
 pub mod grpc;
 mod history;
 mod inbox;
+mod intents;
 mod logs;
 mod rate_limit;
 mod retry;

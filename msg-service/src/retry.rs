@@ -12,6 +12,11 @@
 //! checkpoint can never make one skipped: a pass that reaches the end starts
 //! over from the front, where items kept for backoff (or enqueued behind the
 //! cursor) wait. Run one msg-service per store: the checkpoint is shared.
+//!
+//! A crash before the queue write loses nothing either: the message was
+//! logged with its fan-out intent, and the worker, before its first pass,
+//! finishes every intent the last run left above its watermark (see
+//! `intents`); after each pass it saves the watermark.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -111,14 +116,23 @@ async fn run(
     poll: Duration,
     cancel: CancellationToken,
 ) {
+    let mut recovered = false;
     while !cancel.is_cancelled() {
         let Some(strong) = core.upgrade() else {
             return;
         };
-        // Not raced with the cancellation: a pass stops between items, never
-        // in the middle of an inbox append.
+        // Not raced with the cancellation: recovery and a pass stop between
+        // items, never in the middle of an inbox append.
+        if !recovered {
+            recovered = recover(&strong, &cancel).await;
+        }
         if let Err(err) = strong.retry_pass(&cancel).await {
             tracing::warn!(error = %err, "retry queue pass failed; trying again later");
+        }
+        // Only once recovery is done: until then the previous process's
+        // intents above the saved watermark are not all finished.
+        if recovered && let Err(err) = strong.save_fanout_watermark().await {
+            tracing::warn!(error = %err, "fan-out watermark not saved; trying again later");
         }
         drop(strong);
         signals.passes.send_modify(|n| *n += 1);
@@ -126,6 +140,21 @@ async fn run(
             _ = cancel.cancelled() => return,
             _ = signals.kick.notified() => {}
             _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Finishes the previous process's pending fan-outs; whether it did.
+async fn recover(core: &Core, cancel: &CancellationToken) -> bool {
+    match core.recover_fanouts(cancel).await {
+        Ok(_) if cancel.is_cancelled() => false,
+        Ok(seen) => {
+            tracing::info!(intents = seen, "pending fan-outs of the last run finished");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "fan-out recovery failed; trying again later");
+            false
         }
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 use proto::{Ack, ConvId, ConvKind, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId};
-use storage::{ConversationMeta, MessageRef, MessageStore, WriteTicket};
+use storage::{ConversationMeta, MessageRef, MessageStore, RetryItem, WriteTicket};
 
 use crate::clock::now_ms;
 use crate::fanouts::Turn;
+use crate::intents::{InFlight, InFlightGuard};
 use crate::logs::{Appended, Logged, Write};
 use crate::service::{Core, conv_key, inbox_key};
 use crate::{Error, Result};
@@ -75,18 +76,29 @@ impl Core {
         self.conversations
             .settle(&conv_key(&stored.conv_id))
             .await?;
-        let mut members = match message.conv_id.dm_members() {
-            Some((a, b)) => vec![a, b],
-            None => store.members(&message.conv_id).await?,
-        };
-        // The sender was a member when the message was logged (the send
-        // checked it): a removal since then does not take back its ack.
-        if !members.contains(sender) {
-            members.push(sender.clone());
-        }
+        let members = self.members_sent_to(sender, stored).await?;
         let seqs = self.fan_out(&members, &message, true).await;
         self.queue_missing(&message, &members, &seqs).await;
         ack_for(sender, &message, &members, seqs)
+    }
+
+    /// The members a stored message was sent to, as its dedup record keeps
+    /// them: members added since do not get it, removed ones still do. A
+    /// record written before the list was kept falls back to the members
+    /// now, with the sender (a member when the message was logged: a
+    /// removal since then does not take back its ack).
+    async fn members_sent_to(&self, sender: &UserId, stored: MessageRef) -> Result<Vec<UserId>> {
+        if !stored.members.is_empty() {
+            return Ok(stored.members);
+        }
+        let mut members = match stored.conv_id.dm_members() {
+            Some((a, b)) => vec![a, b],
+            None => self.backends.store.members(&stored.conv_id).await?,
+        };
+        if !members.contains(sender) {
+            members.push(sender.clone());
+        }
+        Ok(members)
     }
 
     /// The members a message to `conv` goes to; the sender must be one.
@@ -148,7 +160,8 @@ impl Core {
         }
         let prepare = || async {
             let members = self.members_for_send(sender, conv).await?;
-            Ok(posting(Arc::clone(&self.backends.store), template, members))
+            let store = Arc::clone(&self.backends.store);
+            Ok(posting(store, &self.in_flight, template, members))
         };
         self.conversations
             .append(&conv_key(conv), tag, load_head, prepare)
@@ -258,6 +271,10 @@ pub(crate) struct Posted {
     pub(crate) message: HistoryMessage,
     pub(crate) members: Vec<UserId>,
     ticket: WriteTicket,
+    /// Its fan-out intent, in flight until this is dropped (after the
+    /// send's fan-out, or at once for a write settled late: the client's
+    /// retry of the send fans it out).
+    _intent: InFlightGuard,
 }
 
 impl Logged for Posted {
@@ -266,12 +283,15 @@ impl Logged for Posted {
     }
 }
 
-/// The store write of a message at its conv_seq, re-issuable.
+/// The store write of a message at its conv_seq with its fan-out intent,
+/// re-issuable (each issue writes a fresh intent, at its own time).
 fn posting(
     store: Arc<dyn MessageStore>,
+    in_flight: &Arc<InFlight>,
     template: HistoryMessage,
     members: Vec<UserId>,
 ) -> Write<Posted> {
+    let in_flight = Arc::clone(in_flight);
     Arc::new(move |conv_seq, _| {
         let store = Arc::clone(&store);
         let message = HistoryMessage {
@@ -279,12 +299,15 @@ fn posting(
             ..template.clone()
         };
         let members = members.clone();
+        let guard = in_flight.register();
         Box::pin(async move {
-            let ticket = store.append_message(&message).await?;
+            let intent = RetryItem::intent(guard.at, &message, members.clone());
+            let ticket = store.append_message(&message, &intent).await?;
             Ok(Posted {
                 message,
                 members,
                 ticket,
+                _intent: guard,
             })
         })
     })

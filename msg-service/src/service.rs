@@ -8,6 +8,7 @@ use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator};
 use crate::bulkhead::{Bulkhead, BulkheadConfig};
 use crate::fanouts::FanoutTurns;
 use crate::inbox::{InboxWrite, announcer};
+use crate::intents::InFlight;
 use crate::logs::{Logs, silent};
 use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
@@ -101,6 +102,8 @@ pub(crate) struct Core {
     pub(crate) retry: Arc<RetrySignals>,
     /// Concurrency limits per kind of work.
     pub(crate) bulkheads: Bulkheads,
+    /// The fan-out intents this process has not finished.
+    pub(crate) in_flight: Arc<InFlight>,
 }
 
 /// One bulkhead per kind of work.
@@ -146,6 +149,7 @@ impl MessageService {
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
             retry: Arc::default(),
             bulkheads: Bulkheads::new(&config),
+            in_flight: Arc::new(InFlight::new()),
             backends,
             config,
         };

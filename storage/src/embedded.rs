@@ -38,8 +38,12 @@ struct Tables {
     dedup: Keyspace,
     /// The fan-out retry queue, by [`retry_key`].
     retries: Keyspace,
-    /// The retry worker's checkpoint: one value under [`CHECKPOINT`].
+    /// The retry worker's checkpoint (one value under [`CHECKPOINT`]) and
+    /// the fan-out watermark (under [`WATERMARK`]).
     retry_checkpoint: Keyspace,
+    /// Fan-out intents, by [`retry_key`]; those below the watermark are
+    /// removed when it is saved.
+    intents: Keyspace,
     /// Serializes ceiling compare-and-sets. A std mutex: it is only taken on
     /// a blocking thread, for one read and one write.
     ceiling_lock: std::sync::Mutex<()>,
@@ -110,6 +114,7 @@ impl EmbeddedStore {
             dedup: open("dedup")?,
             retries: open("fanout_retries")?,
             retry_checkpoint: open("fanout_retry_checkpoint")?,
+            intents: open("fanout_intents")?,
             ceiling_lock: std::sync::Mutex::new(()),
             db: db.clone(),
         };
@@ -201,6 +206,13 @@ fn index_key(user: &UserId, conv: &ConvId, conv_seq: Seq) -> Vec<u8> {
 
 /// The checkpoint's one key.
 const CHECKPOINT: &str = "fanout";
+/// The fan-out watermark's key, beside the checkpoint.
+const WATERMARK: &str = "fanout_watermark";
+
+/// The saved fan-out watermark (0 when none).
+fn watermark(t: &Tables) -> Result<u64> {
+    Ok(decode_optional::<u64>(t.retry_checkpoint.get(WATERMARK)?)?.unwrap_or(0))
+}
 
 /// `enqueued_at \0 conv_id \0 conv_seq`, big-endian numbers: byte order is
 /// the order of [`RetryKey`].
@@ -271,19 +283,27 @@ impl MessageStore for EmbeddedStore {
             .await
     }
 
-    async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket> {
+    async fn append_message(
+        &self,
+        msg: &HistoryMessage,
+        intent: &RetryItem,
+    ) -> Result<WriteTicket> {
         let k = seq_key(msg.conv_id.as_str(), msg.conv_seq);
         let value = serde_json::to_vec(msg)?;
         let dedup_key = key(msg.from.as_str(), msg.client_msg_id.as_str().as_bytes());
         let location = MessageRef {
             conv_id: msg.conv_id.clone(),
             conv_seq: msg.conv_seq,
+            members: intent.members.clone(),
         };
         let dedup_value = serde_json::to_vec(&location)?;
-        // Kept without expiry here: the protocol asks for at least 24 hours.
+        let (intent_key, intent_value) = (retry_key(&intent.key), serde_json::to_vec(intent)?);
+        // One batch: all three or none. The dedup record is kept without
+        // expiry here: the protocol asks for at least 24 hours.
         self.write_logged(move |t, b| {
             b.insert(&t.messages, k, value);
             b.insert(&t.dedup, dedup_key, dedup_value);
+            b.insert(&t.intents, intent_key, intent_value);
         })
         .await
     }
@@ -458,6 +478,46 @@ impl MessageStore for EmbeddedStore {
         let value = serde_json::to_vec(&at)?;
         self.write(move |t, b| b.insert(&t.retry_checkpoint, CHECKPOINT, value))
             .await
+    }
+
+    async fn fanout_intents(
+        &self,
+        from: u64,
+        after: Option<&RetryKey>,
+        limit: usize,
+    ) -> Result<Vec<RetryItem>> {
+        let start = match after {
+            Some(k) if k.enqueued_at >= from => successor(retry_key(k)),
+            _ => from.to_be_bytes().to_vec(),
+        };
+        self.read(move |t| decode_values(t.intents.range(start..), limit))
+            .await
+    }
+
+    async fn fanout_watermark(&self) -> Result<u64> {
+        self.read(watermark).await
+    }
+
+    async fn save_fanout_watermark(&self, at: u64) -> Result<()> {
+        let value = serde_json::to_vec(&at)?;
+        // On the writer thread, so no intent is written between the range
+        // read and the batch. The range starts at the previous watermark:
+        // what lies below was removed before (no walk over old tombstones).
+        self.write(move |t, b| {
+            // Unreadable: keep every intent (recovery only reads more).
+            if let Ok(previous) = watermark(t)
+                && previous < at
+            {
+                let below = previous.to_be_bytes().to_vec()..at.to_be_bytes().to_vec();
+                for guard in t.intents.range(below) {
+                    if let Ok(k) = guard.key() {
+                        b.remove(&t.intents, k);
+                    }
+                }
+            }
+            b.insert(&t.retry_checkpoint, WATERMARK, value);
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<()> {

@@ -161,9 +161,13 @@ impl MessageStore for FaultyStore {
         self.inner.user_conversations(user).await
     }
 
-    async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket> {
+    async fn append_message(
+        &self,
+        msg: &HistoryMessage,
+        intent: &RetryItem,
+    ) -> Result<WriteTicket> {
         self.gate(Class::Write).await?;
-        self.inner.append_message(msg).await
+        self.inner.append_message(msg, intent).await
     }
 
     async fn message(&self, conv: &ConvId, conv_seq: Seq) -> Result<Option<HistoryMessage>> {
@@ -264,6 +268,26 @@ impl MessageStore for FaultyStore {
     async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()> {
         self.gate(Class::Write).await?;
         self.inner.save_retry_checkpoint(at).await
+    }
+
+    async fn fanout_intents(
+        &self,
+        from: u64,
+        after: Option<&RetryKey>,
+        limit: usize,
+    ) -> Result<Vec<RetryItem>> {
+        self.gate(Class::Read).await?;
+        self.inner.fanout_intents(from, after, limit).await
+    }
+
+    async fn fanout_watermark(&self) -> Result<u64> {
+        self.gate(Class::Read).await?;
+        self.inner.fanout_watermark().await
+    }
+
+    async fn save_fanout_watermark(&self, at: u64) -> Result<()> {
+        self.gate(Class::Write).await?;
+        self.inner.save_fanout_watermark(at).await
     }
 
     async fn flush(&self) -> Result<()> {

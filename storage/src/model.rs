@@ -1,6 +1,6 @@
 //! Plain data the storage traits exchange besides the protocol's own types.
 
-use proto::{ConvId, ConvKind, Seq, UserId};
+use proto::{ConvId, ConvKind, HistoryMessage, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// What is stored about a conversation besides its members and messages.
@@ -35,13 +35,18 @@ impl std::fmt::Display for GatewayId {
     }
 }
 
-/// Where a message is: its conversation and position in that log.
+/// Where a message is: its conversation and position in that log, and the
+/// members it was sent to (its dedup record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRef {
     /// The conversation.
     pub conv_id: ConvId,
     /// The message's position in its log.
     pub conv_seq: Seq,
+    /// The members the message fans out to (empty in records written
+    /// before the list was kept).
+    #[serde(default)]
+    pub members: Vec<UserId>,
 }
 
 /// A write that has reached the store's log. The zero ticket is durable
@@ -62,8 +67,10 @@ pub struct RetryKey {
     pub conv_seq: Seq,
 }
 
-/// A fan-out that failed part-way: the message is in its conversation's log,
-/// these members' inboxes may not have it yet.
+/// A fan-out not known to be finished: the message is in its conversation's
+/// log, these members' inboxes may not have it yet. In the retry queue: a
+/// fan-out that failed part-way. As a fan-out intent (written with the
+/// message, keyed by the time of that write): every member it goes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryItem {
     /// Its place in the queue, and the message.
@@ -74,4 +81,21 @@ pub struct RetryItem {
     pub attempts: u32,
     /// Not to be retried before this time (ms since the epoch): the backoff.
     pub not_before: u64,
+}
+
+impl RetryItem {
+    /// The fan-out intent of `msg` to `members`, written at `written_at`
+    /// (ms since the epoch).
+    pub fn intent(written_at: u64, msg: &HistoryMessage, members: Vec<UserId>) -> Self {
+        RetryItem {
+            key: RetryKey {
+                enqueued_at: written_at,
+                conv_id: msg.conv_id.clone(),
+                conv_seq: msg.conv_seq,
+            },
+            members,
+            attempts: 0,
+            not_before: 0,
+        }
+    }
 }

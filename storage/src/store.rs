@@ -27,10 +27,13 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConvId>>;
 
     /// Appends a message at its `conv_seq` to its conversation's log and,
-    /// in the same atomic write, remembers `(from, client_msg_id)` -> where
-    /// it is (the dedup record). Durable once [`MessageStore::durable`] returns
-    /// for the ticket.
-    async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket>;
+    /// with it, remembers `(from, client_msg_id)` -> where it is and
+    /// `intent.members` (the dedup record), and keeps `intent`, the
+    /// message's fan-out intent: no crash can leave the message logged with
+    /// nothing saying whom it still has to reach. Durable once
+    /// [`MessageStore::durable`] returns for the ticket.
+    async fn append_message(&self, msg: &HistoryMessage, intent: &RetryItem)
+    -> Result<WriteTicket>;
     /// One message of a conversation's log.
     async fn message(&self, conv: &ConvId, conv_seq: Seq) -> Result<Option<HistoryMessage>>;
     /// A page of a conversation's log, at most `limit` messages.
@@ -97,6 +100,22 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn retry_checkpoint(&self) -> Result<Option<RetryKey>>;
     /// Records the retry worker's position. Durable before it returns.
     async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()>;
+
+    /// Fan-out intents written at or after `from` (ms since the epoch) with
+    /// a key above `after` (`None`: from `from`), ascending by key, at most
+    /// `limit`. Intents below the saved watermark may be gone.
+    async fn fanout_intents(
+        &self,
+        from: u64,
+        after: Option<&RetryKey>,
+        limit: usize,
+    ) -> Result<Vec<RetryItem>>;
+    /// The saved fan-out watermark (0 when none): every fan-out whose intent
+    /// was written before it is finished or in the retry queue.
+    async fn fanout_watermark(&self) -> Result<u64>;
+    /// Saves the fan-out watermark; the store may then drop the intents
+    /// below it. Durable before it returns.
+    async fn save_fanout_watermark(&self, at: u64) -> Result<()>;
 
     /// Makes everything written so far durable (used at shutdown).
     async fn flush(&self) -> Result<()>;

@@ -9,7 +9,7 @@ use proto::{ClientMsgId, ConvId, ConvKind, Entry, HistoryMessage, MessageKind, S
 
 use crate::{
     ConversationMeta, GatewayId, InboxCache, MessageRef, MessageStore, Notification, NotifyBus,
-    Page, Presence, WriteTicket,
+    Page, Presence, RetryItem, WriteTicket,
 };
 
 /// A unique user id for a test, so suites can share a backend.
@@ -40,6 +40,16 @@ pub fn entry(seq: Seq, conv: &ConvId, from: &UserId) -> Entry {
         seq,
         message: message(conv, seq, from),
     }
+}
+
+/// The fan-out intent of `msg` to its conversation's members (its sender
+/// and, in a direct conversation, the peer), written at the message's time.
+pub fn intent_of(msg: &HistoryMessage) -> RetryItem {
+    let members = match msg.conv_id.dm_members() {
+        Some((a, b)) => vec![a, b],
+        None => vec![msg.from.clone()],
+    };
+    RetryItem::intent(msg.ts, msg, members)
 }
 
 fn seqs(entries: &[Entry]) -> Vec<Seq> {
@@ -126,10 +136,8 @@ pub mod store {
                 .is_empty()
         );
         for seq in 1..=10 {
-            store
-                .append_message(&message(&conv, seq, &from))
-                .await
-                .unwrap();
+            let msg = message(&conv, seq, &from);
+            store.append_message(&msg, &intent_of(&msg)).await.unwrap();
         }
         assert_eq!(store.last_conv_seq(&conv).await.unwrap(), 10);
         let newest = store
@@ -229,15 +237,17 @@ pub mod store {
         let conv = ConvId::dm(&a, &b).unwrap();
         let msg = message(&conv, 3, &a);
         assert_eq!(store.dedup_get(&a, &msg.client_msg_id).await.unwrap(), None);
-        let ticket = store.append_message(&msg).await.unwrap();
+        let ticket = store.append_message(&msg, &intent_of(&msg)).await.unwrap();
         store.durable(ticket).await.unwrap();
         let found = store.dedup_get(&a, &msg.client_msg_id).await.unwrap();
         assert_eq!(
             found,
             Some(MessageRef {
                 conv_id: conv.clone(),
-                conv_seq: 3
-            })
+                conv_seq: 3,
+                members: vec![a.clone(), b.clone()],
+            }),
+            "where it is, and whom it was sent to"
         );
         assert_eq!(
             store.dedup_get(&b, &msg.client_msg_id).await.unwrap(),
@@ -403,6 +413,8 @@ macro_rules! store_suite {
         $crate::store_suite!(@retry #[$attr] $open, a_retry_item_is_overwritten_by_its_key_and_removed_once_done);
         $crate::store_suite!(@retry #[$attr] $open, the_retry_checkpoint_starts_empty_and_keeps_the_last_position);
         $crate::store_suite!(@retry #[$attr] $open, a_conversation_scan_pages_through_every_conversation_once);
+        $crate::store_suite!(@retry #[$attr] $open, fan_out_intents_are_kept_with_their_messages_and_read_from_a_time_on);
+        $crate::store_suite!(@retry #[$attr] $open, the_fan_out_watermark_is_kept_and_intents_above_it_stay);
         #[tokio::test]
         #[$attr]
         async fn two_allocators_sharing_a_key_never_hand_out_the_same_seq() {

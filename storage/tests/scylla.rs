@@ -56,7 +56,10 @@ mod scylla_needs_node {
                 .await
                 .expect("append");
             let msg = message(&conv, seq, &peer);
-            store.append_message(&msg).await.expect("append message");
+            store
+                .append_message(&msg, &storage::suite::intent_of(&msg))
+                .await
+                .expect("append message");
         }
         assert_eq!(store.inbox_head(&u).await.expect("head"), 2_621_449);
         assert_eq!(store.last_conv_seq(&conv).await.expect("last"), 2_621_449);
@@ -106,7 +109,10 @@ mod scylla_needs_node {
         let msg = message(&conv, 1, &a);
         {
             let store = scratch.connect().await.expect("connect");
-            store.append_message(&msg).await.expect("append");
+            store
+                .append_message(&msg, &storage::suite::intent_of(&msg))
+                .await
+                .expect("append");
             store.swap_ceiling("u:a", 0, 10).await.expect("ceiling");
         }
         let store = scratch.connect().await.expect("reconnect");
@@ -186,7 +192,10 @@ mod scylla_needs_node {
         let mut small = message(&conv, 2, &a);
         small.body = "x".repeat(2 * 1024);
         for m in [&msg, &small] {
-            store.append_message(m).await.expect("append message");
+            store
+                .append_message(m, &storage::suite::intent_of(m))
+                .await
+                .expect("append message");
             for (member, seq) in [(&a, m.conv_seq), (&b, m.conv_seq)] {
                 let entry = proto::Entry {
                     seq,

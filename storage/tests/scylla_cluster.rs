@@ -169,7 +169,11 @@ mod cluster_needs_three_nodes {
                 }
             }
             if !p.stored {
-                step("append_message", store.append_message(&p.message)).await?;
+                step(
+                    "append_message",
+                    store.append_message(&p.message, &storage::suite::intent_of(&p.message)),
+                )
+                .await?;
                 p.stored = true;
             }
             for (member, seq, done) in &mut p.inbox {

@@ -11,8 +11,12 @@ use msg_service::{RetryConfig, ServiceConfig};
 use proto::UserId;
 use storage::{EmbeddedStore, MessageStore, RetryItem};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use crate::faults::{BareStore, assert_unavailable, start_faulty_with};
 use crate::helpers::{Options, TestService, seqs, strictly_increasing, user, users};
+use crate::store_double::hold;
 
 /// Short backoff and polling, so a test waits milliseconds for a retry.
 fn quick_retries() -> Options {
@@ -65,8 +69,23 @@ async fn drained(svc: &TestService) -> anyhow::Result<()> {
         .context("the retry queue did not drain in 10 s")?
 }
 
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Waits (bounded) for the worker's next pass to end.
+async fn next_pass(svc: &TestService) -> anyhow::Result<()> {
+    let mut passes = svc.service.retry_passes();
+    passes.borrow_and_update();
+    tokio::time::timeout(Duration::from_secs(10), passes.changed())
+        .await
+        .context("no retry pass in 10 s")??;
+    Ok(())
+}
+
 /// The client_msg_ids in an inbox, in inbox order; checks seqs ascend.
-async fn inbox_ids(svc: &TestService, member: &UserId) -> anyhow::Result<Vec<String>> {
+pub async fn inbox_ids(svc: &TestService, member: &UserId) -> anyhow::Result<Vec<String>> {
     let entries = svc.sync_all(member, 0).await?;
     assert!(
         strictly_increasing(&seqs(&entries)),
@@ -162,10 +181,12 @@ async fn after_a_restart_the_worker_resumes_its_pass_at_the_checkpoint_and_skips
     let items = queued(&store).await?;
     assert_eq!(items.len(), 3);
     // A worker stopped by a crash after the second item (kept, say, for its
-    // backoff) left its checkpoint there.
+    // backoff) left its checkpoint there, and its watermark past the three
+    // sends (their fan-outs ended, queued).
     bare(&store)?
         .save_retry_checkpoint(Some(&items[1].key))
         .await?;
+    bare(&store)?.save_fanout_watermark(now_ms()).await?;
 
     let svc = restart(svc, &store)?;
     let worker = svc.service.start_retry_worker();
@@ -196,6 +217,65 @@ async fn a_client_retry_racing_the_worker_leaves_one_copy_in_each_inbox() -> any
     let expected: Vec<String> = (0..20).map(|round| format!("x-{round}")).collect();
     assert_eq!(inbox_ids(&svc, &bob).await?, expected);
     assert_eq!(inbox_ids(&svc, &alice).await?, expected);
+    worker.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crash_between_the_conversation_append_and_the_retry_record_is_finished_at_the_next_start()
+-> anyhow::Result<()> {
+    let (svc, faults, store) = start_faulty_with(quick_retries())?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    // Bob's append fails and the retry record is never written: as if the
+    // process died between the conversation append and the queue write.
+    *faults.inbox_of.lock().unwrap_or_else(|p| p.into_inner()) = Some(bob.clone());
+    faults.enqueue_retry.store(1, Ordering::Release);
+    assert_unavailable(svc.send(&alice, &bob, "lost-1", "hi").await);
+    assert!(queued(&store).await?.is_empty(), "nothing queued");
+
+    let svc = restart(svc, &store)?;
+    let worker = svc.service.start_retry_worker();
+    next_pass(&svc).await?;
+    assert_eq!(
+        inbox_ids(&svc, &bob).await?,
+        ["lost-1"],
+        "recovered at start"
+    );
+    assert_eq!(inbox_ids(&svc, &alice).await?, ["lost-1"]);
+    worker.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_fan_out_watermark_never_passes_a_fan_out_in_flight() -> anyhow::Result<()> {
+    let (svc, faults, store) = start_faulty_with(quick_retries())?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let worker = svc.service.start_retry_worker();
+    let (written_rx, release_tx) = hold(&faults.hold_inbox_of, &bob);
+    let service = Arc::clone(&svc.service);
+    let (from, to) = (alice.clone(), bob.clone());
+    let send =
+        tokio::spawn(async move { crate::helpers::send(&service, &from, &to, "w-1", "hi").await });
+    written_rx.await.context("bob's append was reached")?;
+    let intent = bare(&store)?.fanout_intents(0, None, 10).await?;
+    let written_at = intent.first().context("the send's intent")?.key.enqueued_at;
+
+    next_pass(&svc).await?;
+    next_pass(&svc).await?;
+    let watermark = bare(&store)?.fanout_watermark().await?;
+    assert!(
+        watermark <= written_at,
+        "{watermark} passed the fan-out in flight at {written_at}"
+    );
+    let _ = release_tx.send(());
+    send.await?.context("the held send")?;
+    next_pass(&svc).await?;
+    next_pass(&svc).await?;
+    let watermark = bare(&store)?.fanout_watermark().await?;
+    assert!(
+        watermark > written_at,
+        "{watermark} moved past the finished fan-out"
+    );
     worker.stop().await;
     Ok(())
 }

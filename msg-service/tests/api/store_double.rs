@@ -80,7 +80,7 @@ pub struct Faults {
 /// A write the double reported as failed and has not applied yet.
 pub enum LateWrite {
     Inbox(UserId, Entry),
-    Message(HistoryMessage),
+    Message(HistoryMessage, RetryItem),
 }
 
 impl Faults {
@@ -90,7 +90,9 @@ impl Faults {
         for write in &late {
             let ticket = match write {
                 LateWrite::Inbox(user, entry) => store.append_inbox(user, entry).await?,
-                LateWrite::Message(message) => store.append_message(message).await?,
+                LateWrite::Message(message, intent) => {
+                    store.append_message(message, intent).await?
+                }
             };
             store.durable(ticket).await?;
         }
@@ -208,7 +210,11 @@ impl MessageStore for StoreDouble {
     async fn user_conversations(&self, user: &UserId) -> storage::Result<Vec<ConvId>> {
         self.inner.user_conversations(user).await
     }
-    async fn append_message(&self, msg: &HistoryMessage) -> storage::Result<WriteTicket> {
+    async fn append_message(
+        &self,
+        msg: &HistoryMessage,
+        intent: &RetryItem,
+    ) -> storage::Result<WriteTicket> {
         if take_one(&self.faults.append_message) {
             return Err(outage());
         }
@@ -219,10 +225,11 @@ impl MessageStore for StoreDouble {
             let _ = release.await;
         }
         if take_one(&self.faults.message_late) {
-            self.faults.keep_late(LateWrite::Message(msg.clone()));
+            self.faults
+                .keep_late(LateWrite::Message(msg.clone(), intent.clone()));
             return Err(outage());
         }
-        self.inner.append_message(msg).await
+        self.inner.append_message(msg, intent).await
     }
     async fn message(
         &self,
@@ -371,6 +378,20 @@ impl MessageStore for StoreDouble {
     }
     async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> storage::Result<()> {
         self.inner.save_retry_checkpoint(at).await
+    }
+    async fn fanout_intents(
+        &self,
+        from: u64,
+        after: Option<&RetryKey>,
+        limit: usize,
+    ) -> storage::Result<Vec<RetryItem>> {
+        self.inner.fanout_intents(from, after, limit).await
+    }
+    async fn fanout_watermark(&self) -> storage::Result<u64> {
+        self.inner.fanout_watermark().await
+    }
+    async fn save_fanout_watermark(&self, at: u64) -> storage::Result<()> {
+        self.inner.save_fanout_watermark(at).await
     }
     async fn flush(&self) -> storage::Result<()> {
         self.inner.flush().await

@@ -11,8 +11,9 @@ use msg_service::{MessageApi, ServiceConfig};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::error::Elapsed;
 
-use crate::faults::start_faulty_with;
+use crate::faults::{assert_unavailable, start_faulty_with};
 use crate::helpers::{Options, send, user, users};
+use crate::retry_queue::inbox_ids;
 use crate::store_double::hold;
 
 /// Longer than any healthy call here takes; only a call stuck behind
@@ -138,5 +139,28 @@ async fn a_retry_of_a_delivered_message_answers_its_ack_after_the_sender_was_rem
     // The first ack was lost; the client retries with the same id.
     let retry = svc.send(&alice, &group, "g-1", "bye").await?;
     assert_eq!(retry, ack);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retry_delivers_only_to_the_members_the_message_was_sent_to() -> anyhow::Result<()> {
+    let (svc, faults, _) = start_faulty_with(Options::default())?;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    let group = svc
+        .create_group(&alice, std::slice::from_ref(&bob), None)
+        .await?
+        .conv_id;
+    *faults.inbox_of.lock().unwrap_or_else(|p| p.into_inner()) = Some(bob.clone());
+    assert_unavailable(svc.send(&alice, &group, "g-1", "hi").await);
+    svc.add_members(&alice, &group, std::slice::from_ref(&carol))
+        .await?;
+
+    // The client retries the send that failed for bob.
+    svc.send(&alice, &group, "g-1", "hi").await?;
+    assert_eq!(inbox_ids(&svc, &bob).await?, ["g-1"]);
+    assert!(
+        inbox_ids(&svc, &carol).await?.is_empty(),
+        "carol joined after the message was sent, yet received it"
+    );
     Ok(())
 }

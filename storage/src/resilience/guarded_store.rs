@@ -119,8 +119,12 @@ impl MessageStore for GuardedStore {
         .await
     }
 
-    async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket> {
-        self.call(self.inner.append_message(msg)).await
+    async fn append_message(
+        &self,
+        msg: &HistoryMessage,
+        intent: &RetryItem,
+    ) -> Result<WriteTicket> {
+        self.call(self.inner.append_message(msg, intent)).await
     }
 
     async fn message(&self, conv: &ConvId, conv_seq: Seq) -> Result<Option<HistoryMessage>> {
@@ -217,6 +221,27 @@ impl MessageStore for GuardedStore {
 
     async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()> {
         self.call(self.inner.save_retry_checkpoint(at)).await
+    }
+
+    async fn fanout_intents(
+        &self,
+        from: u64,
+        after: Option<&RetryKey>,
+        limit: usize,
+    ) -> Result<Vec<RetryItem>> {
+        self.read("store.fanout_intents", || {
+            self.inner.fanout_intents(from, after, limit)
+        })
+        .await
+    }
+
+    async fn fanout_watermark(&self) -> Result<u64> {
+        self.read("store.fanout_watermark", || self.inner.fanout_watermark())
+            .await
+    }
+
+    async fn save_fanout_watermark(&self, at: u64) -> Result<()> {
+        self.call(self.inner.save_fanout_watermark(at)).await
     }
 
     async fn flush(&self) -> Result<()> {

@@ -12,7 +12,9 @@
 //!
 //! What stays all-or-nothing, as the trait promises, after any failure
 //! (a coordinator or this process dying between two writes included):
-//! - a message: its dedup record and its bucket's entry, then its row. A
+//! - a message: its dedup record, its bucket's entry and its fan-out
+//!   intent, then its row (an intent whose message is missing is skipped
+//!   by recovery). A
 //!   dedup record whose message row is missing reads as none (the retry of
 //!   the send stores it, at the same seq or a new one, and the record is
 //!   overwritten); an empty listed bucket is skipped by every walk.
@@ -30,11 +32,16 @@ use super::bulkhead::Class;
 use super::rows::{self, DedupRow};
 use super::store::ScyllaStore;
 use crate::Result;
-use crate::model::MessageRef;
+use crate::model::{MessageRef, RetryItem};
 
 impl ScyllaStore {
-    /// The dedup record and the bucket's entry (together), then the row.
-    pub(crate) async fn write_message(&self, msg: &HistoryMessage) -> Result<()> {
+    /// The dedup record (with the members), the bucket's entry and the
+    /// fan-out intent (together), then the row.
+    pub(crate) async fn write_message(
+        &self,
+        msg: &HistoryMessage,
+        intent: &RetryItem,
+    ) -> Result<()> {
         let st = self.statements();
         let conv_seq = to_cql(msg.conv_seq)?;
         let bucket = bucket_of(conv_seq);
@@ -43,10 +50,12 @@ impl ScyllaStore {
             msg.from.as_str(),
             msg.client_msg_id.as_str(),
         );
-        let dedup = (from, id, conv, conv_seq, self.dedup_ttl());
+        let members: Vec<&str> = intent.members.iter().map(|m| m.as_str()).collect();
+        let dedup = (from, id, conv, conv_seq, members, self.dedup_ttl());
         tokio::try_join!(
             self.execute(Class::Write, &st.insert_dedup, dedup),
             self.execute(Class::Write, &st.insert_message_bucket, (conv, bucket)),
+            self.write_intent(intent),
         )?;
         let row = rows::message_values(msg, bucket)?;
         self.execute(Class::Write, &st.insert_message, row).await?;

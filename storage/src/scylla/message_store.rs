@@ -81,11 +81,15 @@ impl MessageStore for ScyllaStore {
         Ok(convs)
     }
 
-    async fn append_message(&self, msg: &HistoryMessage) -> Result<WriteTicket> {
+    async fn append_message(
+        &self,
+        msg: &HistoryMessage,
+        intent: &RetryItem,
+    ) -> Result<WriteTicket> {
         // A large body first, alone: the row that makes the message
         // visible (and its dedup record count) must find it stored.
         self.put_body_apart(msg).await?;
-        self.write_message(msg).await?;
+        self.write_message(msg, intent).await?;
         // Durable at the consistency level already: see the module doc.
         Ok(WriteTicket::default())
     }
@@ -270,6 +274,23 @@ impl MessageStore for ScyllaStore {
 
     async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()> {
         self.store_retry_checkpoint(at).await
+    }
+
+    async fn fanout_intents(
+        &self,
+        from: u64,
+        after: Option<&RetryKey>,
+        limit: usize,
+    ) -> Result<Vec<RetryItem>> {
+        self.read_intents(from, after, limit).await
+    }
+
+    async fn fanout_watermark(&self) -> Result<u64> {
+        self.load_watermark().await
+    }
+
+    async fn save_fanout_watermark(&self, at: u64) -> Result<()> {
+        self.store_watermark(at).await
     }
 
     /// Nothing to flush: every write was durable when it returned.

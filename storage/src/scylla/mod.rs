@@ -8,6 +8,7 @@
 //! - `statements`: every statement, prepared once.
 //! - `appends`: appends as ordered plain writes, no batch log (issue 17).
 //! - `bodies`: bodies too large for a batch, stored apart before it.
+//! - `intents`: fan-out intents, append-only, read from a watermark.
 //! - `walk`: reads that cross buckets (`bucket = seq >> 16`).
 //! - `message_store`: the trait; seq ceilings as LWTs on the ceiling row.
 //! - `bulkhead`: bounded requests in flight per class, deadlines.
@@ -28,6 +29,7 @@ mod bulkhead;
 mod config;
 mod errors;
 mod guards;
+mod intents;
 mod message_store;
 mod retry_queue;
 mod rows;

@@ -146,6 +146,8 @@ impl ConversationRow {
 pub(crate) struct DedupRow {
     pub(crate) conv_id: String,
     pub(crate) conv_seq: i64,
+    /// Null in records written before schema version 4.
+    pub(crate) members: Option<Vec<String>>,
 }
 
 impl DedupRow {
@@ -153,6 +155,9 @@ impl DedupRow {
         Ok(MessageRef {
             conv_id: id("conv_id", &self.conv_id)?,
             conv_seq: from_cql(self.conv_seq)?,
+            members: (self.members.unwrap_or_default().iter())
+                .map(|m| id("user_id", m))
+                .collect::<Result<_>>()?,
         })
     }
 }
@@ -437,8 +442,15 @@ mod tests {
         let dedup = DedupRow {
             conv_id: "nope".into(),
             conv_seq: 1,
+            members: None,
         };
         assert!(matches!(dedup.into_ref(), Err(Error::BadData(_))));
+        let bad_member = DedupRow {
+            conv_id: "g:ok".into(),
+            conv_seq: 1,
+            members: Some(vec!["not a user".into()]),
+        };
+        assert!(matches!(bad_member.into_ref(), Err(Error::BadData(_))));
     }
 
     #[test]

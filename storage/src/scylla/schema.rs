@@ -23,7 +23,7 @@ use super::errors;
 use crate::{Error, Result};
 
 /// The version this code writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 3;
+pub(crate) const SCHEMA_VERSION: i32 = 4;
 
 /// The component name of the version row.
 const COMPONENT: &str = "store";
@@ -127,6 +127,12 @@ pub(crate) const TABLES: &[&str] = &[
 /// Version 3: `message_bodies`, the bodies too large for a batch (see
 /// `bodies`), keyed by the message's identity, one partition per bucket of
 /// a conversation like `messages`.
+///
+/// Version 4: `dedup.members`, the members a message was sent to (a retry
+/// goes to them, no more); `fanout_intents`, each message's fan-out intent,
+/// written with it and never deleted (no tombstone per send): partitions
+/// by minute and shard, expired by TTL, read only from the saved
+/// `fanout_watermark` on, at start (see `intents`).
 pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[
     (
         2,
@@ -162,7 +168,40 @@ pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[
     PRIMARY KEY ((conv_id, bucket), conv_seq, sender, client_msg_id)
 )"],
     ),
+    (
+        4,
+        &[
+            "ALTER TABLE {ks}.dedup ADD members list<text>",
+            "CREATE TABLE IF NOT EXISTS {ks}.fanout_intents (
+    minute bigint,
+    shard int,
+    written_at bigint,
+    conv_id text,
+    conv_seq bigint,
+    members list<text>,
+    PRIMARY KEY ((minute, shard), written_at, conv_id, conv_seq)
+) WITH default_time_to_live = 172800
+  AND gc_grace_seconds = 3600
+  AND compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 1}",
+            "CREATE TABLE IF NOT EXISTS {ks}.fanout_watermark (
+    owner text,
+    at bigint,
+    PRIMARY KEY ((owner))
+)",
+        ],
+    ),
 ];
+
+/// Whether a migration's DDL failed only because it ran before (a start
+/// that stopped before recording its version): `ALTER TABLE .. ADD` has
+/// no `IF NOT EXISTS` in Cassandra 3.11.
+fn ran_before(text: &str, err: &Error) -> bool {
+    text.starts_with("ALTER TABLE")
+        && matches!(err, Error::Rejected(_))
+        && err
+            .to_string()
+            .contains("conflicts with an existing column")
+}
 
 const READ_VERSION: &str = "SELECT version FROM {ks}.schema_version WHERE component = ?";
 const WRITE_VERSION: &str = "INSERT INTO {ks}.schema_version (component, version, applied_at) \
@@ -309,7 +348,10 @@ pub(crate) async fn ensure(
     for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
         tracing::info!(%keyspace, version, "migrating the Scylla schema");
         for text in *statements {
-            run_ddl(session, in_keyspace(text, keyspace)).await?;
+            match run_ddl(session, in_keyspace(text, keyspace)).await {
+                Err(err) if ran_before(text, &err) => tracing::info!(%err, "already applied"),
+                other => other?,
+            }
         }
     }
     if found < SCHEMA_VERSION {

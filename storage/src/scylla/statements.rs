@@ -44,7 +44,7 @@ pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO {ks}.messages \
 pub(crate) const INSERT_MESSAGE_BUCKET: &str =
     "INSERT INTO {ks}.message_buckets (conv_id, bucket) VALUES (?, ?)";
 pub(crate) const INSERT_DEDUP: &str = "INSERT INTO {ks}.dedup \
-     (user_id, client_msg_id, conv_id, conv_seq) VALUES (?, ?, ?, ?) USING TTL ?";
+     (user_id, client_msg_id, conv_id, conv_seq, members) VALUES (?, ?, ?, ?, ?) USING TTL ?";
 pub(crate) const MESSAGE: &str =
     "SELECT {message} FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND conv_seq = ?";
 pub(crate) const MESSAGE_STORED: &str =
@@ -86,7 +86,7 @@ pub(crate) const BODY: &str = "SELECT body FROM {ks}.message_bodies \
      WHERE conv_id = ? AND bucket = ? AND conv_seq = ? AND sender = ? AND client_msg_id = ?";
 
 pub(crate) const DEDUP: &str =
-    "SELECT conv_id, conv_seq FROM {ks}.dedup WHERE user_id = ? AND client_msg_id = ?";
+    "SELECT conv_id, conv_seq, members FROM {ks}.dedup WHERE user_id = ? AND client_msg_id = ?";
 
 pub(crate) const LOAD_CEILING: &str =
     "SELECT max_seq FROM {ks}.seq_ceilings WHERE section = ? AND alloc_key = ?";
@@ -117,12 +117,24 @@ pub(crate) const SAVE_RETRY_CHECKPOINT: &str = "INSERT INTO {ks}.fanout_retry_ch
 pub(crate) const CLEAR_RETRY_CHECKPOINT: &str =
     "DELETE FROM {ks}.fanout_retry_checkpoint WHERE worker = ?";
 
+pub(crate) const INSERT_INTENT: &str = "INSERT INTO {ks}.fanout_intents \
+     (minute, shard, written_at, conv_id, conv_seq, members) VALUES (?, ?, ?, ?, ?, ?)";
+const INTENT_COLUMNS: &str = "written_at, conv_id, conv_seq, members";
+pub(crate) const INTENTS_FROM: &str = "SELECT {intent} FROM {ks}.fanout_intents \
+     WHERE minute = ? AND shard = ? AND written_at >= ? LIMIT ?";
+pub(crate) const INTENTS_AFTER: &str = "SELECT {intent} FROM {ks}.fanout_intents \
+     WHERE minute = ? AND shard = ? AND (written_at, conv_id, conv_seq) > (?, ?, ?) LIMIT ?";
+pub(crate) const WATERMARK: &str = "SELECT at FROM {ks}.fanout_watermark WHERE owner = ?";
+pub(crate) const SAVE_WATERMARK: &str =
+    "INSERT INTO {ks}.fanout_watermark (owner, at) VALUES (?, ?)";
+
 /// The full text of a statement for a keyspace.
 pub(crate) fn render(text: &str, keyspace: &Keyspace) -> String {
     in_keyspace(text, keyspace)
         .replace("{message}", MESSAGE_COLUMNS)
         .replace("{inbox}", INBOX_COLUMNS)
         .replace("{retry}", RETRY_COLUMNS)
+        .replace("{intent}", INTENT_COLUMNS)
 }
 
 /// The prepared statements and batches of one keyspace.
@@ -172,6 +184,11 @@ pub(crate) struct Statements {
     pub(crate) retry_checkpoint: PreparedStatement,
     pub(crate) save_retry_checkpoint: PreparedStatement,
     pub(crate) clear_retry_checkpoint: PreparedStatement,
+    pub(crate) insert_intent: PreparedStatement,
+    pub(crate) intents_from: PreparedStatement,
+    pub(crate) intents_after: PreparedStatement,
+    pub(crate) watermark: PreparedStatement,
+    pub(crate) save_watermark: PreparedStatement,
 }
 
 /// Rows per page of a read that is not bounded by a `LIMIT`.
@@ -293,6 +310,11 @@ impl Statements {
             retry_checkpoint: p.plain(RETRY_CHECKPOINT).await?,
             save_retry_checkpoint: p.plain(SAVE_RETRY_CHECKPOINT).await?,
             clear_retry_checkpoint: p.plain(CLEAR_RETRY_CHECKPOINT).await?,
+            insert_intent: p.plain(INSERT_INTENT).await?,
+            intents_from: p.plain(INTENTS_FROM).await?,
+            intents_after: p.plain(INTENTS_AFTER).await?,
+            watermark: p.plain(WATERMARK).await?,
+            save_watermark: p.plain(SAVE_WATERMARK).await?,
         })
     }
 }
@@ -349,6 +371,11 @@ mod tests {
         RETRY_CHECKPOINT,
         SAVE_RETRY_CHECKPOINT,
         CLEAR_RETRY_CHECKPOINT,
+        INSERT_INTENT,
+        INTENTS_FROM,
+        INTENTS_AFTER,
+        WATERMARK,
+        SAVE_WATERMARK,
     ];
 
     const KEYWORDS: &[&str] = &[
@@ -356,23 +383,32 @@ mod tests {
         "exists", "delete", "order", "by", "asc", "desc", "limit", "using", "ttl", "token",
     ];
 
-    /// Table name -> its columns, read from the schema's DDL.
+    /// Table name -> its columns, read from the schema's DDL (`CREATE
+    /// TABLE`s, then the columns `ALTER TABLE .. ADD` adds).
     fn schema_columns() -> HashMap<String, HashSet<String>> {
-        TABLES
+        let mut schema: HashMap<String, HashSet<String>> = HashMap::new();
+        for ddl in TABLES
             .iter()
             .chain(MIGRATIONS.iter().flat_map(|(_, ddl)| ddl.iter()))
-            .map(|ddl| {
-                let head = ddl.lines().next().unwrap();
-                let table = head.split("{ks}.").nth(1).unwrap().trim_end_matches(" (");
-                let columns = ddl
-                    .lines()
-                    .skip(1)
-                    .filter(|line| line.starts_with("    ") && !line.contains("PRIMARY KEY"))
-                    .map(|line| line.split_whitespace().next().unwrap().to_owned())
-                    .collect();
-                (table.to_owned(), columns)
-            })
-            .collect()
+        {
+            let head = ddl.lines().next().unwrap();
+            let named = head.split("{ks}.").nth(1).unwrap();
+            if let Some((table, added)) = named.split_once(" ADD ") {
+                let column = added.split_whitespace().next().unwrap().to_owned();
+                schema.get_mut(table).unwrap().insert(column);
+                continue;
+            }
+            let columns = ddl
+                .lines()
+                .skip(1)
+                .filter(|line| line.starts_with("    ") && !line.contains("PRIMARY KEY"))
+                .map(|line| line.split_whitespace().next().unwrap().to_owned());
+            schema
+                .entry(named.trim_end_matches(" (").to_owned())
+                .or_default()
+                .extend(columns);
+        }
+        schema
     }
 
     fn words(text: &str) -> impl Iterator<Item = &str> {
@@ -408,7 +444,10 @@ mod tests {
         let markers = |text: &str| render(text, &ks).matches('?').count();
         assert_eq!(markers(INSERT_MESSAGE), 8);
         assert_eq!(markers(INSERT_INBOX), 10);
-        assert_eq!(markers(INSERT_DEDUP), 5, "four columns and the TTL");
+        assert_eq!(markers(INSERT_DEDUP), 6, "five columns and the TTL");
+        assert_eq!(markers(INSERT_INTENT), 6);
+        assert_eq!(markers(INTENTS_FROM), 4);
+        assert_eq!(markers(INTENTS_AFTER), 6);
         assert_eq!(markers(PUT_BODY), 6);
         assert_eq!(markers(BODY), 5);
         assert_eq!(markers(RAISE_CEILING), 4);

@@ -1,11 +1,11 @@
-//! Store cases of the fan-out retry queue, its checkpoint and the
-//! conversation scan, run by `store_suite!` against every store.
+//! Store cases of the fan-out retry queue, its checkpoint, the fan-out
+//! intents and their watermark, and the conversation scan, run by `store_suite!` against every store.
 
 use std::collections::HashSet;
 
-use proto::{ConvId, ConvKind, Seq};
+use proto::{ConvId, ConvKind, HistoryMessage, Seq};
 
-use super::user;
+use super::{message, user};
 use crate::{ConversationMeta, MessageStore, RetryItem, RetryKey};
 
 fn item(enqueued_at: u64, conv: &ConvId, conv_seq: Seq) -> RetryItem {
@@ -100,4 +100,72 @@ pub async fn a_conversation_scan_pages_through_every_conversation_once(store: &d
     let unique: HashSet<ConvId> = seen.iter().cloned().collect();
     assert_eq!(unique.len(), seen.len(), "no conversation twice: {seen:?}");
     assert!(made.is_subset(&unique), "every conversation seen");
+}
+
+/// Now, in ms since the epoch: intents are read minute by minute up to
+/// now, so a test writes them at realistic times.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Logs messages 1..=3 of a new group, their intents written at `at + seq`.
+async fn logged_with_intents(store: &dyn MessageStore, at: u64) -> (ConvId, Vec<RetryItem>) {
+    let from = user("intent");
+    let conv = group(&from.to_string());
+    let mut intents = Vec::new();
+    for seq in 1..=3 {
+        let msg: HistoryMessage = message(&conv, seq, &from);
+        let intent = RetryItem::intent(at + seq, &msg, vec![from.clone(), user("peer")]);
+        let ticket = store.append_message(&msg, &intent).await.unwrap();
+        store.durable(ticket).await.unwrap();
+        intents.push(intent);
+    }
+    (conv, intents)
+}
+
+/// The intents of `conv` among those read from `from` on, page by page.
+async fn intents_of(store: &dyn MessageStore, conv: &ConvId, from: u64) -> Vec<RetryItem> {
+    let (mut found, mut after) = (Vec::new(), None);
+    loop {
+        let page = store.fanout_intents(from, after.as_ref(), 2).await.unwrap();
+        let Some(last) = page.last() else {
+            return found;
+        };
+        after = Some(last.key.clone());
+        found.extend(page.into_iter().filter(|i| &i.key.conv_id == conv));
+    }
+}
+
+pub async fn fan_out_intents_are_kept_with_their_messages_and_read_from_a_time_on(
+    store: &dyn MessageStore,
+) {
+    let at = now_ms() - 10_000;
+    let (conv, intents) = logged_with_intents(store, at).await;
+    assert_eq!(
+        intents_of(store, &conv, at).await,
+        intents,
+        "every one, in order"
+    );
+    assert_eq!(
+        intents_of(store, &conv, at + 2).await,
+        intents[1..].to_vec(),
+        "from a time on, in pages of two"
+    );
+}
+
+pub async fn the_fan_out_watermark_is_kept_and_intents_above_it_stay(store: &dyn MessageStore) {
+    let at = now_ms() - 20_000;
+    let (conv, intents) = logged_with_intents(store, at).await;
+    store.save_fanout_watermark(at + 2).await.unwrap();
+    assert_eq!(store.fanout_watermark().await.unwrap(), at + 2);
+    assert_eq!(
+        intents_of(store, &conv, at + 2).await,
+        intents[1..].to_vec(),
+        "the intents at and above the watermark stay"
+    );
+    store.save_fanout_watermark(at + 3).await.unwrap();
+    assert_eq!(store.fanout_watermark().await.unwrap(), at + 3);
 }
