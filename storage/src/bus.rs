@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use proto::{Seq, UserId};
@@ -37,6 +38,8 @@ pub trait NotifyBus: Send + Sync + 'static {
 pub struct InProcessBus {
     gateways: Mutex<HashMap<GatewayId, mpsc::Sender<Notification>>>,
     capacity: usize,
+    /// Notifies dropped because a gateway's queue was full.
+    dropped: AtomicU64,
 }
 
 impl InProcessBus {
@@ -45,7 +48,14 @@ impl InProcessBus {
         InProcessBus {
             gateways: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
         }
+    }
+
+    /// How many notifies were dropped because a gateway's queue was full
+    /// (also counted in `chat_notifies_dropped_total`).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     fn gateways(
@@ -68,9 +78,11 @@ impl NotifyBus for InProcessBus {
     async fn publish(&self, gateway: &GatewayId, note: Notification) -> Result<()> {
         let sender = self.gateways().get(gateway).cloned();
         if let Some(sender) = sender
-            && sender.try_send(note).is_err()
+            && let Err(mpsc::error::TrySendError::Full(_)) = sender.try_send(note)
         {
-            tracing::debug!(%gateway, "notify dropped: gateway queue full or gone");
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("chat_notifies_dropped_total").increment(1);
+            tracing::debug!(%gateway, "notify dropped: gateway queue full");
         }
         Ok(())
     }
@@ -79,5 +91,27 @@ impl NotifyBus for InProcessBus {
         let (sender, receiver) = mpsc::channel(self.capacity);
         self.gateways().insert(gateway.clone(), sender);
         Ok(receiver)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_notify_to_a_full_gateway_queue_is_counted_as_dropped() {
+        let bus = InProcessBus::new(1);
+        let gateway = GatewayId("gw-1".into());
+        let mut queue = bus.subscribe(&gateway).await.unwrap();
+        let note = |head| Notification {
+            user: UserId::parse("alice").unwrap(),
+            head,
+        };
+        bus.publish(&gateway, note(1)).await.unwrap();
+        bus.publish(&gateway, note(2)).await.unwrap();
+        assert_eq!(bus.dropped(), 1);
+        assert_eq!(queue.recv().await, Some(note(1)));
     }
 }

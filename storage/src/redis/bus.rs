@@ -210,6 +210,7 @@ fn deliver(routes: &Routes, channel: &[u8], payload: &[u8]) {
     match sender.try_send(note) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!("chat_notifies_dropped_total").increment(1);
             tracing::debug!(channel, "notify dropped: gateway queue full");
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {

@@ -51,12 +51,13 @@ fn minute_of(ms: u64) -> Result<i64> {
     to_cql(ms / MINUTE_MS)
 }
 
-/// A stable shard of a conversation id (FNV-1a): the same in every build.
-fn shard_of(conv: &str) -> i32 {
+/// A stable shard in `0..shards` of a conversation id (FNV-1a): the same
+/// in every build and process.
+pub(crate) fn shard_of(conv: &str, shards: i32) -> i32 {
     let hash = conv.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    i32::try_from(hash % SHARDS.unsigned_abs() as u64).unwrap_or(0)
+    i32::try_from(hash % u64::from(shards.max(1).unsigned_abs())).unwrap_or(0)
 }
 
 fn now_ms() -> u64 {
@@ -71,7 +72,7 @@ impl ScyllaStore {
         let members: Vec<&str> = intent.members.iter().map(|m| m.as_str()).collect();
         let values = (
             minute_of(key.enqueued_at)?,
-            shard_of(key.conv_id.as_str()),
+            shard_of(key.conv_id.as_str(), SHARDS),
             to_cql(key.enqueued_at)?,
             key.conv_id.as_str(),
             to_cql(key.conv_seq)?,
@@ -158,9 +159,10 @@ mod tests {
 
     #[test]
     fn a_conversation_always_lands_in_the_same_shard_and_shards_spread() {
-        assert_eq!(shard_of("g:abc"), shard_of("g:abc"));
-        let shards: std::collections::HashSet<i32> =
-            (0..64).map(|i| shard_of(&format!("g:{i}"))).collect();
+        assert_eq!(shard_of("g:abc", SHARDS), shard_of("g:abc", SHARDS));
+        let shards: std::collections::HashSet<i32> = (0..64)
+            .map(|i| shard_of(&format!("g:{i}"), SHARDS))
+            .collect();
         assert!(shards.iter().all(|s| (0..SHARDS).contains(s)));
         assert_eq!(shards.len(), SHARDS as usize, "64 ids reach every shard");
     }

@@ -7,10 +7,14 @@ use proto::ConvId;
 
 use super::buckets::{from_cql, to_cql};
 use super::bulkhead::Class;
+use super::intents::shard_of;
 use super::rows;
 use super::store::ScyllaStore;
 use crate::Result;
 use crate::model::{RetryItem, RetryKey};
+
+/// Partitions of the queue (spread over the nodes; a pass reads them all).
+const RETRY_SHARDS: i32 = 8;
 
 /// The checkpoint row's key: one fan-out retry worker per keyspace.
 const WORKER: &str = "fanout";
@@ -88,33 +92,70 @@ impl ScyllaStore {
         let (at, conv, seq) = key_values(&item.key)?;
         let members: Vec<&str> = item.members.iter().map(|m| m.as_str()).collect();
         let attempts = i32::try_from(item.attempts).unwrap_or(i32::MAX);
-        let values = (at, conv, seq, members, attempts, to_cql(item.not_before)?);
+        let shard = shard_of(conv, RETRY_SHARDS);
+        let values = (
+            shard,
+            at,
+            conv,
+            seq,
+            members,
+            attempts,
+            to_cql(item.not_before)?,
+        );
         let statement = &self.statements().enqueue_retry;
         self.execute(Class::Write, statement, values).await?;
         Ok(())
     }
 
+    /// The first `limit` items after `after`: every shard's first `limit`,
+    /// merged in key order.
     pub(crate) async fn read_retries(
         &self,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> Result<Vec<RetryItem>> {
+        let mut found = Vec::new();
+        for shard in 0..RETRY_SHARDS {
+            found.extend(self.retries_in(shard, after, limit).await?);
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn retries_in(
+        &self,
+        shard: i32,
+        after: Option<&RetryKey>,
+        limit: usize,
+    ) -> Result<Vec<RetryItem>> {
         let st = self.statements();
         let found: Vec<RetryRow> = match after {
-            None => self.select(&st.retries_first, (cql_limit(limit),)).await?,
+            None => {
+                let values = (shard, cql_limit(limit));
+                self.select(&st.retries_first, values).await?
+            }
             Some(key) => {
                 let (at, conv, seq) = key_values(key)?;
-                let values = (at, conv, seq, cql_limit(limit));
+                let values = (shard, at, conv, seq, cql_limit(limit));
                 self.select(&st.retries_after, values).await?
             }
         };
         found.into_iter().map(RetryRow::into_item).collect()
     }
 
+    /// Removes an item from its shard, and from shard 0, where schema
+    /// versions 2 and 3 kept every item.
     pub(crate) async fn delete_retry(&self, key: &RetryKey) -> Result<()> {
         let statement = &self.statements().remove_retry;
-        self.execute(Class::Write, statement, key_values(key)?)
+        let (at, conv, seq) = key_values(key)?;
+        let shard = shard_of(conv, RETRY_SHARDS);
+        self.execute(Class::Write, statement, (shard, at, conv, seq))
             .await?;
+        if shard != 0 {
+            self.execute(Class::Write, statement, (0, at, conv, seq))
+                .await?;
+        }
         Ok(())
     }
 

@@ -132,7 +132,8 @@ pub(crate) const TABLES: &[&str] = &[
 /// goes to them, no more); `fanout_intents`, each message's fan-out intent,
 /// written with it and never deleted (no tombstone per send): partitions
 /// by minute and shard, expired by TTL, read only from the saved
-/// `fanout_watermark` on, at start (see `intents`).
+/// `fanout_watermark` on, at start (see `intents`). The retry queue is now
+/// spread over 8 shards (`shard` from the conversation id), read merged.
 pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[
     (
         2,

@@ -103,13 +103,13 @@ pub(crate) const CONVERSATIONS_AFTER: &str =
 const RETRY_COLUMNS: &str = "enqueued_at, conv_id, conv_seq, members, attempts, not_before";
 pub(crate) const ENQUEUE_RETRY: &str = "INSERT INTO {ks}.fanout_retries \
      (shard, enqueued_at, conv_id, conv_seq, members, attempts, not_before) \
-     VALUES (0, ?, ?, ?, ?, ?, ?)";
+     VALUES (?, ?, ?, ?, ?, ?, ?)";
 pub(crate) const RETRIES_FIRST: &str =
-    "SELECT {retry} FROM {ks}.fanout_retries WHERE shard = 0 LIMIT ?";
+    "SELECT {retry} FROM {ks}.fanout_retries WHERE shard = ? LIMIT ?";
 pub(crate) const RETRIES_AFTER: &str = "SELECT {retry} FROM {ks}.fanout_retries \
-     WHERE shard = 0 AND (enqueued_at, conv_id, conv_seq) > (?, ?, ?) LIMIT ?";
+     WHERE shard = ? AND (enqueued_at, conv_id, conv_seq) > (?, ?, ?) LIMIT ?";
 pub(crate) const REMOVE_RETRY: &str = "DELETE FROM {ks}.fanout_retries \
-     WHERE shard = 0 AND enqueued_at = ? AND conv_id = ? AND conv_seq = ?";
+     WHERE shard = ? AND enqueued_at = ? AND conv_id = ? AND conv_seq = ?";
 pub(crate) const RETRY_CHECKPOINT: &str = "SELECT enqueued_at, conv_id, conv_seq \
      FROM {ks}.fanout_retry_checkpoint WHERE worker = ?";
 pub(crate) const SAVE_RETRY_CHECKPOINT: &str = "INSERT INTO {ks}.fanout_retry_checkpoint \
