@@ -107,6 +107,11 @@ impl App {
                 config.service.send_rate,
                 config.service.send_burst,
             )),
+            // In-process, the message service has one of its own.
+            history_runtime: match local {
+                None => config.service.history_runtime(),
+                Some(_) => None,
+            },
             limits: limits(config),
             dev_auth: config.dev_auth(),
             draining: CancellationToken::new(),

@@ -70,6 +70,9 @@ pub struct AppState {
     /// Sends per second per user, charged when a frame arrives (see
     /// `session`): pipelined sends cannot outrun the limit by queueing.
     pub send_admission: Arc<msg_service::UserRate>,
+    /// Where REST history pages are answered when the message service is
+    /// remote: a low-priority thread, so a history flood does not slow sends.
+    pub history_runtime: Option<Arc<msg_service::LowPriority>>,
     /// Edge limits.
     pub limits: Limits,
     /// Whether `POST /v1/dev/token` is served.

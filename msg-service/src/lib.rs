@@ -4,6 +4,7 @@
 
 mod api;
 pub mod audit;
+mod background;
 mod bulkhead;
 mod clock;
 mod conversations;
@@ -24,6 +25,7 @@ mod stripes;
 mod sync;
 
 pub use api::{Conversation, HistoryPage, MessageApi};
+pub use background::LowPriority;
 pub use bulkhead::{BulkheadConfig, BulkheadFull};
 pub use error::{Error, Result};
 pub use rate_limit::UserRate;

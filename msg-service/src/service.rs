@@ -5,6 +5,7 @@ use std::sync::Arc;
 use proto::{ConvId, Seq, UserId};
 use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator};
 
+use crate::background::LowPriority;
 use crate::bulkhead::{Bulkhead, BulkheadConfig};
 use crate::fanouts::FanoutTurns;
 use crate::inbox::{InboxWrite, announcer};
@@ -42,6 +43,9 @@ pub struct ServiceConfig {
     /// delivery turned away fails its send, which the client retries with
     /// the same client_msg_id, and the retry resumes the fan-out.
     pub fanout_bulkhead: BulkheadConfig,
+    /// Where history pages run, when not with everything else: a runtime
+    /// of low priority, so that a history flood does not slow sends.
+    pub history_runtime: Option<Arc<LowPriority>>,
 }
 
 impl Default for ServiceConfig {
@@ -57,6 +61,7 @@ impl Default for ServiceConfig {
             sync_bulkhead: BulkheadConfig::new(256, 1024),
             history_bulkhead: BulkheadConfig::new(32, 64),
             fanout_bulkhead: BulkheadConfig::new(512, 8192),
+            history_runtime: None,
         }
     }
 }
@@ -258,8 +263,18 @@ impl crate::MessageApi for MessageService {
         page: storage::Page,
         limit: usize,
     ) -> Result<crate::HistoryPage> {
-        let work = self.core.read_history(user, conv, page, limit);
-        self.core.bulkheads.history.run(work).await
+        let Some(background) = &self.core.config.history_runtime else {
+            let work = self.core.read_history(user, conv, page, limit);
+            return self.core.bulkheads.history.run(work).await;
+        };
+        let (core, user, conv) = (Arc::clone(&self.core), user.clone(), conv.clone());
+        let work = async move {
+            let work = core.read_history(&user, &conv, page, limit);
+            core.bulkheads.history.run(work).await
+        };
+        background.run(work).await.unwrap_or_else(|| {
+            Err(storage::Error::Unavailable("the history thread is gone".into()).into())
+        })
     }
 
     async fn conversations(&self, user: &UserId) -> Result<Vec<crate::Conversation>> {

@@ -3,11 +3,12 @@
 //! in-process; with `--msg-service` msg-service's own flags apply), and the
 //! circuit breakers (one setting for every breaker of the process).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use storage::resilience::{BreakerConfig, GuardedStoreConfig};
 
-use crate::{BulkheadConfig, ServiceConfig};
+use crate::{BulkheadConfig, LowPriority, ServiceConfig};
 
 /// The message service's rate limit, store deadline and bulkheads.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,6 +43,13 @@ pub struct ServiceArgs {
     /// Inbox appends of all fan-outs running at once and waiting.
     #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
     pub bulkhead_fanout: BulkheadConfig,
+
+    /// The nice value of the one thread that serves history pages (1-19:
+    /// under CPU contention sends go first); 0 serves them with everything
+    /// else.
+    #[arg(long, env = "CHAT_HISTORY_NICE", default_value_t = 10,
+        value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub history_nice: i32,
 }
 
 impl ServiceArgs {
@@ -54,7 +62,24 @@ impl ServiceArgs {
             sync_bulkhead: self.bulkhead_sync,
             history_bulkhead: self.bulkhead_history,
             fanout_bulkhead: self.bulkhead_fanout,
+            history_runtime: self.history_runtime(),
             ..ServiceConfig::default()
+        }
+    }
+
+    /// The low-priority runtime for history pages that `--history-nice`
+    /// asks for; none when it is 0 or cannot be started (then history runs
+    /// with everything else, which is said in the log).
+    pub fn history_runtime(&self) -> Option<Arc<LowPriority>> {
+        if self.history_nice == 0 {
+            return None;
+        }
+        match LowPriority::start("history", 1, self.history_nice) {
+            Ok(runtime) => Some(runtime),
+            Err(err) => {
+                tracing::warn!(error = %err, "no low-priority thread for history; it shares the others");
+                None
+            }
         }
     }
 
