@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::error::Error;
 use crate::state::AppState;
-use crate::{ops, rest, unread, ws};
+use crate::{background, ops, rest, unread, ws};
 
 /// The OpenAPI document and the REST router, from the same handlers.
 fn rest_routes(dev_auth: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -85,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            background::history_in_background,
+        ))
         .layer(middleware::from_fn(unread::drain_body))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)

@@ -3,6 +3,7 @@
 
 mod app;
 pub mod auth;
+mod background;
 mod budget;
 mod close;
 pub mod config;

@@ -1,7 +1,6 @@
 //! The REST routes of PROTOCOL.md: conversations, members, history, send
 //! over HTTP, long-poll sync, and dev tokens.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -144,20 +143,11 @@ pub async fn history(
         .ok_or(Error::TooManyReads {
             limit: state.history_slots.max_per_user(),
         })?;
-    let call = {
-        let (api, user, conv) = (Arc::clone(&state.api), user.clone(), conv.clone());
-        let (page, limit) = (params.page, params.limit);
-        async move { api.history(&user, &conv, page, limit).await }
-    };
-    let answer = match &state.history_runtime {
-        Some(background) => background.run(call).await.unwrap_or_else(|| {
-            Err(msg_service::Error::from(storage::Error::Unavailable(
-                "the history thread is gone".into(),
-            )))
-        }),
-        None => call.await,
-    };
-    let result = match answer {
+    let result = match state
+        .api
+        .history(&user, &conv, params.page, params.limit)
+        .await
+    {
         Ok(result) => result,
         Err(err) => {
             if err.code() == ErrorCode::Unavailable {
