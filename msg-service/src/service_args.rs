@@ -47,7 +47,7 @@ pub struct ServiceArgs {
     /// The nice value of the one thread that serves history pages (1-19:
     /// under CPU contention sends go first); 0 serves them with everything
     /// else.
-    #[arg(long, env = "CHAT_HISTORY_NICE", default_value_t = 10,
+    #[arg(long, env = "CHAT_HISTORY_NICE", default_value_t = 19,
         value_parser = clap::value_parser!(i32).range(0..=19))]
     pub history_nice: i32,
 }

@@ -5,7 +5,10 @@
 //! fails answers `unavailable`, and the client resends it with the same
 //! client_msg_id). History and conversation lists travel on a connection of
 //! their own, so a flood of them cannot hold up sends and syncs behind it on
-//! one HTTP/2 connection (its stream limit and flow-control window).
+//! one HTTP/2 connection (its stream limit and flow-control window), and
+//! through a breaker of their own (`msg_service_bulk`): history pages timing
+//! out under a flood mean history is slow, not that the service is down, and
+//! must not fail sends fast.
 
 use std::future::Future;
 use std::time::Duration;
@@ -56,15 +59,22 @@ impl ClientConfig {
     }
 }
 
+/// One connection to the service and the breaker its calls go through.
+#[derive(Clone)]
+struct Lane {
+    client: MessagesClient<Channel>,
+    breaker: Breaker,
+}
+
 /// A [`MessageApi`] over gRPC. Connects lazily: a gateway starts even while
 /// the service is down, and its calls answer `unavailable` until it is up.
 #[derive(Clone)]
 pub struct RemoteMessageService {
     /// Sends, syncs and the other short calls.
-    client: MessagesClient<Channel>,
-    /// History pages and conversation lists: larger answers, on their own connection.
-    bulk: MessagesClient<Channel>,
-    breaker: Breaker,
+    main: Lane,
+    /// History pages and conversation lists: larger answers, on their own
+    /// connection and breaker.
+    bulk: Lane,
     retry: RetryPolicy,
     budget: RetryBudget,
 }
@@ -77,25 +87,30 @@ impl RemoteMessageService {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20));
-        let breaker = Breaker::new("msg_service", config.breaker);
-        watch_service_recovery(&breaker, endpoint.clone());
+        let lane = |name| {
+            let breaker = Breaker::new(name, config.breaker);
+            watch_service_recovery(&breaker, endpoint.clone());
+            // A lazy channel of the endpoint each: two HTTP/2 connections.
+            Lane {
+                client: MessagesClient::new(endpoint.connect_lazy()),
+                breaker,
+            }
+        };
         Ok(RemoteMessageService {
-            // Two lazy channels of one endpoint: two HTTP/2 connections.
-            client: MessagesClient::new(endpoint.connect_lazy()),
-            bulk: MessagesClient::new(endpoint.connect_lazy()),
-            breaker,
+            main: lane("msg_service"),
+            bulk: lane("msg_service_bulk"),
             retry: config.retry,
             budget: config.budget.clone(),
         })
     }
 
-    /// The `msg_service` breaker (for `/readyz`).
+    /// The `msg_service` breaker, of sends and syncs (for `/readyz`).
     pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+        &self.main.breaker
     }
 
     fn client(&self) -> MessagesClient<Channel> {
-        self.client.clone()
+        self.main.client.clone()
     }
 
     /// One call through the breaker: only the call itself failing (the
@@ -105,32 +120,36 @@ impl RemoteMessageService {
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T> {
-        let answered = async {
-            call.await
-                .map(tonic::Response::into_inner)
-                .map_err(status_to_error)
-        };
-        self.breaker.run(answered, is_call_failure).await
+        unary_through(&self.main.breaker, call).await
     }
 
     /// A read on `connection` (`client` or `bulk`, see the module docs),
     /// retried within the policy and the budget while the call itself fails
     /// (not while the breaker is open).
-    async fn read<T, F, Fut>(
-        &self,
-        connection: &MessagesClient<Channel>,
-        name: &'static str,
-        mut call: F,
-    ) -> Result<T>
+    async fn read<T, F, Fut>(&self, lane: &Lane, name: &'static str, mut call: F) -> Result<T>
     where
         F: FnMut(MessagesClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         retry_when(name, &self.retry, &self.budget, is_call_failure, || {
-            self.unary(call(connection.clone()))
+            unary_through(&lane.breaker, call(lane.client.clone()))
         })
         .await
     }
+}
+
+/// One call through `breaker`: only the call itself failing (the service
+/// down or too slow) counts against it, never an error the service answered.
+async fn unary_through<T>(
+    breaker: &Breaker,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    let answered = async {
+        call.await
+            .map(tonic::Response::into_inner)
+            .map_err(status_to_error)
+    };
+    breaker.run(answered, is_call_failure).await
 }
 
 /// How often an open `msg_service` breaker tries the service afresh.
@@ -179,7 +198,7 @@ impl MessageApi for RemoteMessageService {
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
         let reply = self
-            .read(&self.client, "msg_service.sync", |mut c| {
+            .read(&self.main, "msg_service.sync", |mut c| {
                 let message = message.clone();
                 async move { c.sync(message).await }
             })
@@ -196,7 +215,7 @@ impl MessageApi for RemoteMessageService {
             user: user.to_string(),
         };
         let reply = self
-            .read(&self.client, "msg_service.inbox_head", |mut c| {
+            .read(&self.main, "msg_service.inbox_head", |mut c| {
                 let message = message.clone();
                 async move { c.inbox_head(message).await }
             })
