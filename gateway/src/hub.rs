@@ -2,7 +2,7 @@
 //! here, each with a watch of their inbox head, fed by this gateway's one
 //! subscription to the notify bus.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use msg_service::MessageApi;
@@ -34,6 +34,9 @@ pub struct Hub {
     gateway: GatewayId,
     presence: Arc<dyn Presence>,
     users: Mutex<HashMap<UserId, Listener>>,
+    /// Users whose presence claim failed: no notify can reach them until
+    /// they are claimed again (at the next check, not the next refresh).
+    unclaimed: Mutex<HashSet<UserId>>,
 }
 
 /// A registration of one socket or poll; unregisters when dropped.
@@ -51,6 +54,7 @@ impl Hub {
             gateway,
             presence,
             users: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::new(HashSet::new()),
         })
     }
 
@@ -80,9 +84,19 @@ impl Hub {
         }
     }
 
+    fn unclaimed(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+        self.unclaimed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn announce(&self, user: &UserId) {
-        if let Err(err) = self.presence.connected(user, &self.gateway).await {
-            tracing::warn!(error = %err, %user, "presence registration failed; the refresh retries it");
+        match self.presence.connected(user, &self.gateway).await {
+            Ok(()) => {
+                self.unclaimed().remove(user);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, %user, "presence registration failed; the next check retries it");
+                self.unclaimed().insert(user.clone());
+            }
         }
     }
 
@@ -147,6 +161,7 @@ impl Hub {
                         self.refresh_all().await;
                         last_refresh = tokio::time::Instant::now();
                     }
+                    self.claim_again(heads.as_ref()).await;
                     if restarted || was_down {
                         // Notifies may have been lost meanwhile, and the
                         // message service's own Redis connection can come
@@ -176,6 +191,23 @@ impl Hub {
         }
     }
 
+    /// Claims the users whose claim failed, then polls their heads once:
+    /// notifies for them were skipped while nobody knew they were here.
+    async fn claim_again(&self, heads: &dyn MessageApi) {
+        let users: Vec<UserId> = self.unclaimed().drain().collect();
+        // Those who left meanwhile need no claim.
+        let users: Vec<UserId> = users.into_iter().filter(|u| self.is_listening(u)).collect();
+        if users.is_empty() {
+            return;
+        }
+        if let Err(err) = self.presence.refresh(&self.gateway, &users).await {
+            tracing::warn!(error = %err, users = users.len(), "presence claims failed again");
+            self.unclaimed().extend(users);
+            return;
+        }
+        self.poll_heads_of(heads, &users).await;
+    }
+
     fn listening_users(&self) -> Vec<UserId> {
         self.users().keys().cloned().collect()
     }
@@ -183,9 +215,13 @@ impl Hub {
     /// Reads the inbox head of every user held here and wakes those whose
     /// head moved: the fallback for notifies while the bus is down.
     async fn poll_heads(&self, heads: &dyn MessageApi) {
-        for user in self.listening_users() {
-            match heads.inbox_head(&user).await {
-                Ok(head) => self.notify(&user, head),
+        self.poll_heads_of(heads, &self.listening_users()).await;
+    }
+
+    async fn poll_heads_of(&self, heads: &dyn MessageApi, users: &[UserId]) {
+        for user in users {
+            match heads.inbox_head(user).await {
+                Ok(head) => self.notify(user, head),
                 Err(err) => {
                     tracing::debug!(error = %err, %user, "head poll failed");
                     return;
@@ -238,5 +274,114 @@ impl Drop for Registration {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { hub.withdraw(&user).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use msg_service::{Backends, MessageService, ServiceConfig};
+    use proto::SendRequest;
+    use storage::{
+        Durability, EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, Result,
+    };
+
+    use super::*;
+
+    /// Presence whose next `connected` calls fail; counts the checks.
+    struct FlakyClaims {
+        inner: InProcessPresence,
+        failing_claims: AtomicUsize,
+        checks: watch::Sender<usize>,
+    }
+
+    #[async_trait]
+    impl Presence for FlakyClaims {
+        async fn connected(&self, user: &UserId, gateway: &GatewayId) -> Result<()> {
+            let failing = self.failing_claims.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.failing_claims.store(failing - 1, Ordering::SeqCst);
+                return Err(storage::Error::Unavailable("injected".into()));
+            }
+            self.inner.connected(user, gateway).await
+        }
+        async fn disconnected(&self, user: &UserId, gateway: &GatewayId) -> Result<()> {
+            self.inner.disconnected(user, gateway).await
+        }
+        async fn gateways(&self, user: &UserId) -> Result<Vec<GatewayId>> {
+            self.inner.gateways(user).await
+        }
+        async fn refresh(&self, gateway: &GatewayId, users: &[UserId]) -> Result<()> {
+            for user in users {
+                self.inner.connected(user, gateway).await?;
+            }
+            Ok(())
+        }
+        async fn instance(&self) -> Result<String> {
+            self.checks.send_modify(|n| *n += 1);
+            Ok("one".into())
+        }
+    }
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).expect("a valid user id")
+    }
+
+    #[tokio::test]
+    async fn a_user_whose_presence_claim_failed_is_claimed_and_told_its_head_at_the_next_check()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let presence = Arc::new(FlakyClaims {
+            inner: InProcessPresence::default(),
+            failing_claims: AtomicUsize::new(0),
+            checks: watch::channel(0).0,
+        });
+        let service = Arc::new(MessageService::new(
+            Backends {
+                store: Arc::new(EmbeddedStore::open(dir.path(), Durability::Fsync)?),
+                cache: Arc::new(InProcessCache::default()),
+                bus: Arc::new(InProcessBus::default()),
+                presence: Arc::clone(&presence) as _,
+            },
+            ServiceConfig::default(),
+        ));
+        let gateway = GatewayId("gw-1".into());
+        let hub = Hub::new(gateway.clone(), Arc::clone(&presence) as _);
+        let stop = CancellationToken::new();
+        // The refresh is far away: only the checks can claim bob in time.
+        let times = PresenceTimes {
+            refresh: Duration::from_secs(3600),
+            check: Duration::from_millis(20),
+        };
+        let mut checks = presence.checks.subscribe();
+        let watcher = tokio::spawn(Arc::clone(&hub).watch_presence(
+            Arc::clone(&service) as _,
+            times,
+            stop.clone(),
+        ));
+        // Past the first check's refresh and its catch-up polls.
+        checks
+            .wait_for(|n| *n > CATCH_UP_POLLS as usize + 1)
+            .await?;
+
+        presence.failing_claims.store(1, Ordering::SeqCst);
+        let (alice, bob) = (user("alice"), user("bob"));
+        let mut registration = hub.register(&bob).await;
+        assert!(
+            presence.gateways(&bob).await?.is_empty(),
+            "the claim failed"
+        );
+        let request = SendRequest::new(Some("m-1"), None, Some("bob"), None, Some("hi".into()))?;
+        service.send(&alice, request).await?;
+
+        tokio::time::timeout(Duration::from_secs(5), registration.head.changed()).await??;
+        assert_eq!(*registration.head.borrow(), 1);
+        assert_eq!(presence.gateways(&bob).await?, [gateway]);
+        stop.cancel();
+        watcher.await?;
+        Ok(())
     }
 }

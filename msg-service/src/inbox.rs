@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use proto::{Entry, HistoryMessage, Seq, UserId};
-use storage::{Notification, WriteTicket};
+use storage::WriteTicket;
 
 use crate::logs::{Announce, Logged, Write};
 use crate::service::{Core, inbox_key};
+use crate::unsent::Notifier;
 use crate::{Backends, Result};
 
 /// An inbox entry in the store's log, with what its announcement needs.
@@ -73,8 +74,9 @@ fn inbox_write(backends: Backends, user: UserId, message: HistoryMessage) -> Wri
 /// What an inbox entry that became visible (appended or settled late) sets
 /// off: the cache is extended, then the gateways holding the user are told.
 pub(crate) fn announcer(backends: Backends) -> Announce<InboxWrite> {
+    let notifier = Notifier::new(Arc::clone(&backends.presence), Arc::clone(&backends.bus));
     Arc::new(move |written: &InboxWrite| {
-        let backends = backends.clone();
+        let (backends, notifier) = (backends.clone(), notifier.clone());
         let (user, previous, entry) = (
             written.user.clone(),
             written.previous,
@@ -85,7 +87,7 @@ pub(crate) fn announcer(backends: Backends) -> Announce<InboxWrite> {
                 tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
                 drop_cache(&backends, &user).await;
             }
-            notify(&backends, &user, entry.seq).await;
+            notifier.notify(&user, entry.seq).await;
         })
     })
 }
@@ -93,26 +95,5 @@ pub(crate) fn announcer(backends: Backends) -> Announce<InboxWrite> {
 async fn drop_cache(backends: &Backends, user: &UserId) {
     if let Err(err) = backends.cache.invalidate(user).await {
         tracing::error!(error = %err, %user, "inbox cache could not be dropped");
-    }
-}
-
-/// Tells the gateways holding `user` that the inbox head moved. Best
-/// effort: a lost notify loses nothing, the next sync finds the entry.
-async fn notify(backends: &Backends, user: &UserId, head: Seq) {
-    let gateways = match backends.presence.gateways(user).await {
-        Ok(gateways) => gateways,
-        Err(err) => {
-            tracing::warn!(error = %err, %user, "presence lookup failed; notify skipped");
-            return;
-        }
-    };
-    for gateway in gateways {
-        let note = Notification {
-            user: user.clone(),
-            head,
-        };
-        if let Err(err) = backends.bus.publish(&gateway, note).await {
-            tracing::warn!(error = %err, %gateway, "notify publish failed");
-        }
     }
 }

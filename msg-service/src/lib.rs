@@ -23,6 +23,7 @@ mod service;
 mod service_args;
 mod stripes;
 mod sync;
+mod unsent;
 
 pub use api::{Conversation, HistoryPage, MessageApi};
 pub use background::LowPriority;

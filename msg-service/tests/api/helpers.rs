@@ -12,7 +12,7 @@ use msg_service::{
 use proto::{Ack, ConvId, Entry, SendRequest, Seq, SyncResult, UserId};
 use storage::{
     Durability, EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, InboxCache,
-    MessageStore, Page,
+    MessageStore, Page, Presence,
 };
 use tempfile::TempDir;
 
@@ -52,6 +52,9 @@ impl Dest for ConvId {
 /// Puts a test double around the embedded store (to inject faults).
 pub type WrapStore = Arc<dyn Fn(EmbeddedStore) -> Arc<dyn MessageStore> + Send + Sync>;
 
+/// Puts a test double around the in-process presence.
+pub type WrapPresence = Arc<dyn Fn(Arc<InProcessPresence>) -> Arc<dyn Presence> + Send + Sync>;
+
 /// What a test can change about the service it starts.
 #[derive(Clone)]
 pub struct Options {
@@ -64,6 +67,8 @@ pub struct Options {
     /// The inbox cache (a Redis one, say); `None`: an in-process cache of
     /// `cache_per_inbox` entries per inbox.
     pub cache: Option<Arc<dyn InboxCache>>,
+    /// Wraps the presence notifies are routed with; `None`: it as is.
+    pub wrap_presence: Option<WrapPresence>,
 }
 
 impl Default for Options {
@@ -73,6 +78,7 @@ impl Default for Options {
             cache_per_inbox: 200,
             wrap_store: None,
             cache: None,
+            wrap_presence: None,
         }
     }
 }
@@ -125,7 +131,10 @@ impl TestService {
                 None => Arc::new(InProcessCache::new(options.cache_per_inbox, 100_000)),
             },
             bus: Arc::clone(&bus) as _,
-            presence: Arc::clone(&presence) as _,
+            presence: match &options.wrap_presence {
+                Some(wrap) => wrap(Arc::clone(&presence)),
+                None => Arc::clone(&presence) as _,
+            },
         };
         let service = Arc::new(MessageService::new(backends, options.config.clone()));
         Ok(TestService {

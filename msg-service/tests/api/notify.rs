@@ -2,12 +2,16 @@
 //! get the new head on the bus; nobody else does.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use msg_service::ServiceConfig;
-use proto::Seq;
+use proto::{Seq, UserId};
 use storage::{
-    GatewayId, InProcessCache, InboxCache, Notification, NotifyBus, Presence, Subscription,
+    GatewayId, InProcessCache, InProcessPresence, InboxCache, Notification, NotifyBus, Presence,
+    Subscription,
 };
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -26,6 +30,14 @@ fn queued(sub: &mut Subscription) -> Vec<Notification> {
     }
 }
 
+/// Subscribes gateway gw-1 to the bus and tells presence it holds `user`.
+async fn on_a_gateway(svc: &TestService, user: &UserId) -> anyhow::Result<Subscription> {
+    let gateway = GatewayId("gw-1".into());
+    let sub = svc.bus.subscribe(&gateway).await?;
+    svc.presence.connected(user, &gateway).await?;
+    Ok(sub)
+}
+
 fn note(name: &str, head: Seq) -> Notification {
     Notification {
         user: user(name),
@@ -38,9 +50,7 @@ async fn a_connected_recipient_gets_a_notify_with_the_new_head_before_the_ack() 
 {
     let svc = TestService::start()?;
     let (alice, bob) = (user("alice"), user("bob"));
-    let gateway = GatewayId("gw-1".into());
-    let mut sub = svc.bus.subscribe(&gateway).await?;
-    svc.presence.connected(&bob, &gateway).await?;
+    let mut sub = on_a_gateway(&svc, &bob).await?;
 
     svc.send(&alice, &bob, "c-1", "one").await?;
     svc.send(&alice, &bob, "c-2", "two").await?;
@@ -83,10 +93,10 @@ async fn each_gateway_gets_the_notifies_of_its_own_users() -> anyhow::Result<()>
 async fn a_user_who_disconnected_gets_no_notify_but_loses_nothing() -> anyhow::Result<()> {
     let svc = TestService::start()?;
     let (alice, bob) = (user("alice"), user("bob"));
-    let gateway = GatewayId("gw-1".into());
-    let mut sub = svc.bus.subscribe(&gateway).await?;
-    svc.presence.connected(&bob, &gateway).await?;
-    svc.presence.disconnected(&bob, &gateway).await?;
+    let mut sub = on_a_gateway(&svc, &bob).await?;
+    svc.presence
+        .disconnected(&bob, &GatewayId("gw-1".into()))
+        .await?;
 
     svc.send(&alice, &bob, "c-1", "while you were away").await?;
 
@@ -113,9 +123,7 @@ async fn an_inbox_entry_reaches_the_cache_and_the_notify_only_once_it_is_durable
         ..Options::default()
     })?;
     let (alice, bob) = (user("alice"), user("bob"));
-    let gateway = GatewayId("gw-1".into());
-    let mut sub = svc.bus.subscribe(&gateway).await?;
-    svc.presence.connected(&bob, &gateway).await?;
+    let mut sub = on_a_gateway(&svc, &bob).await?;
     let (reached, release) = hold(&faults.hold_durable_of, &bob);
 
     let service = Arc::clone(&svc.service);
@@ -139,9 +147,7 @@ async fn an_inbox_entry_reaches_the_cache_and_the_notify_only_once_it_is_durable
 async fn an_entry_made_visible_by_settling_an_uncertain_write_is_notified() -> anyhow::Result<()> {
     let (svc, faults, _) = start_faulty_with(Options::default())?;
     let (alice, bob) = (user("alice"), user("bob"));
-    let gateway = GatewayId("gw-1".into());
-    let mut sub = svc.bus.subscribe(&gateway).await?;
-    svc.presence.connected(&bob, &gateway).await?;
+    let mut sub = on_a_gateway(&svc, &bob).await?;
     svc.send(&alice, &bob, "c-1", "first").await?;
     *faults
         .inbox_written_then_fail
@@ -154,5 +160,58 @@ async fn an_entry_made_visible_by_settling_an_uncertain_write_is_notified() -> a
 
     assert_eq!(svc.inbox_head(&bob).await?, 2);
     assert_eq!(queued(&mut sub), [note("bob", 1), note("bob", 2)]);
+    Ok(())
+}
+
+/// Presence whose next `gateways` lookups fail (Redis slow or down).
+struct FailingLookups {
+    inner: Arc<InProcessPresence>,
+    failing: AtomicUsize,
+}
+
+#[async_trait]
+impl Presence for FailingLookups {
+    async fn connected(&self, user: &UserId, gateway: &GatewayId) -> storage::Result<()> {
+        self.inner.connected(user, gateway).await
+    }
+    async fn disconnected(&self, user: &UserId, gateway: &GatewayId) -> storage::Result<()> {
+        self.inner.disconnected(user, gateway).await
+    }
+    async fn gateways(&self, user: &UserId) -> storage::Result<Vec<GatewayId>> {
+        let failing = self.failing.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing.store(failing - 1, Ordering::SeqCst);
+            return Err(storage::Error::Unavailable("injected".into()));
+        }
+        self.inner.gateways(user).await
+    }
+    async fn refresh(&self, gateway: &GatewayId, users: &[UserId]) -> storage::Result<()> {
+        self.inner.refresh(gateway, users).await
+    }
+}
+
+#[tokio::test]
+async fn a_notify_whose_presence_lookup_failed_is_sent_once_presence_answers_again()
+-> anyhow::Result<()> {
+    let svc = TestService::start_with(Options {
+        wrap_presence: Some(Arc::new(|inner| {
+            Arc::new(FailingLookups {
+                inner,
+                failing: AtomicUsize::new(2),
+            })
+        })),
+        ..Options::default()
+    })?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut sub = on_a_gateway(&svc, &bob).await?;
+
+    // The last message of the conversation: no later notify would cover it.
+    svc.send(&alice, &bob, "c-1", "the last one").await?;
+    assert!(queued(&mut sub).is_empty(), "its lookup failed");
+
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .context("the kept notify is sent once presence answers")?;
+    assert_eq!(got, Some(note("bob", 1)));
     Ok(())
 }
