@@ -2,7 +2,8 @@
 //! low-priority thread when the message service is remote: the whole
 //! request (token check, read limits, the call, the JSON page), so that a
 //! history flood takes CPU from nothing but history. Everything else runs
-//! where it was.
+//! where it was. Requests beyond the runtime's queue bound are answered
+//! 503 `unavailable` at once.
 
 use axum::extract::{Request, State};
 use axum::http::Method;
@@ -35,9 +36,9 @@ pub async fn history_in_background(
         return next.run(request).await;
     }
     match background.run(next.run(request)).await {
-        Some(response) => response,
-        None => Error::from(msg_service::Error::from(storage::Error::Unavailable(
-            "the history thread is gone".into(),
+        Ok(response) => response,
+        Err(not_run) => Error::from(msg_service::Error::from(storage::Error::Unavailable(
+            format!("history was not read: {not_run:?}").into(),
         )))
         .into_response(),
     }

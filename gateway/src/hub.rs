@@ -291,11 +291,13 @@ mod tests {
 
     use super::*;
 
-    /// Presence whose next `connected` calls fail; counts the checks.
+    /// Presence whose next `connected` calls fail; counts the checks; its
+    /// `refresh` waits while `refreshes` is closed (false).
     struct FlakyClaims {
         inner: InProcessPresence,
         failing_claims: AtomicUsize,
         checks: watch::Sender<usize>,
+        refreshes: watch::Sender<bool>,
     }
 
     #[async_trait]
@@ -315,6 +317,8 @@ mod tests {
             self.inner.gateways(user).await
         }
         async fn refresh(&self, gateway: &GatewayId, users: &[UserId]) -> Result<()> {
+            let mut open = self.refreshes.subscribe();
+            let _ = open.wait_for(|open| *open).await;
             for user in users {
                 self.inner.connected(user, gateway).await?;
             }
@@ -338,6 +342,7 @@ mod tests {
             inner: InProcessPresence::default(),
             failing_claims: AtomicUsize::new(0),
             checks: watch::channel(0).0,
+            refreshes: watch::channel(true).0,
         });
         let service = Arc::new(MessageService::new(
             Backends {
@@ -367,6 +372,8 @@ mod tests {
             .wait_for(|n| *n > CATCH_UP_POLLS as usize + 1)
             .await?;
 
+        // No claim until the message is in: its notify finds no gateway.
+        presence.refreshes.send_replace(false);
         presence.failing_claims.store(1, Ordering::SeqCst);
         let (alice, bob) = (user("alice"), user("bob"));
         let mut registration = hub.register(&bob).await;
@@ -376,6 +383,7 @@ mod tests {
         );
         let request = SendRequest::new(Some("m-1"), None, Some("bob"), None, Some("hi".into()))?;
         service.send(&alice, request).await?;
+        presence.refreshes.send_replace(true);
 
         tokio::time::timeout(Duration::from_secs(5), registration.head.changed()).await??;
         assert_eq!(*registration.head.borrow(), 1);

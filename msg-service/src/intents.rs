@@ -20,6 +20,10 @@ use crate::service::Core;
 /// Intents read per page during recovery.
 const PAGE: usize = 100;
 
+/// Recovery reads intents in windows of this many ms: a store may read per
+/// minute, so one call never walks a long span (a long downtime).
+const WINDOW_MS: u64 = 10 * 60_000;
+
 /// The intents of this process whose fan-out has not finished, by the time
 /// they were written.
 pub(crate) struct InFlight {
@@ -99,19 +103,38 @@ impl Core {
     /// or after its last saved watermark; returns how many it looked at.
     /// Stops early (unfinished) when cancelled.
     pub(crate) async fn recover_fanouts(&self, cancel: &CancellationToken) -> Result<usize> {
+        let (mut from, end) = (
+            self.backends.store.fanout_watermark().await?,
+            self.in_flight.started_at,
+        );
+        let mut seen = 0;
+        while from < end {
+            let to = from.saturating_add(WINDOW_MS).min(end);
+            seen += self.recover_window(from, to, cancel).await?;
+            if cancel.is_cancelled() {
+                break;
+            }
+            from = to;
+        }
+        Ok(seen)
+    }
+
+    /// Finishes the intents written in `[from, to)`.
+    async fn recover_window(
+        &self,
+        from: u64,
+        to: u64,
+        cancel: &CancellationToken,
+    ) -> Result<usize> {
         let store = &self.backends.store;
-        let from = store.fanout_watermark().await?;
         let (mut after, mut seen) = (None, 0);
         loop {
-            let page = store.fanout_intents(from, after.as_ref(), PAGE).await?;
+            let page = store.fanout_intents(from, to, after.as_ref(), PAGE).await?;
             let Some(last) = page.last() else {
                 return Ok(seen);
             };
             after = Some(last.key.clone());
             for intent in page {
-                if intent.key.enqueued_at >= self.in_flight.started_at {
-                    return Ok(seen);
-                }
                 if cancel.is_cancelled() {
                     return Ok(seen);
                 }
@@ -123,18 +146,27 @@ impl Core {
 
     /// Appends the intent's message to the inboxes that lack it; queues
     /// the members whose append fails. An intent whose message never made
-    /// it to the log (a write that failed after its intent) is skipped.
+    /// it to the log (a write that failed after its intent) is skipped, and
+    /// so is one that cannot be finished for good (bad data: logged), so
+    /// that it cannot hold up recovery forever. A failure that may pass
+    /// (the store, the queue write) ends recovery, to be tried again.
     async fn finish_intent(&self, intent: RetryItem) -> Result<()> {
         let (conv, conv_seq): (_, Seq) = (&intent.key.conv_id, intent.key.conv_seq);
-        let Some(message) = self.backends.store.message(conv, conv_seq).await? else {
-            return Ok(());
+        let message = match self.backends.store.message(conv, conv_seq).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(()),
+            Err(err) if err.is_retryable() => return Err(err.into()),
+            Err(err) => {
+                tracing::error!(error = %err, %conv, conv_seq, "an intent's message cannot be read; skipped");
+                return Ok(());
+            }
         };
         let _turn = self.fanout_turns.take(conv, conv_seq).await;
         let seqs = self.fan_out(&intent.members, &message, true).await;
         if seqs.iter().any(|s| s.is_err()) {
             tracing::warn!(%conv, conv_seq, "a recovered fan-out failed in part; queued");
         }
-        self.queue_missing(&message, &intent.members, &seqs).await;
+        self.queue_missing(&message, &intent.members, &seqs).await?;
         metrics::counter!("chat_fanout_recovered_total").increment(1);
         Ok(())
     }

@@ -89,6 +89,9 @@ pub(crate) struct Logs<T> {
     seqs: SeqAllocator,
     store: Arc<dyn MessageStore>,
     announce: Announce<T>,
+    /// What follows when a write is settled by a caller other than its own
+    /// (`settle`, or the next append): after `announce`.
+    settled_late: Announce<T>,
 }
 
 impl<T: Logged> Logs<T> {
@@ -96,12 +99,14 @@ impl<T: Logged> Logs<T> {
         seqs: SeqAllocator,
         store: Arc<dyn MessageStore>,
         announce: Announce<T>,
+        settled_late: Announce<T>,
     ) -> Self {
         Logs {
             logs: Mutex::new(HashMap::new()),
             seqs,
             store,
             announce,
+            settled_late,
         }
     }
 
@@ -245,6 +250,7 @@ impl<T: Logged> Logs<T> {
         self.store.durable(value.ticket()).await?;
         publish(log, seq);
         (self.announce)(&value).await;
+        (self.settled_late)(&value).await;
         Ok(())
     }
 

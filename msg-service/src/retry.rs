@@ -161,14 +161,14 @@ async fn recover(core: &Core, cancel: &CancellationToken) -> bool {
 
 impl Core {
     /// Records the members whose append failed, if any, so that the worker
-    /// finishes the fan-out. Only the queue write's failure is reported: the
-    /// send answers `unavailable` either way.
+    /// finishes the fan-out. A failed queue write is logged and returned (a
+    /// send answers `unavailable` either way; recovery tries again later).
     pub(crate) async fn queue_missing(
         &self,
         message: &HistoryMessage,
         members: &[UserId],
         seqs: &[Result<Seq>],
-    ) {
+    ) -> Result<()> {
         let missing: Vec<UserId> = members
             .iter()
             .zip(seqs)
@@ -176,7 +176,7 @@ impl Core {
             .map(|(member, _)| member.clone())
             .collect();
         if missing.is_empty() {
-            return;
+            return Ok(());
         }
         let item = RetryItem {
             key: RetryKey {
@@ -192,12 +192,15 @@ impl Core {
             Ok(()) => {
                 metrics::counter!("chat_dlq_enqueued_total").increment(1);
                 self.retry.kick.notify_one();
+                Ok(())
             }
-            // The client's retry (same client_msg_id) or the audit finds it.
-            Err(err) => tracing::error!(
-                error = %err, conv = %message.conv_id, conv_seq = message.conv_seq,
-                "fan-out retry could not be queued"
-            ),
+            Err(err) => {
+                tracing::error!(
+                    error = %err, conv = %message.conv_id, conv_seq = message.conv_seq,
+                    "fan-out retry could not be queued"
+                );
+                Err(err.into())
+            }
         }
     }
 

@@ -11,7 +11,8 @@ use storage::{ConversationMeta, MessageRef, MessageStore, RetryItem, WriteTicket
 use crate::clock::now_ms;
 use crate::fanouts::Turn;
 use crate::intents::{InFlight, InFlightGuard};
-use crate::logs::{Appended, Logged, Write};
+use crate::logs::{Announce, Appended, Logged, Write};
+use crate::retry::RetrySignals;
 use crate::service::{Core, conv_key, inbox_key};
 use crate::{Error, Result};
 
@@ -27,7 +28,8 @@ impl Core {
             message, members, ..
         } = &appended.value;
         let seqs = self.fan_out(members, message, false).await;
-        self.queue_missing(message, members, &seqs).await;
+        // A failure is logged there; the client's retry finishes the fan-out.
+        let _ = self.queue_missing(message, members, &seqs).await;
         // Covered already by the fsyncs of the inbox appends, logged later:
         // waiting here does not cost a second fsync per send.
         self.backends.store.durable(appended.value.ticket).await?;
@@ -78,7 +80,8 @@ impl Core {
             .await?;
         let members = self.members_sent_to(sender, stored).await?;
         let seqs = self.fan_out(&members, &message, true).await;
-        self.queue_missing(&message, &members, &seqs).await;
+        // A failure is logged there; the client's retry finishes the fan-out.
+        let _ = self.queue_missing(&message, &members, &seqs).await;
         ack_for(sender, &message, &members, seqs)
     }
 
@@ -271,10 +274,9 @@ pub(crate) struct Posted {
     pub(crate) message: HistoryMessage,
     pub(crate) members: Vec<UserId>,
     ticket: WriteTicket,
-    /// Its fan-out intent, in flight until this is dropped (after the
-    /// send's fan-out, or at once for a write settled late: the client's
-    /// retry of the send fans it out).
-    _intent: InFlightGuard,
+    /// Its fan-out intent, in flight until every holder lets go (after the
+    /// send's fan-out, or once a write settled late is queued for one).
+    _intent: Arc<InFlightGuard>,
 }
 
 impl Logged for Posted {
@@ -284,22 +286,24 @@ impl Logged for Posted {
 }
 
 /// The store write of a message at its conv_seq with its fan-out intent,
-/// re-issuable (each issue writes a fresh intent, at its own time).
+/// re-issuable (each issue writes the same intent). The intent stays in
+/// flight while the write is unsettled (the log holds this write) and
+/// while its message is fanned out (the `Posted` holds it): the watermark
+/// cannot pass a write that may have landed with nobody fanning it out.
 fn posting(
     store: Arc<dyn MessageStore>,
     in_flight: &Arc<InFlight>,
     template: HistoryMessage,
     members: Vec<UserId>,
 ) -> Write<Posted> {
-    let in_flight = Arc::clone(in_flight);
+    let guard = Arc::new(in_flight.register());
     Arc::new(move |conv_seq, _| {
         let store = Arc::clone(&store);
         let message = HistoryMessage {
             conv_seq,
             ..template.clone()
         };
-        let members = members.clone();
-        let guard = in_flight.register();
+        let (members, guard) = (members.clone(), Arc::clone(&guard));
         Box::pin(async move {
             let intent = RetryItem::intent(guard.at, &message, members.clone());
             let ticket = store.append_message(&message, &intent).await?;
@@ -309,6 +313,40 @@ fn posting(
                 ticket,
                 _intent: guard,
             })
+        })
+    })
+}
+
+/// What a conversation append settled by another caller needs: its own
+/// send is gone (it answered `unavailable`), so nobody fans it out unless
+/// its client retries. Its members go to the retry queue (a member that has
+/// it already is skipped: a retry looks first); the intent stays in flight
+/// until the item is written.
+pub(crate) fn queue_late_fanout(
+    store: Arc<dyn MessageStore>,
+    retry: Arc<RetrySignals>,
+) -> Announce<Posted> {
+    Arc::new(move |posted: &Posted| {
+        let (store, retry) = (Arc::clone(&store), Arc::clone(&retry));
+        let message = &posted.message;
+        let item = RetryItem {
+            key: storage::RetryKey {
+                enqueued_at: now_ms(),
+                conv_id: message.conv_id.clone(),
+                conv_seq: message.conv_seq,
+            },
+            members: posted.members.clone(),
+            attempts: 0,
+            not_before: 0,
+        };
+        Box::pin(async move {
+            match store.enqueue_retry(&item).await {
+                Ok(()) => retry.kick.notify_one(),
+                Err(err) => tracing::error!(
+                    error = %err, conv = %item.key.conv_id, conv_seq = item.key.conv_seq,
+                    "the fan-out of a late-settled message could not be queued"
+                ),
+            }
         })
     })
 }

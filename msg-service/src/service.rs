@@ -13,7 +13,7 @@ use crate::intents::InFlight;
 use crate::logs::{Logs, silent};
 use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
-use crate::send::Posted;
+use crate::send::{Posted, queue_late_fanout};
 use crate::stripes::Stripes;
 use crate::{Error, Result};
 
@@ -142,17 +142,26 @@ impl MessageService {
     /// A service over these backends.
     pub fn new(backends: Backends, config: ServiceConfig) -> Self {
         let seqs = SeqAllocator::new(Arc::clone(&backends.store), config.seq_step);
+        let retry: Arc<RetrySignals> = Arc::default();
+        let store = &backends.store;
         let core = Core {
+            // A settled inbox entry is announced like any other.
             inboxes: Logs::new(
                 seqs.clone(),
-                Arc::clone(&backends.store),
+                Arc::clone(store),
                 announcer(backends.clone()),
+                silent(),
             ),
-            conversations: Logs::new(seqs, Arc::clone(&backends.store), silent()),
+            conversations: Logs::new(
+                seqs,
+                Arc::clone(store),
+                silent(),
+                queue_late_fanout(Arc::clone(store), Arc::clone(&retry)),
+            ),
             senders: Stripes::new(1024),
             fanout_turns: FanoutTurns::default(),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
-            retry: Arc::default(),
+            retry,
             bulkheads: Bulkheads::new(&config),
             in_flight: Arc::new(InFlight::new()),
             backends,
@@ -263,18 +272,21 @@ impl crate::MessageApi for MessageService {
         page: storage::Page,
         limit: usize,
     ) -> Result<crate::HistoryPage> {
-        let Some(background) = &self.core.config.history_runtime else {
+        let Some(background) = self.core.config.history_runtime.clone() else {
             let work = self.core.read_history(user, conv, page, limit);
             return self.core.bulkheads.history.run(work).await;
         };
+        // The bulkhead's slot is taken here: what it turns away never queues
+        // on the low-priority thread.
         let (core, user, conv) = (Arc::clone(&self.core), user.clone(), conv.clone());
+        let read = async move { core.read_history(&user, &conv, page, limit).await };
         let work = async move {
-            let work = core.read_history(&user, &conv, page, limit);
-            core.bulkheads.history.run(work).await
+            background.run(read).await.unwrap_or_else(|not_run| {
+                let reason = format!("history was not read: {not_run:?}");
+                Err(storage::Error::Unavailable(reason.into()).into())
+            })
         };
-        background.run(work).await.unwrap_or_else(|| {
-            Err(storage::Error::Unavailable("the history thread is gone".into()).into())
-        })
+        self.core.bulkheads.history.run(work).await
     }
 
     async fn conversations(&self, user: &UserId) -> Result<Vec<crate::Conversation>> {

@@ -10,6 +10,10 @@ use storage::resilience::{BreakerConfig, GuardedStoreConfig};
 
 use crate::{BulkheadConfig, LowPriority, ServiceConfig};
 
+/// History requests that may wait for (or run on) the low-priority thread
+/// of one process; beyond, they are answered `unavailable` at once.
+const HISTORY_QUEUE: usize = 1024;
+
 /// The message service's rate limit, store deadline and bulkheads.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
@@ -44,9 +48,10 @@ pub struct ServiceArgs {
     #[arg(long, env = "CHAT_BULKHEAD_FANOUT", default_value = "512:8192")]
     pub bulkhead_fanout: BulkheadConfig,
 
-    /// The nice value of the one thread that serves history pages (1-19:
-    /// under CPU contention sends go first); 0 serves them with everything
-    /// else.
+    /// History pages are served by one thread of their own under
+    /// SCHED_IDLE (a waking send preempts it at once), or, where that
+    /// policy is refused, at this nice value (1-19); 0 serves them with
+    /// everything else.
     #[arg(long, env = "CHAT_HISTORY_NICE", default_value_t = 19,
         value_parser = clap::value_parser!(i32).range(0..=19))]
     pub history_nice: i32,
@@ -74,7 +79,7 @@ impl ServiceArgs {
         if self.history_nice == 0 {
             return None;
         }
-        match LowPriority::start("history", 1, self.history_nice) {
+        match LowPriority::start("history", 1, self.history_nice, HISTORY_QUEUE) {
             Ok(runtime) => Some(runtime),
             Err(err) => {
                 tracing::warn!(error = %err, "no low-priority thread for history; it shares the others");

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
+use crate::clock::now_ms;
 use crate::group_commit::GroupCommit;
 use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 use crate::writer::Writer;
@@ -210,8 +211,16 @@ const CHECKPOINT: &str = "fanout";
 const WATERMARK: &str = "fanout_watermark";
 
 /// The saved fan-out watermark (0 when none).
-fn watermark(t: &Tables) -> Result<u64> {
-    Ok(decode_optional::<u64>(t.retry_checkpoint.get(WATERMARK)?)?.unwrap_or(0))
+fn saved_watermark(t: &Tables) -> Result<Option<u64>> {
+    decode_optional::<u64>(t.retry_checkpoint.get(WATERMARK)?)
+}
+
+/// The write time an intent's key begins with.
+fn intent_time(key: &[u8]) -> Result<u64> {
+    key.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| Error::BadData("an intent key shorter than its time".into()))
 }
 
 /// `enqueued_at \0 conv_id \0 conv_seq`, big-endian numbers: byte order is
@@ -483,6 +492,7 @@ impl MessageStore for EmbeddedStore {
     async fn fanout_intents(
         &self,
         from: u64,
+        to: u64,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> Result<Vec<RetryItem>> {
@@ -490,12 +500,24 @@ impl MessageStore for EmbeddedStore {
             Some(k) if k.enqueued_at >= from => successor(retry_key(k)),
             _ => from.to_be_bytes().to_vec(),
         };
-        self.read(move |t| decode_values(t.intents.range(start..), limit))
+        let end = to.to_be_bytes().to_vec();
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.read(move |t| decode_values(t.intents.range(start..end), limit))
             .await
     }
 
     async fn fanout_watermark(&self) -> Result<u64> {
-        self.read(watermark).await
+        self.read(|t| match saved_watermark(t)? {
+            Some(at) => Ok(at),
+            // None saved: from the oldest intent kept (none: nothing to do).
+            None => match t.intents.first_key_value() {
+                Some(guard) => intent_time(&guard.key()?),
+                None => Ok(now_ms()),
+            },
+        })
+        .await
     }
 
     async fn save_fanout_watermark(&self, at: u64) -> Result<()> {
@@ -505,7 +527,7 @@ impl MessageStore for EmbeddedStore {
         // what lies below was removed before (no walk over old tombstones).
         self.write(move |t, b| {
             // Unreadable: keep every intent (recovery only reads more).
-            if let Ok(previous) = watermark(t)
+            if let Ok(previous) = saved_watermark(t).map(Option::unwrap_or_default)
                 && previous < at
             {
                 let below = previous.to_be_bytes().to_vec()..at.to_be_bytes().to_vec();

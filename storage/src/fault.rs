@@ -273,11 +273,12 @@ impl MessageStore for FaultyStore {
     async fn fanout_intents(
         &self,
         from: u64,
+        to: u64,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> Result<Vec<RetryItem>> {
         self.gate(Class::Read).await?;
-        self.inner.fanout_intents(from, after, limit).await
+        self.inner.fanout_intents(from, to, after, limit).await
     }
 
     async fn fanout_watermark(&self) -> Result<u64> {

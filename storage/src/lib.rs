@@ -6,6 +6,7 @@
 
 mod bus;
 mod cache;
+mod clock;
 mod embedded;
 mod error;
 pub mod fault;

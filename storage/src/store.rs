@@ -101,17 +101,21 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Records the retry worker's position. Durable before it returns.
     async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()>;
 
-    /// Fan-out intents written at or after `from` (ms since the epoch) with
-    /// a key above `after` (`None`: from `from`), ascending by key, at most
-    /// `limit`. Intents below the saved watermark may be gone.
+    /// Fan-out intents written in `[from, to)` (ms since the epoch) with a
+    /// key above `after` (`None`: from `from`), ascending by key, at most
+    /// `limit`. Intents below the saved watermark may be gone. A store may
+    /// read per unit of time: callers walk a long span in short windows.
     async fn fanout_intents(
         &self,
         from: u64,
+        to: u64,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> Result<Vec<RetryItem>>;
-    /// The saved fan-out watermark (0 when none): every fan-out whose intent
-    /// was written before it is finished or in the retry queue.
+    /// Where unfinished fan-outs may begin: the saved watermark (every
+    /// fan-out whose intent was written before it is finished or in the
+    /// retry queue) or, when none was saved, the earliest intent the store
+    /// may still hold.
     async fn fanout_watermark(&self) -> Result<u64>;
     /// Saves the fan-out watermark; the store may then drop the intents
     /// below it. Durable before it returns.

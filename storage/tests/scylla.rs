@@ -20,6 +20,15 @@ mod scylla_needs_node {
     use storage::{Error, MessageStore, Page, ScyllaStore, SeqAllocator};
 
     /// A store in a keyspace of its own (panics without `SCYLLA_NODES`).
+    /// A driver session of its own, for CQL the store does not offer.
+    async fn raw_session(options: &ScyllaOptions) -> scylla::client::session::Session {
+        scylla::client::session_builder::SessionBuilder::new()
+            .known_nodes(&options.nodes)
+            .build()
+            .await
+            .expect("a raw session")
+    }
+
     async fn open() -> (Arc<dyn MessageStore>, ScratchKeyspace) {
         let scratch = ScratchKeyspace::from_env();
         let store = scratch.connect().await.expect("connect to SCYLLA_NODES");
@@ -130,11 +139,7 @@ mod scylla_needs_node {
         let scratch = ScratchKeyspace::from_env();
         drop(scratch.connect().await.expect("connect"));
         let options: &ScyllaOptions = scratch.options();
-        let session = scylla::client::session_builder::SessionBuilder::new()
-            .known_nodes(&options.nodes)
-            .build()
-            .await
-            .expect("a raw session");
+        let session = raw_session(options).await;
         let bump = format!(
             "UPDATE {}.schema_version SET version = 99 WHERE component = 'store'",
             options.keyspace
@@ -142,6 +147,69 @@ mod scylla_needs_node {
         session.query_unpaged(bump, &[]).await.expect("bump");
         let refused = ScyllaStore::connect(options).await.err().expect("refused");
         assert!(matches!(refused, Error::Rejected(_)), "{refused:?}");
+    }
+
+    #[tokio::test]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+    async fn retry_items_of_schema_3_in_shard_zero_are_read_once_and_leave_nothing_when_removed() {
+        let scratch = ScratchKeyspace::from_env();
+        let store = scratch.connect().await.expect("connect");
+        let options: &ScyllaOptions = scratch.options();
+        let session = raw_session(options).await;
+        // Schema 3 kept every item in shard 0; ten conversations reach
+        // other shards too (all ten in shard 0: odds 8^-10).
+        let old = format!(
+            "INSERT INTO {}.fanout_retries (shard, enqueued_at, conv_id, conv_seq, members, attempts, not_before) \
+             VALUES (0, ?, ?, 1, ['a'], 0, 0)",
+            options.keyspace
+        );
+        for i in 0..10_i64 {
+            session
+                .query_unpaged(old.as_str(), (1_000 + i, format!("g:old-{i}")))
+                .await
+                .expect("an old item");
+        }
+        let items = store.retry_items(None, 100).await.expect("read");
+        let convs: Vec<String> = items.iter().map(|i| i.key.conv_id.to_string()).collect();
+        let expected: Vec<String> = (0..10).map(|i| format!("g:old-{i}")).collect();
+        assert_eq!(convs, expected, "each once, in key order");
+        for item in &items {
+            store.remove_retry(&item.key).await.expect("remove");
+        }
+        let count = format!("SELECT COUNT(*) FROM {}.fanout_retries", options.keyspace);
+        let (left,): (i64,) = session
+            .query_unpaged(count, &[])
+            .await
+            .expect("count")
+            .into_rows_result()
+            .expect("rows")
+            .single_row()
+            .expect("one row");
+        assert_eq!(left, 0, "nothing left behind in shard 0 or elsewhere");
+        assert!(store.retry_items(None, 100).await.expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+    async fn without_a_saved_watermark_recovery_starts_within_the_intents_ttl() {
+        let scratch = ScratchKeyspace::from_env();
+        let store = scratch.connect().await.expect("connect");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        let from = store.fanout_watermark().await.expect("watermark");
+        let two_days = 2 * 86_400_000;
+        assert!(
+            from + two_days + 60_000 >= now && from <= now,
+            "not since 1970: {from} for now {now}"
+        );
+        // A window of ten minutes reads in one call, found or not.
+        let window = store
+            .fanout_intents(from, from + 600_000, None, 10)
+            .await
+            .expect("a window");
+        assert!(window.is_empty());
     }
 
     #[tokio::test]

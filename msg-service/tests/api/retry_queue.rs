@@ -257,7 +257,7 @@ async fn the_fan_out_watermark_never_passes_a_fan_out_in_flight() -> anyhow::Res
     let send =
         tokio::spawn(async move { crate::helpers::send(&service, &from, &to, "w-1", "hi").await });
     written_rx.await.context("bob's append was reached")?;
-    let intent = bare(&store)?.fanout_intents(0, None, 10).await?;
+    let intent = bare(&store)?.fanout_intents(0, u64::MAX, None, 10).await?;
     let written_at = intent.first().context("the send's intent")?.key.enqueued_at;
 
     next_pass(&svc).await?;
@@ -276,6 +276,29 @@ async fn the_fan_out_watermark_never_passes_a_fan_out_in_flight() -> anyhow::Res
         watermark > written_at,
         "{watermark} moved past the finished fan-out"
     );
+    worker.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_whose_write_another_send_settled_reaches_its_members_without_a_client_retry()
+-> anyhow::Result<()> {
+    let (svc, faults, _) = start_faulty_with(quick_retries())?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let worker = svc.service.start_retry_worker();
+    // Alice's write reports a failure but is stored; she never retries.
+    faults.message_late.store(1, Ordering::Release);
+    assert_unavailable(svc.send(&alice, &bob, "a-1", "timed out").await);
+    // Bob's reply settles it: it is in the conversation's history now.
+    svc.send(&bob, &alice, "b-1", "reply").await?;
+
+    drained(&svc).await?;
+    for member in [&alice, &bob] {
+        // The worker appends it after the reply: inbox order is append order.
+        let mut ids = inbox_ids(&svc, member).await?;
+        ids.sort();
+        assert_eq!(ids, ["a-1", "b-1"], "{member}: each once");
+    }
     worker.stop().await;
     Ok(())
 }

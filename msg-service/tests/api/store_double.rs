@@ -382,10 +382,11 @@ impl MessageStore for StoreDouble {
     async fn fanout_intents(
         &self,
         from: u64,
+        to: u64,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> storage::Result<Vec<RetryItem>> {
-        self.inner.fanout_intents(from, after, limit).await
+        self.inner.fanout_intents(from, to, after, limit).await
     }
     async fn fanout_watermark(&self) -> storage::Result<u64> {
         self.inner.fanout_watermark().await

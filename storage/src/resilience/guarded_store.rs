@@ -226,11 +226,12 @@ impl MessageStore for GuardedStore {
     async fn fanout_intents(
         &self,
         from: u64,
+        to: u64,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> Result<Vec<RetryItem>> {
         self.read("store.fanout_intents", || {
-            self.inner.fanout_intents(from, after, limit)
+            self.inner.fanout_intents(from, to, after, limit)
         })
         .await
     }

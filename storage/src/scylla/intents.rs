@@ -2,21 +2,27 @@
 //! delete per send would leave a tombstone per send for every scan to walk
 //! over), partitioned by the minute it was written and a shard of its
 //! conversation, expired by the table's TTL. Only recovery reads them, from
-//! the saved watermark on: one query per shard for every minute since.
+//! the saved watermark on, in short windows: per minute one query per
+//! shard, the shards at once.
 
 use ::scylla::DeserializeRow;
+
+use futures_util::future::try_join_all;
 
 use super::buckets::{from_cql, to_cql};
 use super::bulkhead::Class;
 use super::rows;
 use super::store::ScyllaStore;
 use crate::Result;
+use crate::clock::now_ms;
 use crate::model::{RetryItem, RetryKey};
 
 /// Shards per minute: the writes of one minute spread over this many
 /// partitions (and nodes).
 const SHARDS: i32 = 8;
 const MINUTE_MS: u64 = 60_000;
+/// The table's `default_time_to_live` (2 days): older intents are gone.
+const INTENT_TTL_MS: u64 = 172_800_000;
 /// The watermark row's owner: one msg-service per keyspace today.
 const OWNER: &str = "msg-service";
 
@@ -60,12 +66,6 @@ pub(crate) fn shard_of(conv: &str, shards: i32) -> i32 {
     i32::try_from(hash % u64::from(shards.max(1).unsigned_abs())).unwrap_or(0)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl ScyllaStore {
     pub(crate) async fn write_intent(&self, intent: &RetryItem) -> Result<()> {
         let key = &intent.key;
@@ -83,22 +83,30 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// The first `limit` intents past `(from, after)`: minute by minute up
-    /// to now, the shards of a minute merged in key order.
+    /// The first `limit` intents in `[from, to)` past `after`: minute by
+    /// minute, the shards of a minute read at once and merged in key order.
+    /// Intents older than the TTL are gone: their minutes are not read.
     pub(crate) async fn read_intents(
         &self,
         from: u64,
+        to: u64,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> Result<Vec<RetryItem>> {
+        let from = from.max(now_ms().saturating_sub(INTENT_TTL_MS));
         let after = after.filter(|k| k.enqueued_at >= from);
         let start = after.map_or(from, |k| k.enqueued_at);
-        let last_minute = now_ms().saturating_add(MINUTE_MS) / MINUTE_MS;
-        for minute in start / MINUTE_MS..=last_minute {
-            let mut found = Vec::new();
-            for shard in 0..SHARDS {
-                found.extend(self.intents_in(minute, shard, from, after, limit).await?);
-            }
+        if start >= to {
+            return Ok(Vec::new());
+        }
+        for minute in start / MINUTE_MS..=(to - 1) / MINUTE_MS {
+            let shards =
+                (0..SHARDS).map(|shard| self.intents_in(minute, shard, from, after, limit));
+            let mut found: Vec<RetryItem> =
+                try_join_all(shards).await?.into_iter().flatten().collect();
+            // Rows of a partition come in key order: those at `to` or later
+            // follow every one before it.
+            found.retain(|i| i.key.enqueued_at < to);
             if !found.is_empty() {
                 found.sort_by(|a, b| a.key.cmp(&b.key));
                 found.truncate(limit);
@@ -138,10 +146,14 @@ impl ScyllaStore {
         rows.into_iter().map(IntentRow::into_item).collect()
     }
 
+    /// The saved watermark; none saved: the oldest an intent may be (TTL).
     pub(crate) async fn load_watermark(&self) -> Result<u64> {
         let statement = &self.statements().watermark;
         let row: Option<(i64,)> = self.select_one(statement, (OWNER,)).await?;
-        row.map_or(Ok(0), |(at,)| from_cql(at))
+        row.map_or_else(
+            || Ok(now_ms().saturating_sub(INTENT_TTL_MS)),
+            |(at,)| from_cql(at),
+        )
     }
 
     /// Saves the watermark; the intents below it are left to their TTL.

@@ -279,10 +279,11 @@ impl MessageStore for ScyllaStore {
     async fn fanout_intents(
         &self,
         from: u64,
+        to: u64,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> Result<Vec<RetryItem>> {
-        self.read_intents(from, after, limit).await
+        self.read_intents(from, to, after, limit).await
     }
 
     async fn fanout_watermark(&self) -> Result<u64> {

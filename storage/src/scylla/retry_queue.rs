@@ -108,19 +108,39 @@ impl ScyllaStore {
     }
 
     /// The first `limit` items after `after`: every shard's first `limit`,
-    /// merged in key order.
+    /// merged in key order. Items of schema versions 2 and 3 (all in shard
+    /// 0) are moved to their shard when read, so that shard 0 does not
+    /// collect their tombstones for ever.
     pub(crate) async fn read_retries(
         &self,
         after: Option<&RetryKey>,
         limit: usize,
     ) -> Result<Vec<RetryItem>> {
         let mut found = Vec::new();
-        for shard in 0..RETRY_SHARDS {
+        for item in self.retries_in(0, after, limit).await? {
+            if shard_of(item.key.conv_id.as_str(), RETRY_SHARDS) != 0 {
+                self.move_out_of_shard_zero(&item).await?;
+            }
+            found.push(item);
+        }
+        for shard in 1..RETRY_SHARDS {
             found.extend(self.retries_in(shard, after, limit).await?);
         }
         found.sort_by(|a, b| a.key.cmp(&b.key));
+        // A moved item was read in both shards.
+        found.dedup_by(|a, b| a.key == b.key);
         found.truncate(limit);
         Ok(found)
+    }
+
+    /// Writes an item of shard 0 to its own shard, then removes it from 0.
+    async fn move_out_of_shard_zero(&self, item: &RetryItem) -> Result<()> {
+        self.put_retry(item).await?;
+        let (at, conv, seq) = key_values(&item.key)?;
+        let statement = &self.statements().remove_retry;
+        self.execute(Class::Write, statement, (0, at, conv, seq))
+            .await?;
+        Ok(())
     }
 
     async fn retries_in(
@@ -144,18 +164,14 @@ impl ScyllaStore {
         found.into_iter().map(RetryRow::into_item).collect()
     }
 
-    /// Removes an item from its shard, and from shard 0, where schema
-    /// versions 2 and 3 kept every item.
+    /// Removes an item from its shard (an old item of shard 0 was moved
+    /// there when it was read).
     pub(crate) async fn delete_retry(&self, key: &RetryKey) -> Result<()> {
         let statement = &self.statements().remove_retry;
         let (at, conv, seq) = key_values(key)?;
         let shard = shard_of(conv, RETRY_SHARDS);
         self.execute(Class::Write, statement, (shard, at, conv, seq))
             .await?;
-        if shard != 0 {
-            self.execute(Class::Write, statement, (0, at, conv, seq))
-                .await?;
-        }
         Ok(())
     }
 

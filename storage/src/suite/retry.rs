@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use proto::{ConvId, ConvKind, HistoryMessage, Seq};
 
 use super::{message, user};
+use crate::clock::now_ms;
 use crate::{ConversationMeta, MessageStore, RetryItem, RetryKey};
 
 fn item(enqueued_at: u64, conv: &ConvId, conv_seq: Seq) -> RetryItem {
@@ -102,15 +103,6 @@ pub async fn a_conversation_scan_pages_through_every_conversation_once(store: &d
     assert!(made.is_subset(&unique), "every conversation seen");
 }
 
-/// Now, in ms since the epoch: intents are read minute by minute up to
-/// now, so a test writes them at realistic times.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// Logs messages 1..=3 of a new group, their intents written at `at + seq`.
 async fn logged_with_intents(store: &dyn MessageStore, at: u64) -> (ConvId, Vec<RetryItem>) {
     let from = user("intent");
@@ -126,11 +118,14 @@ async fn logged_with_intents(store: &dyn MessageStore, at: u64) -> (ConvId, Vec<
     (conv, intents)
 }
 
-/// The intents of `conv` among those read from `from` on, page by page.
-async fn intents_of(store: &dyn MessageStore, conv: &ConvId, from: u64) -> Vec<RetryItem> {
+/// The intents of `conv` among those read in `[from, to)`, page by page.
+async fn intents_of(store: &dyn MessageStore, conv: &ConvId, from: u64, to: u64) -> Vec<RetryItem> {
     let (mut found, mut after) = (Vec::new(), None);
     loop {
-        let page = store.fanout_intents(from, after.as_ref(), 2).await.unwrap();
+        let page = store
+            .fanout_intents(from, to, after.as_ref(), 2)
+            .await
+            .unwrap();
         let Some(last) = page.last() else {
             return found;
         };
@@ -142,27 +137,39 @@ async fn intents_of(store: &dyn MessageStore, conv: &ConvId, from: u64) -> Vec<R
 pub async fn fan_out_intents_are_kept_with_their_messages_and_read_from_a_time_on(
     store: &dyn MessageStore,
 ) {
+    // Intents are read per minute up to a time: written at realistic times.
     let at = now_ms() - 10_000;
     let (conv, intents) = logged_with_intents(store, at).await;
+    let end = now_ms() + 1;
     assert_eq!(
-        intents_of(store, &conv, at).await,
+        intents_of(store, &conv, at, end).await,
         intents,
         "every one, in order"
     );
     assert_eq!(
-        intents_of(store, &conv, at + 2).await,
+        intents_of(store, &conv, at + 2, end).await,
         intents[1..].to_vec(),
         "from a time on, in pages of two"
+    );
+    assert_eq!(
+        intents_of(store, &conv, at, at + 3).await,
+        intents[..2].to_vec(),
+        "up to a time, not including it"
     );
 }
 
 pub async fn the_fan_out_watermark_is_kept_and_intents_above_it_stay(store: &dyn MessageStore) {
     let at = now_ms() - 20_000;
     let (conv, intents) = logged_with_intents(store, at).await;
+    let unsaved = store.fanout_watermark().await.unwrap();
+    assert!(
+        unsaved <= at + 1 && unsaved + 3 * 86_400_000 > at,
+        "none saved: at or before the oldest intent, not years before ({unsaved} for {at})"
+    );
     store.save_fanout_watermark(at + 2).await.unwrap();
     assert_eq!(store.fanout_watermark().await.unwrap(), at + 2);
     assert_eq!(
-        intents_of(store, &conv, at + 2).await,
+        intents_of(store, &conv, at + 2, now_ms() + 1).await,
         intents[1..].to_vec(),
         "the intents at and above the watermark stay"
     );
