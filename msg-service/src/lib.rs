@@ -31,6 +31,6 @@ pub use bulkhead::{BulkheadConfig, BulkheadFull};
 pub use error::{Error, Result};
 pub use rate_limit::UserRate;
 pub use retry::{RetryConfig, RetryWorker};
-pub use service::{Backends, MessageService, ServiceConfig};
+pub use service::{Backends, CachedLogs, MessageService, ServiceConfig};
 pub use service_args::{BreakerArgs, ServiceArgs};
 pub use storage;

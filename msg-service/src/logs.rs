@@ -10,6 +10,13 @@
 //! the log hands out no further seq until the same write, re-issued at the
 //! same seq (appends are idempotent), has succeeded. Otherwise a reader could
 //! see seq N+1, move its cursor past N, and never see N when it lands.
+//!
+//! The state of at most `cap` logs is kept: past it, the least recently
+//! used logs that nobody is using and that have no unsettled write are
+//! forgotten, and read again from the store on their next touch (a
+//! forgotten log resumes its seqs above the persisted ceiling, as after a
+//! restart). A log found empty that nobody writes is not kept at all, so
+//! reading logs that do not exist leaves nothing behind.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,6 +76,8 @@ struct Log<T> {
     /// The highest seq whose entry (and every lower one) is durable.
     head: OnceCell<AtomicU64>,
     writer: tokio::sync::Mutex<Writer<T>>,
+    /// When it was last touched, in touches of its [`Cached`].
+    touched: AtomicU64,
 }
 
 impl<T> Default for Log<T> {
@@ -79,13 +88,64 @@ impl<T> Default for Log<T> {
                 cursor: None,
                 unsettled: None,
             }),
+            touched: AtomicU64::new(0),
         }
+    }
+}
+
+impl<T> Log<T> {
+    /// Whether forgetting it loses nothing: only the map holds it (callers
+    /// clone it under the map's lock, so none can appear meanwhile) and it
+    /// has no unsettled write.
+    fn idle(log: &Arc<Self>) -> bool {
+        Arc::strong_count(log) == 1
+            && log
+                .writer
+                .try_lock()
+                .is_ok_and(|writer| writer.unsettled.is_none())
+    }
+}
+
+/// The logs whose state is kept, with a clock of touches.
+struct Cached<T> {
+    logs: HashMap<String, Arc<Log<T>>>,
+    touches: u64,
+}
+
+impl<T> Cached<T> {
+    /// Forgets idle logs, least recently touched first, until at most
+    /// `target` are kept (or no idle one is left).
+    fn evict_to(&mut self, target: usize) {
+        let excess = self.logs.len().saturating_sub(target);
+        if excess == 0 {
+            return;
+        }
+        let mut idle: Vec<u64> = self
+            .logs
+            .values()
+            .filter(|log| Log::idle(log))
+            .map(|log| log.touched.load(Ordering::Relaxed))
+            .collect();
+        // Touch times are unique: the `excess` oldest are those up to the
+        // excess-th smallest.
+        let oldest_kept_after = if idle.len() > excess {
+            *idle.select_nth_unstable(excess - 1).1
+        } else {
+            u64::MAX
+        };
+        self.logs.retain(|_, log| {
+            !(log.touched.load(Ordering::Relaxed) <= oldest_kept_after && Log::idle(log))
+        });
     }
 }
 
 /// The logs of one kind (inboxes or conversations), by allocator key.
 pub(crate) struct Logs<T> {
-    logs: Mutex<HashMap<String, Arc<Log<T>>>>,
+    logs: Mutex<Cached<T>>,
+    /// Logs whose state is kept at most.
+    cap: usize,
+    /// `inbox` or `conversation`, the label of the size metric.
+    kind: &'static str,
     seqs: SeqAllocator,
     store: Arc<dyn MessageStore>,
     announce: Announce<T>,
@@ -96,13 +156,20 @@ pub(crate) struct Logs<T> {
 
 impl<T: Logged> Logs<T> {
     pub(crate) fn new(
+        kind: &'static str,
+        cap: usize,
         seqs: SeqAllocator,
         store: Arc<dyn MessageStore>,
         announce: Announce<T>,
         settled_late: Announce<T>,
     ) -> Self {
         Logs {
-            logs: Mutex::new(HashMap::new()),
+            logs: Mutex::new(Cached {
+                logs: HashMap::new(),
+                touches: 0,
+            }),
+            cap: cap.max(1),
+            kind,
             seqs,
             store,
             announce,
@@ -119,21 +186,68 @@ impl<T: Logged> Logs<T> {
         (self.announce)(&appended.value).await;
     }
 
-    fn log(&self, key: &str) -> Arc<Log<T>> {
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(logs.entry(key.to_owned()).or_default())
+    fn cached(&self) -> std::sync::MutexGuard<'_, Cached<T>> {
+        // Only inserts, removes and relaxed counters under this lock:
+        // nothing half done to recover from a panic.
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The visible head of `key`; `load_head` reads it from the store the first time.
+    /// The state of `key`, kept from now on; may forget idle logs.
+    fn log(&self, key: &str) -> Arc<Log<T>> {
+        let mut cached = self.cached();
+        cached.touches += 1;
+        let now = cached.touches;
+        let before = cached.logs.len();
+        let log = Arc::clone(cached.logs.entry(key.to_owned()).or_default());
+        log.touched.store(now, Ordering::Relaxed);
+        if cached.logs.len() > self.cap {
+            // A tenth below the cap, so that a sweep is paid once per many inserts.
+            cached.evict_to(self.cap - self.cap / 10);
+        }
+        if cached.logs.len() != before {
+            metrics::gauge!("chat_logs_cached", "kind" => self.kind).set(cached.logs.len() as f64);
+        }
+        log
+    }
+
+    /// Forgets `key` if its log is empty and idle: a read of a log that does
+    /// not exist keeps nothing.
+    fn forget_if_empty(&self, key: &str, log: Arc<Log<T>>) {
+        let empty = log
+            .head
+            .get()
+            .is_some_and(|head| head.load(Ordering::Acquire) == 0);
+        drop(log);
+        if !empty {
+            return;
+        }
+        let mut cached = self.cached();
+        if cached.logs.get(key).is_some_and(|log| {
+            Log::idle(log) && log.writer.try_lock().is_ok_and(|w| w.cursor.is_none())
+        }) {
+            cached.logs.remove(key);
+            metrics::gauge!("chat_logs_cached", "kind" => self.kind).set(cached.logs.len() as f64);
+        }
+    }
+
+    /// How many logs' state is kept.
+    pub(crate) fn cached_count(&self) -> usize {
+        self.cached().logs.len()
+    }
+
+    /// The visible head of `key`; `load_head` reads it from the store the
+    /// first time. The state of an empty log is not kept.
     pub(crate) async fn head<L, F>(&self, key: &str, load_head: L) -> Result<Seq>
     where
         L: FnOnce() -> F,
         F: Future<Output = Result<Seq>>,
     {
         let log = self.log(key);
-        Self::loaded_head(&log, load_head)
+        let head = Self::loaded_head(&log, load_head)
             .await
-            .map(|h| h.load(Ordering::Acquire))
+            .map(|h| h.load(Ordering::Acquire));
+        self.forget_if_empty(key, log);
+        head
     }
 
     async fn loaded_head<L, F>(log: &Log<T>, load_head: L) -> Result<&AtomicU64>
@@ -285,4 +399,68 @@ pub(crate) struct Appended<T> {
     pub(crate) seq: Seq,
     /// What the write returned.
     pub(crate) value: T,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use storage::{Durability, EmbeddedStore};
+
+    use super::*;
+
+    fn logs(store: &Arc<dyn MessageStore>, cap: usize) -> Logs<WriteTicket> {
+        let seqs = SeqAllocator::new(Arc::clone(store), 100);
+        Logs::new("inbox", cap, seqs, Arc::clone(store), silent(), silent())
+    }
+
+    fn fails_then_lands(calls: Arc<AtomicUsize>) -> Write<WriteTicket> {
+        Arc::new(move |_, _| {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if call == 0 {
+                    Err(storage::Error::Unavailable("timed out".into()).into())
+                } else {
+                    Ok(WriteTicket::default())
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_log_with_an_unsettled_write_is_never_forgotten() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn MessageStore> =
+            Arc::new(EmbeddedStore::open(dir.path(), Durability::Fsync)?);
+        let logs = logs(&store, 4);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let write = fails_then_lands(Arc::clone(&calls));
+        let first = logs
+            .append(
+                "u:a",
+                "m1".into(),
+                || async { Ok(0) },
+                || async { Ok(write) },
+            )
+            .await;
+        assert!(first.is_err(), "the first write reports a timeout");
+        for i in 0..100 {
+            logs.head(&format!("u:other{i}"), || async { Ok(1) })
+                .await?;
+        }
+        assert!(logs.cached_count() <= 4, "{}", logs.cached_count());
+        // Still known as unsettled: the same entry's retry settles it at its seq.
+        let write = fails_then_lands(Arc::clone(&calls));
+        let retried = logs
+            .append(
+                "u:a",
+                "m1".into(),
+                || async { Ok(0) },
+                || async { Ok(write) },
+            )
+            .await?;
+        // Forgotten, it would have resumed above the ceiling (101).
+        assert_eq!(retried.seq, 1);
+        Ok(())
+    }
 }

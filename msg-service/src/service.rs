@@ -46,6 +46,10 @@ pub struct ServiceConfig {
     /// Where history pages run, when not with everything else: a runtime
     /// of low priority, so that a history flood does not slow sends.
     pub history_runtime: Option<Arc<LowPriority>>,
+    /// Inboxes, and conversation logs, whose state (head, seq cursor,
+    /// writer) is kept at most, each; past it idle ones are forgotten and
+    /// read again from the store on their next touch.
+    pub max_cached_logs: usize,
 }
 
 impl Default for ServiceConfig {
@@ -62,8 +66,18 @@ impl Default for ServiceConfig {
             history_bulkhead: BulkheadConfig::new(32, 64),
             fanout_bulkhead: BulkheadConfig::new(512, 8192),
             history_runtime: None,
+            max_cached_logs: 200_000,
         }
     }
+}
+
+/// How many logs of each kind have their state kept in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedLogs {
+    /// Inboxes.
+    pub inboxes: usize,
+    /// Conversation logs.
+    pub conversations: usize,
 }
 
 /// The data systems the service runs on.
@@ -147,12 +161,16 @@ impl MessageService {
         let core = Core {
             // A settled inbox entry is announced like any other.
             inboxes: Logs::new(
+                "inbox",
+                config.max_cached_logs,
                 seqs.clone(),
                 Arc::clone(store),
                 announcer(backends.clone()),
                 silent(),
             ),
             conversations: Logs::new(
+                "conversation",
+                config.max_cached_logs,
                 seqs,
                 Arc::clone(store),
                 silent(),
@@ -186,6 +204,14 @@ impl MessageService {
     /// Counts the retry worker's completed passes: wait on it for progress.
     pub fn retry_passes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.core.retry.passes.subscribe()
+    }
+
+    /// How many inboxes and conversation logs have their state kept.
+    pub fn cached_logs(&self) -> CachedLogs {
+        CachedLogs {
+            inboxes: self.core.inboxes.cached_count(),
+            conversations: self.core.conversations.cached_count(),
+        }
     }
 
     /// How many fan-outs wait in the retry queue.

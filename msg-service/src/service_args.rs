@@ -55,6 +55,13 @@ pub struct ServiceArgs {
     #[arg(long, env = "CHAT_HISTORY_NICE", default_value_t = 19,
         value_parser = clap::value_parser!(i32).range(0..=19))]
     pub history_nice: i32,
+
+    /// Inboxes (and, separately, conversation logs) whose state is kept in
+    /// memory at most (about 300 bytes each); past it, the least recently
+    /// used idle ones are forgotten and read again on their next touch.
+    #[arg(long, env = "CHAT_MAX_CACHED_LOGS", default_value_t = 200_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_cached_logs: u64,
 }
 
 impl ServiceArgs {
@@ -68,6 +75,7 @@ impl ServiceArgs {
             history_bulkhead: self.bulkhead_history,
             fanout_bulkhead: self.bulkhead_fanout,
             history_runtime: self.history_runtime(),
+            max_cached_logs: usize::try_from(self.max_cached_logs).unwrap_or(usize::MAX),
             ..ServiceConfig::default()
         }
     }
