@@ -16,6 +16,8 @@ use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, Writ
 use crate::writer::Writer;
 use crate::{Error, MessageStore, Result};
 
+mod leases;
+
 /// Whether a write waits for fsync before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -48,6 +50,10 @@ struct Tables {
     /// Serializes ceiling compare-and-sets. A std mutex: it is only taken on
     /// a blocking thread, for one read and one write.
     ceiling_lock: std::sync::Mutex<()>,
+    /// Shard owners and epochs, by shard (two bytes, big-endian).
+    shard_owners: Keyspace,
+    /// Instance leases, and the lock of every lease compare-and-set.
+    leases: std::sync::Mutex<leases::LeaseState>,
 }
 
 /// The embedded store under a data directory.
@@ -117,6 +123,8 @@ impl EmbeddedStore {
             retry_checkpoint: open("fanout_retry_checkpoint")?,
             intents: open("fanout_intents")?,
             ceiling_lock: std::sync::Mutex::new(()),
+            shard_owners: open("shard_owners")?,
+            leases: std::sync::Mutex::default(),
             db: db.clone(),
         };
         let tables = Arc::new(tables);

@@ -60,6 +60,7 @@ fn conv_seqs(messages: &[HistoryMessage]) -> Vec<Seq> {
     messages.iter().map(|m| m.conv_seq).collect()
 }
 
+pub mod leases;
 pub mod retry;
 
 pub mod store {
@@ -431,6 +432,28 @@ macro_rules! store_suite {
     };
     ($open:expr) => {
         $crate::store_suite!(#[cfg(all())] $open);
+    };
+}
+
+/// Expands to one test per lease-store case; `$open` yields
+/// `(Arc<dyn LeaseStore>, guard)`, as for [`store_suite!`].
+#[macro_export]
+macro_rules! lease_suite {
+    (@case #[$attr:meta] $open:expr, $name:ident) => {
+        #[tokio::test]
+        #[$attr]
+        async fn $name() {
+            let (store, _guard) = $open;
+            $crate::suite::leases::$name(&*store).await;
+        }
+    };
+    (#[$attr:meta] $open:expr) => {
+        $crate::lease_suite!(@case #[$attr] $open, of_two_instances_racing_for_a_shard_one_wins_at_the_next_epoch);
+        $crate::lease_suite!(@case #[$attr] $open, a_released_shard_keeps_its_epoch_and_the_next_claim_raises_it);
+        $crate::lease_suite!(@case #[$attr] $open, an_ended_instance_lease_is_never_renewed);
+    };
+    ($open:expr) => {
+        $crate::lease_suite!(#[cfg(all())] $open);
     };
 }
 

@@ -23,6 +23,16 @@ mod store_suite {
     storage::store_suite!(open_store());
 }
 
+mod lease_suite {
+    use super::*;
+    fn open_leases() -> (Arc<dyn storage::LeaseStore>, TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path(), Durability::Fsync).expect("open store");
+        (Arc::new(store), dir)
+    }
+    storage::lease_suite!(open_leases());
+}
+
 mod cache_suite {
     use super::*;
     fn open_cache() -> (Arc<dyn InboxCache>, ()) {

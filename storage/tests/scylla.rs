@@ -43,6 +43,19 @@ mod scylla_needs_node {
         );
     }
 
+    mod lease_suite {
+        use super::*;
+        async fn open_leases() -> (Arc<dyn storage::LeaseStore>, ScratchKeyspace) {
+            let scratch = ScratchKeyspace::from_env();
+            let store = scratch.connect().await.expect("connect to SCYLLA_NODES");
+            (Arc::new(store), scratch)
+        }
+        storage::lease_suite!(
+            #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+            open_leases().await
+        );
+    }
+
     fn inbox_seqs(entries: &[proto::Entry]) -> Vec<Seq> {
         entries.iter().map(|e| e.seq).collect()
     }

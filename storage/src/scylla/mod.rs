@@ -30,6 +30,7 @@ mod config;
 mod errors;
 mod guards;
 mod intents;
+mod leases;
 mod message_store;
 mod retry_queue;
 mod rows;

@@ -23,7 +23,7 @@ use super::errors;
 use crate::{Error, Result};
 
 /// The version this code writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 4;
+pub(crate) const SCHEMA_VERSION: i32 = 5;
 
 /// The component name of the version row.
 const COMPONENT: &str = "store";
@@ -188,6 +188,24 @@ pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[
     owner text,
     at bigint,
     PRIMARY KEY ((owner))
+)",
+        ],
+    ),
+    (
+        5,
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.instance_leases (
+    instance text,
+    addr text,
+    expires_at bigint,
+    alive boolean,
+    PRIMARY KEY ((instance))
+)",
+            "CREATE TABLE IF NOT EXISTS {ks}.shard_owners (
+    shard int,
+    owner text,
+    epoch bigint,
+    PRIMARY KEY ((shard))
 )",
         ],
     ),

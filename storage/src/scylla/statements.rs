@@ -95,6 +95,24 @@ pub(crate) const CREATE_CEILING: &str = "INSERT INTO {ks}.seq_ceilings (section,
 pub(crate) const RAISE_CEILING: &str = "UPDATE {ks}.seq_ceilings SET max_seq = ? \
      WHERE section = ? AND alloc_key = ? IF max_seq = ?";
 
+pub(crate) const REGISTER_INSTANCE: &str = "INSERT INTO {ks}.instance_leases \
+     (instance, addr, expires_at, alive) VALUES (?, ?, ?, true) IF NOT EXISTS";
+pub(crate) const RENEW_INSTANCE: &str =
+    "UPDATE {ks}.instance_leases SET expires_at = ? WHERE instance = ? IF alive = true";
+pub(crate) const END_INSTANCE: &str =
+    "UPDATE {ks}.instance_leases SET alive = false WHERE instance = ? IF expires_at = ?";
+pub(crate) const REMOVE_INSTANCE: &str =
+    "DELETE FROM {ks}.instance_leases WHERE instance = ? IF EXISTS";
+pub(crate) const INSTANCES: &str =
+    "SELECT instance, addr, expires_at, alive FROM {ks}.instance_leases";
+pub(crate) const SHARD_OWNERS: &str = "SELECT shard, owner, epoch FROM {ks}.shard_owners";
+pub(crate) const CREATE_SHARD_OWNER: &str = "INSERT INTO {ks}.shard_owners (shard, owner, epoch) \
+     VALUES (?, ?, 1) IF NOT EXISTS";
+pub(crate) const CLAIM_SHARD: &str = "UPDATE {ks}.shard_owners SET owner = ?, epoch = ? \
+     WHERE shard = ? IF owner = ? AND epoch = ?";
+pub(crate) const RELEASE_SHARD: &str =
+    "UPDATE {ks}.shard_owners SET owner = '' WHERE shard = ? IF owner = ? AND epoch = ?";
+
 pub(crate) const CONVERSATIONS_FIRST: &str = "SELECT conv_id FROM {ks}.conversations LIMIT ?";
 /// A token-range scan: every partition of the table once, in token order.
 pub(crate) const CONVERSATIONS_AFTER: &str =
@@ -174,6 +192,15 @@ pub(crate) struct Statements {
     pub(crate) dedup: PreparedStatement,
     pub(crate) load_ceiling: PreparedStatement,
     pub(crate) create_ceiling: PreparedStatement,
+    pub(crate) register_instance: PreparedStatement,
+    pub(crate) renew_instance: PreparedStatement,
+    pub(crate) end_instance: PreparedStatement,
+    pub(crate) remove_instance: PreparedStatement,
+    pub(crate) instances: PreparedStatement,
+    pub(crate) shard_owners: PreparedStatement,
+    pub(crate) create_shard_owner: PreparedStatement,
+    pub(crate) claim_shard: PreparedStatement,
+    pub(crate) release_shard: PreparedStatement,
     pub(crate) raise_ceiling: PreparedStatement,
     pub(crate) conversations_first: PreparedStatement,
     pub(crate) conversations_after: PreparedStatement,
@@ -300,6 +327,15 @@ impl Statements {
             dedup: p.plain(DEDUP).await?,
             load_ceiling: p.serial_read(LOAD_CEILING).await?,
             create_ceiling: p.lwt(CREATE_CEILING).await?,
+            register_instance: p.lwt(REGISTER_INSTANCE).await?,
+            renew_instance: p.lwt(RENEW_INSTANCE).await?,
+            end_instance: p.lwt(END_INSTANCE).await?,
+            remove_instance: p.lwt(REMOVE_INSTANCE).await?,
+            instances: p.plain(INSTANCES).await?,
+            shard_owners: p.plain(SHARD_OWNERS).await?,
+            create_shard_owner: p.lwt(CREATE_SHARD_OWNER).await?,
+            claim_shard: p.lwt(CLAIM_SHARD).await?,
+            release_shard: p.lwt(RELEASE_SHARD).await?,
             raise_ceiling: p.lwt(RAISE_CEILING).await?,
             conversations_first: p.plain(CONVERSATIONS_FIRST).await?,
             conversations_after: p.plain(CONVERSATIONS_AFTER).await?,
