@@ -16,6 +16,7 @@ mod history;
 mod inbox;
 mod intents;
 mod logs;
+pub mod ownership;
 mod rate_limit;
 mod retry;
 mod send;

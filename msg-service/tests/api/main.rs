@@ -16,6 +16,7 @@ mod grpc;
 mod log_state;
 mod metrics_endpoint;
 mod notify;
+mod ownership;
 mod paging;
 mod redis_outage;
 mod restart;

@@ -1,0 +1,332 @@
+//! The lease keeper of one instance: registers it, renews its lease, claims
+//! the shards assigned to it and releases those it no longer has, and says
+//! whether it may serve a shard now. It serves a shard only while its own
+//! lease is valid by its monotonic clock (minus a drift margin) and it holds
+//! the shard; it takes a shard from another instance only once that one
+//! released it, or its lease expired (plus the margin) and was ended, so
+//! two instances never serve one shard at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use storage::{InstanceLease, LeaseStore, ShardOwner};
+
+use super::assign::assigned_to;
+
+/// Claims and releases in flight at once during a tick.
+const CONCURRENT_CLAIMS: usize = 16;
+
+/// The two clocks a keeper reads.
+pub trait KeeperClock: Send + Sync + 'static {
+    /// Wall-clock time, in ms since the Unix epoch: what leases store.
+    fn wall_ms(&self) -> u64;
+    /// Monotonic time since some fixed start: what validity is measured in.
+    fn monotonic(&self) -> Duration;
+}
+
+/// The system's clocks.
+pub struct SystemClock {
+    start: Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl KeeperClock for SystemClock {
+    fn wall_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// How long leases last.
+#[derive(Debug, Clone, Copy)]
+pub struct KeeperConfig {
+    /// How long a renewal holds.
+    pub lease: Duration,
+    /// The most two instances' clocks may disagree: an owner stops this much
+    /// before its lease ends, a taker waits this much after.
+    pub drift_margin: Duration,
+}
+
+impl Default for KeeperConfig {
+    fn default() -> Self {
+        KeeperConfig {
+            lease: Duration::from_secs(10),
+            drift_margin: Duration::from_secs(1),
+        }
+    }
+}
+
+impl KeeperConfig {
+    /// How often to renew: three times per lease, so two renewals in a row
+    /// may fail without the lease running out.
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn margin_ms(&self) -> u64 {
+        u64::try_from(self.drift_margin.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What the keeper holds now.
+#[derive(Default)]
+struct Held {
+    /// Until when (monotonic) its own lease is valid; `None`: not at all.
+    valid_until: Option<Duration>,
+    /// Another instance ended its lease: it never serves again.
+    deposed: bool,
+    /// The shards it holds, with the epoch it claimed each at.
+    shards: HashMap<u16, u64>,
+    /// How many shards are assigned to it (by its last tick).
+    assigned: usize,
+}
+
+/// One instance's leases.
+pub struct LeaseKeeper {
+    store: Arc<dyn LeaseStore>,
+    clock: Arc<dyn KeeperClock>,
+    config: KeeperConfig,
+    instance: String,
+    addr: String,
+    held: Mutex<Held>,
+}
+
+impl LeaseKeeper {
+    /// Registers a new instance named `name` plus a random incarnation,
+    /// reachable at `addr`; it holds no shard until its first tick.
+    pub async fn register(
+        store: Arc<dyn LeaseStore>,
+        clock: Arc<dyn KeeperClock>,
+        config: KeeperConfig,
+        name: &str,
+        addr: &str,
+    ) -> storage::Result<Self> {
+        let instance = format!("{name}-{:016x}", rand::random::<u64>());
+        let sent = clock.monotonic();
+        let lease = InstanceLease {
+            instance: instance.clone(),
+            addr: addr.to_owned(),
+            expires_at: clock.wall_ms().saturating_add(config.lease_ms()),
+            alive: true,
+        };
+        store.register_instance(&lease).await?;
+        let keeper = LeaseKeeper {
+            store,
+            clock,
+            config,
+            instance,
+            addr: addr.to_owned(),
+            held: Mutex::default(),
+        };
+        keeper.held().valid_until = Some(keeper.valid_from(sent));
+        Ok(keeper)
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        // Every change under it is a plain assignment: nothing half done.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn valid_from(&self, sent: Duration) -> Duration {
+        (sent + self.config.lease).saturating_sub(self.config.drift_margin)
+    }
+
+    /// The instance's unique name.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Where it is reached.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The epoch `shard` is served at now, if this instance may serve it.
+    pub fn serves(&self, shard: u16) -> Option<u64> {
+        let now = self.clock.monotonic();
+        let held = self.held();
+        match held.valid_until {
+            Some(until) if now < until && !held.deposed => held.shards.get(&shard).copied(),
+            _ => None,
+        }
+    }
+
+    /// Whether it serves every shard assigned to it under a valid lease:
+    /// what readiness means.
+    pub fn serves_its_shards(&self) -> bool {
+        let now = self.clock.monotonic();
+        let held = self.held();
+        held.valid_until.is_some_and(|until| now < until)
+            && !held.deposed
+            && held.assigned > 0
+            && held.shards.len() == held.assigned
+    }
+
+    /// How many shards it holds.
+    pub fn held_shards(&self) -> usize {
+        self.held().shards.len()
+    }
+
+    /// One round: renews the lease, then gives up the shards no longer
+    /// assigned to it and claims those assigned and free. Fails when the
+    /// store does (the lease then runs out by itself unless a later tick
+    /// renews it) and, for good, once another instance ended its lease.
+    pub async fn tick(&self) -> storage::Result<()> {
+        self.renew().await?;
+        let now = self.clock.wall_ms();
+        let margin = self.config.margin_ms();
+        let instances: HashMap<String, InstanceLease> = self
+            .store
+            .instances()
+            .await?
+            .into_iter()
+            .map(|lease| (lease.instance.clone(), lease))
+            .collect();
+        let live: Vec<String> = instances
+            .values()
+            .filter(|lease| lease.alive && lease.expires_at.saturating_add(margin) > now)
+            .map(|lease| lease.instance.clone())
+            .collect();
+        let assigned = assigned_to(&self.instance, &live);
+        self.give_up(&assigned).await?;
+        let owners: HashMap<u16, ShardOwner> = self
+            .store
+            .shard_owners()
+            .await?
+            .into_iter()
+            .map(|owner| (owner.shard, owner))
+            .collect();
+        let wanted: Vec<ShardOwner> = {
+            let held = self.held();
+            assigned
+                .iter()
+                .filter(|shard| !held.shards.contains_key(shard))
+                .map(|&shard| {
+                    owners.get(&shard).cloned().unwrap_or(ShardOwner {
+                        shard,
+                        owner: String::new(),
+                        epoch: 0,
+                    })
+                })
+                .collect()
+        };
+        self.held().assigned = assigned.len();
+        let claims = futures_util::stream::iter(wanted)
+            .map(|seen| self.take(seen, &instances, now))
+            .buffer_unordered(CONCURRENT_CLAIMS);
+        let outcomes: Vec<storage::Result<()>> = claims.collect().await;
+        outcomes.into_iter().collect()
+    }
+
+    async fn renew(&self) -> storage::Result<()> {
+        if self.held().deposed {
+            return Err(ended(&self.instance));
+        }
+        let sent = self.clock.monotonic();
+        let expires_at = self.clock.wall_ms().saturating_add(self.config.lease_ms());
+        if self
+            .store
+            .renew_instance(&self.instance, expires_at)
+            .await?
+        {
+            self.held().valid_until = Some(self.valid_from(sent));
+            Ok(())
+        } else {
+            let mut held = self.held();
+            held.deposed = true;
+            held.shards.clear();
+            Err(ended(&self.instance))
+        }
+    }
+
+    /// Stops serving the shards not in `assigned`, then releases them.
+    async fn give_up(&self, assigned: &[u16]) -> storage::Result<()> {
+        let leaving: Vec<(u16, u64)> = {
+            let mut held = self.held();
+            let leaving: Vec<(u16, u64)> = held
+                .shards
+                .iter()
+                .filter(|(shard, _)| !assigned.contains(shard))
+                .map(|(shard, epoch)| (*shard, *epoch))
+                .collect();
+            for (shard, _) in &leaving {
+                held.shards.remove(shard);
+            }
+            leaving
+        };
+        let releases = futures_util::stream::iter(leaving)
+            .map(|(shard, epoch)| self.store.release_shard(shard, &self.instance, epoch))
+            .buffer_unordered(CONCURRENT_CLAIMS);
+        let outcomes: Vec<storage::Result<bool>> = releases.collect().await;
+        outcomes.into_iter().try_for_each(|r| r.map(|_| ()))
+    }
+
+    /// Claims one assigned shard if it is free, or its owner's lease ended
+    /// (ending it first when it only expired).
+    async fn take(
+        &self,
+        seen: ShardOwner,
+        instances: &HashMap<String, InstanceLease>,
+        now: u64,
+    ) -> storage::Result<()> {
+        let other_owner = !seen.owner.is_empty() && seen.owner != self.instance;
+        if let Some(lease) = instances
+            .get(&seen.owner)
+            .filter(|lease| other_owner && lease.alive)
+        {
+            if lease.expires_at.saturating_add(self.config.margin_ms()) > now {
+                // Still its owner's: it releases it at its next tick.
+                return Ok(());
+            }
+            if !self
+                .store
+                .end_instance(&seen.owner, lease.expires_at)
+                .await?
+            {
+                // It renewed meanwhile: alive after all.
+                return Ok(());
+            }
+        }
+        let epoch = if seen.owner == self.instance {
+            // A claim of ours that reported a failure but landed.
+            seen.epoch
+        } else if self.store.claim_shard(&seen, &self.instance).await? {
+            seen.epoch + 1
+        } else {
+            return Ok(());
+        };
+        self.held().shards.insert(seen.shard, epoch);
+        Ok(())
+    }
+
+    /// Stops serving, releases every shard and removes the instance's
+    /// lease, so that the next owners need not wait for it to expire.
+    pub async fn release_all(&self) -> storage::Result<()> {
+        self.give_up(&[]).await?;
+        self.store.remove_instance(&self.instance).await
+    }
+}
+
+fn ended(instance: &str) -> storage::Error {
+    storage::Error::Conflict(format!(
+        "the lease of {instance} was ended by another instance"
+    ))
+}

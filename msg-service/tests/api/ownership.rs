@@ -1,0 +1,175 @@
+//! The lease keeper over the embedded store's leases, on a clock the test
+//! moves: shards are split between live instances, move only once released
+//! or once their owner's lease ran out, and an instance whose lease another
+//! one ended never serves again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use msg_service::ownership::{KeeperClock, KeeperConfig, LeaseKeeper, SHARDS};
+use storage::{Durability, EmbeddedStore, LeaseStore};
+use tempfile::TempDir;
+
+/// A clock the test moves by hand: wall and monotonic time advance together.
+#[derive(Default)]
+struct ManualClock {
+    elapsed: Mutex<Duration>,
+}
+
+impl ManualClock {
+    fn advance(&self, by: Duration) {
+        *self.elapsed.lock().expect("clock lock") += by;
+    }
+}
+
+impl KeeperClock for ManualClock {
+    fn wall_ms(&self) -> u64 {
+        1_800_000_000_000 + self.monotonic().as_millis() as u64
+    }
+
+    fn monotonic(&self) -> Duration {
+        *self.elapsed.lock().expect("clock lock")
+    }
+}
+
+const CONFIG: KeeperConfig = KeeperConfig {
+    lease: Duration::from_secs(9),
+    drift_margin: Duration::from_secs(1),
+};
+
+struct Setup {
+    store: Arc<dyn LeaseStore>,
+    clock: Arc<ManualClock>,
+    _dir: TempDir,
+}
+
+fn setup() -> anyhow::Result<Setup> {
+    let dir = tempfile::tempdir()?;
+    let store = EmbeddedStore::open(dir.path(), Durability::Fsync)?;
+    Ok(Setup {
+        store: Arc::new(store),
+        clock: Arc::default(),
+        _dir: dir,
+    })
+}
+
+async fn keeper(setup: &Setup, name: &str) -> anyhow::Result<LeaseKeeper> {
+    let clock: Arc<dyn KeeperClock> = setup.clock.clone();
+    Ok(LeaseKeeper::register(Arc::clone(&setup.store), clock, CONFIG, name, "127.0.0.1:1").await?)
+}
+
+/// Two instances, `a` and `b`, each serving its share.
+async fn split_between_two(setup: &Setup) -> anyhow::Result<(LeaseKeeper, LeaseKeeper)> {
+    let (a, b) = (keeper(setup, "a").await?, keeper(setup, "b").await?);
+    for _ in 0..2 {
+        a.tick().await?;
+        b.tick().await?;
+    }
+    assert!(a.serves_its_shards() && b.serves_its_shards());
+    Ok((a, b))
+}
+
+/// Every shard is served by exactly one of `keepers`.
+fn each_shard_served_once(keepers: &[&LeaseKeeper]) {
+    for shard in 0..SHARDS {
+        let serving = keepers.iter().filter(|k| k.serves(shard).is_some()).count();
+        assert_eq!(serving, 1, "shard {shard} is served by {serving}");
+    }
+}
+
+#[tokio::test]
+async fn one_instance_serves_every_shard_only_while_its_lease_holds() -> anyhow::Result<()> {
+    let setup = setup()?;
+    let a = keeper(&setup, "a").await?;
+    assert_eq!(a.serves(0), None, "nothing before its first tick");
+    a.tick().await?;
+    assert!(a.serves_its_shards());
+    each_shard_served_once(&[&a]);
+    assert_eq!(a.serves(7), Some(1), "the first epoch");
+    // Unrenewed, it stops a drift margin before the lease ends.
+    setup.clock.advance(Duration::from_secs(8));
+    assert_eq!(a.serves(7), None);
+    assert!(!a.serves_its_shards());
+    a.tick().await?;
+    assert_eq!(a.serves(7), Some(1), "renewed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_instance_gets_its_share_once_the_old_owner_released_it() -> anyhow::Result<()> {
+    let setup = setup()?;
+    let a = keeper(&setup, "a").await?;
+    a.tick().await?;
+    let b = keeper(&setup, "b").await?;
+    b.tick().await?;
+    assert_eq!(b.held_shards(), 0, "a still holds them all");
+    each_shard_served_once(&[&a, &b]);
+    a.tick().await?;
+    b.tick().await?;
+    each_shard_served_once(&[&a, &b]);
+    assert!(a.serves_its_shards() && b.serves_its_shards());
+    let moved = (0..SHARDS).filter(|s| b.serves(*s).is_some()).count();
+    assert!(moved > 300 && moved < 730, "b took {moved}");
+    for shard in (0..SHARDS).filter(|s| b.serves(*s).is_some()) {
+        assert_eq!(b.serves(shard), Some(2), "a new owner, a new epoch");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_shards_of_a_silent_instance_move_after_its_lease_and_it_never_serves_again()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let (a, b) = split_between_two(&setup).await?;
+    let a_had = a.held_shards();
+    assert!(a_had > 0);
+    // a goes silent (paused); within its lease b leaves its shards alone.
+    setup.clock.advance(Duration::from_secs(5));
+    b.tick().await?;
+    assert_eq!(b.held_shards(), usize::from(SHARDS) - a_had);
+    // Past the lease and the margin, b ends a's lease and takes its shards.
+    setup.clock.advance(Duration::from_secs(6));
+    b.tick().await?;
+    assert_eq!(b.held_shards(), usize::from(SHARDS));
+    each_shard_served_once(&[&a, &b]);
+    // a wakes up: its renewal fails, and it serves nothing, ever.
+    assert!(a.tick().await.is_err());
+    assert_eq!(a.held_shards(), 0);
+    assert!(a.tick().await.is_err());
+    each_shard_served_once(&[&a, &b]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopping_instance_hands_its_shards_over_without_waiting_for_its_lease()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let (a, b) = split_between_two(&setup).await?;
+    a.release_all().await?;
+    assert_eq!(a.held_shards(), 0);
+    b.tick().await?;
+    assert_eq!(
+        b.held_shards(),
+        usize::from(SHARDS),
+        "no wait for a's lease"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_process_serves_at_a_higher_epoch() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let clock: Arc<ManualClock> = Arc::default();
+    let mut epochs = Vec::new();
+    for _ in 0..2 {
+        let store: Arc<dyn LeaseStore> =
+            Arc::new(EmbeddedStore::open(dir.path(), Durability::Fsync)?);
+        let dyn_clock: Arc<dyn KeeperClock> = clock.clone();
+        let keeper = LeaseKeeper::register(store, dyn_clock, CONFIG, "only", "-").await?;
+        keeper.tick().await?;
+        epochs.push(keeper.serves(3));
+        // A crash: no release.
+    }
+    assert_eq!(epochs, [Some(1), Some(2)]);
+    Ok(())
+}
