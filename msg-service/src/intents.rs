@@ -152,6 +152,9 @@ impl Core {
     /// (the store, the queue write) ends recovery, to be tried again.
     async fn finish_intent(&self, intent: RetryItem) -> Result<()> {
         let (conv, conv_seq): (_, Seq) = (&intent.key.conv_id, intent.key.conv_seq);
+        // A message a dead process logged but never settled is fenced off
+        // first, not fanned out.
+        self.open_conversation(conv).await?;
         let message = match self.backends.store.message(conv, conv_seq).await {
             Ok(Some(message)) => message,
             Ok(None) => return Ok(()),

@@ -17,6 +17,12 @@
 //! forgotten log resumes its seqs above the persisted ceiling, as after a
 //! restart). A log found empty that nobody writes is not kept at all, so
 //! reading logs that do not exist leaves nothing behind.
+//!
+//! A log is fenced when this process first writes it (or looks whether an
+//! entry is in it): every seq its earlier writers could have used above the
+//! head found (up to their persisted ceiling) is fenced off in the store,
+//! so an uncertain write of a process that died cannot land later below
+//! entries that readers have already passed (a late hole).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use proto::Seq;
-use storage::{MessageStore, SeqAllocator, SeqCursor, WriteTicket};
+use storage::{LogId, MessageStore, SeqAllocator, SeqCursor, WriteTicket};
 use tokio::sync::OnceCell;
 
 use crate::{Error, Result};
@@ -146,6 +152,10 @@ pub(crate) struct Logs<T> {
     cap: usize,
     /// `inbox` or `conversation`, the label of the size metric.
     kind: &'static str,
+    /// This process's unique name as a writer of logs (what fences say).
+    writer: Arc<str>,
+    /// The store's id of the log under a key.
+    log_id: fn(&str) -> Option<LogId>,
     seqs: SeqAllocator,
     store: Arc<dyn MessageStore>,
     announce: Announce<T>,
@@ -155,9 +165,12 @@ pub(crate) struct Logs<T> {
 }
 
 impl<T: Logged> Logs<T> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         kind: &'static str,
         cap: usize,
+        writer: Arc<str>,
+        log_id: fn(&str) -> Option<LogId>,
         seqs: SeqAllocator,
         store: Arc<dyn MessageStore>,
         announce: Announce<T>,
@@ -170,6 +183,8 @@ impl<T: Logged> Logs<T> {
             }),
             cap: cap.max(1),
             kind,
+            writer,
+            log_id,
             seqs,
             store,
             announce,
@@ -301,7 +316,7 @@ impl<T: Logged> Logs<T> {
         let write = prepare().await?;
         let mut cursor = match writer.cursor.take() {
             Some(cursor) => cursor,
-            None => self.seqs.resume(key).await?,
+            None => self.resume(key, &log).await?,
         };
         let previous = cursor.current();
         let next = self.seqs.next(key, &mut cursor).await;
@@ -325,6 +340,39 @@ impl<T: Logged> Logs<T> {
                 Err(err)
             }
         }
+    }
+
+    /// Resumes `key`'s seqs above its persisted ceiling after fencing off
+    /// what earlier writers may have left between its head and that ceiling.
+    async fn resume(&self, key: &str, log: &Log<T>) -> Result<SeqCursor> {
+        let cursor = self.seqs.resume(key).await?;
+        let head = log.head.get().map_or(0, |h| h.load(Ordering::Acquire));
+        let ceiling = cursor.current();
+        if ceiling > head {
+            let id = (self.log_id)(key)
+                .ok_or_else(|| storage::Error::BadData(format!("{key:?} names no log")))?;
+            self.store
+                .fence_log(&id, &self.writer, head, ceiling)
+                .await?;
+        }
+        Ok(cursor)
+    }
+
+    /// Opens `key` for writing (fencing it, the first time): call before
+    /// trusting a pointer into it (a dedup record, an inbox index row) that
+    /// an earlier process may have left above the head.
+    pub(crate) async fn open<L, F>(&self, key: &str, load_head: L) -> Result<()>
+    where
+        L: FnOnce() -> F,
+        F: Future<Output = Result<Seq>>,
+    {
+        let log = self.log(key);
+        Self::loaded_head(&log, load_head).await?;
+        let mut writer = log.writer.lock().await;
+        if writer.cursor.is_none() {
+            writer.cursor = Some(self.resume(key, &log).await?);
+        }
+        Ok(())
     }
 
     /// Runs `work` as the writer of `key`: nothing is appended meanwhile. A
@@ -411,7 +459,20 @@ mod tests {
 
     fn logs(store: &Arc<dyn MessageStore>, cap: usize) -> Logs<WriteTicket> {
         let seqs = SeqAllocator::new(Arc::clone(store), 100);
-        Logs::new("inbox", cap, seqs, Arc::clone(store), silent(), silent())
+        let log_id = |key: &str| {
+            let user = key.strip_prefix("u:")?;
+            proto::UserId::parse(user).ok().map(LogId::Inbox)
+        };
+        Logs::new(
+            "inbox",
+            cap,
+            "test".into(),
+            log_id,
+            seqs,
+            Arc::clone(store),
+            silent(),
+            silent(),
+        )
     }
 
     fn fails_then_lands(calls: Arc<AtomicUsize>) -> Write<WriteTicket> {

@@ -282,6 +282,7 @@ impl Core {
         members: &[UserId],
     ) -> Result<Vec<(UserId, Result<Seq>)>> {
         let store = &self.backends.store;
+        self.open_conversation(conv).await?;
         let message = store.message(conv, conv_seq).await?.ok_or_else(|| {
             Error::Internal(storage::Error::BadData(format!(
                 "message {conv} #{conv_seq} is not in its log"

@@ -47,8 +47,7 @@ impl Core {
         request: SendRequest,
     ) -> Result<Dedup<'_>> {
         let _sender = self.senders.lock(sender).await;
-        let store = &self.backends.store;
-        if let Some(stored) = store.dedup_get(sender, &request.client_msg_id).await? {
+        if let Some(stored) = self.dedup_record(sender, conv, &request).await? {
             return Ok(Dedup::Stored(stored));
         }
         let appended = self.append_to_conversation(sender, conv, request).await?;
@@ -56,6 +55,36 @@ impl Core {
         // message can fan it out first.
         let turn = self.fanout_turns.take(conv, appended.seq).await;
         Ok(Dedup::Logged(appended, turn))
+    }
+
+    /// The send's dedup record, if it counts: a record found is trusted only
+    /// once the conversation is open for writing here, as opening it fences
+    /// off a message that an earlier process logged but never settled.
+    async fn dedup_record(
+        &self,
+        sender: &UserId,
+        conv: &ConvId,
+        request: &SendRequest,
+    ) -> Result<Option<MessageRef>> {
+        let store = &self.backends.store;
+        if store
+            .dedup_get(sender, &request.client_msg_id)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.open_conversation(conv).await?;
+        Ok(store.dedup_get(sender, &request.client_msg_id).await?)
+    }
+
+    /// Opens a conversation's log for writing here (fencing it, the first
+    /// time): call before trusting a message of it that an earlier process
+    /// may have logged above the head without settling it.
+    pub(crate) async fn open_conversation(&self, conv: &ConvId) -> Result<()> {
+        let store = &self.backends.store;
+        let load_head = || async { Ok(store.last_conv_seq(conv).await?) };
+        self.conversations.open(&conv_key(conv), load_head).await
     }
 
     /// A retry of a message that is already in its conversation's log:
@@ -205,6 +234,10 @@ impl Core {
         if resume {
             self.inboxes.settle(&inbox_key(user)).await?;
             let store = &self.backends.store;
+            // Opened first: an entry an earlier process left unsettled is
+            // fenced off, not taken for delivered.
+            let load_head = || async { Ok(store.inbox_head(user).await?) };
+            self.inboxes.open(&inbox_key(user), load_head).await?;
             if let Some(seq) = store
                 .inbox_seq_of(user, &message.conv_id, message.conv_seq)
                 .await?

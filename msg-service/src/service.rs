@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use proto::{ConvId, Seq, UserId};
-use storage::{InboxCache, MessageStore, NotifyBus, Presence, SeqAllocator};
+use storage::{InboxCache, LogId, MessageStore, NotifyBus, Presence, SeqAllocator};
 
 use crate::background::LowPriority;
 use crate::bulkhead::{Bulkhead, BulkheadConfig};
@@ -152,17 +152,33 @@ pub(crate) fn conv_key(conv: &ConvId) -> String {
     format!("c:{conv}")
 }
 
+/// The inbox under an [`inbox_key`].
+fn inbox_of_key(key: &str) -> Option<LogId> {
+    let user = key.strip_prefix("u:")?;
+    UserId::parse(user).ok().map(LogId::Inbox)
+}
+
+/// The conversation log under a [`conv_key`].
+fn conversation_of_key(key: &str) -> Option<LogId> {
+    let conv = key.strip_prefix("c:")?;
+    ConvId::parse(conv).ok().map(LogId::Conversation)
+}
+
 impl MessageService {
     /// A service over these backends.
     pub fn new(backends: Backends, config: ServiceConfig) -> Self {
         let seqs = SeqAllocator::new(Arc::clone(&backends.store), config.seq_step);
         let retry: Arc<RetrySignals> = Arc::default();
         let store = &backends.store;
+        // This process's name as a writer of logs: new at every start.
+        let writer: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
         let core = Core {
             // A settled inbox entry is announced like any other.
             inboxes: Logs::new(
                 "inbox",
                 config.max_cached_logs,
+                Arc::clone(&writer),
+                inbox_of_key,
                 seqs.clone(),
                 Arc::clone(store),
                 announcer(backends.clone()),
@@ -171,6 +187,8 @@ impl MessageService {
             conversations: Logs::new(
                 "conversation",
                 config.max_cached_logs,
+                writer,
+                conversation_of_key,
                 seqs,
                 Arc::clone(store),
                 silent(),

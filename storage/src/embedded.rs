@@ -12,10 +12,11 @@ use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use crate::clock::now_ms;
 use crate::group_commit::GroupCommit;
-use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
+use crate::model::{ConversationMeta, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 use crate::writer::Writer;
 use crate::{Error, MessageStore, Result};
 
+mod fences;
 mod leases;
 
 /// Whether a write waits for fsync before it returns.
@@ -50,6 +51,8 @@ struct Tables {
     /// Serializes ceiling compare-and-sets. A std mutex: it is only taken on
     /// a blocking thread, for one read and one write.
     ceiling_lock: std::sync::Mutex<()>,
+    /// Fences of logs, by `fences::fence_key`.
+    fences: Keyspace,
     /// Shard owners and epochs, by shard (two bytes, big-endian).
     shard_owners: Keyspace,
     /// Instance leases, and the lock of every lease compare-and-set.
@@ -124,6 +127,7 @@ impl EmbeddedStore {
             intents: open("fanout_intents")?,
             ceiling_lock: std::sync::Mutex::new(()),
             shard_owners: open("shard_owners")?,
+            fences: open("log_fences")?,
             leases: std::sync::Mutex::default(),
             db: db.clone(),
         };
@@ -315,9 +319,16 @@ impl MessageStore for EmbeddedStore {
         };
         let dedup_value = serde_json::to_vec(&location)?;
         let (intent_key, intent_value) = (retry_key(&intent.key), serde_json::to_vec(intent)?);
+        let (fence, conv_seq) = (
+            fences::fence_key(&LogId::Conversation(msg.conv_id.clone())),
+            msg.conv_seq,
+        );
         // One batch: all three or none. The dedup record is kept without
         // expiry here: the protocol asks for at least 24 hours.
         self.write_logged(move |t, b| {
+            if fences::fenced(t, &fence, conv_seq) {
+                return;
+            }
             b.insert(&t.messages, k, value);
             b.insert(&t.dedup, dedup_key, dedup_value);
             b.insert(&t.intents, intent_key, intent_value);
@@ -360,8 +371,12 @@ impl MessageStore for EmbeddedStore {
         let k = seq_key(user.as_str(), entry.seq);
         let value = serde_json::to_vec(entry)?;
         let index_key = index_key(user, &entry.message.conv_id, entry.message.conv_seq);
+        let (fence, at) = (fences::fence_key(&LogId::Inbox(user.clone())), entry.seq);
         let seq = entry.seq.to_be_bytes();
         self.write_logged(move |t, b| {
+            if fences::fenced(t, &fence, at) {
+                return;
+            }
             b.insert(&t.inbox, k, value);
             b.insert(&t.inbox_index, index_key, seq);
         })
@@ -375,8 +390,15 @@ impl MessageStore for EmbeddedStore {
         conv_seq: Seq,
     ) -> Result<Option<Seq>> {
         let k = index_key(user, conv, conv_seq);
-        self.read(move |t| t.inbox_index.get(k)?.map(|v| seq_of(&v)).transpose())
-            .await
+        let user = user.to_string();
+        self.read(move |t| {
+            let Some(seq) = t.inbox_index.get(k)?.map(|v| seq_of(&v)).transpose()? else {
+                return Ok(None);
+            };
+            // Counts only while its entry is there (a fence removes entries).
+            Ok(t.inbox.contains_key(seq_key(&user, seq))?.then_some(seq))
+        })
+        .await
     }
 
     async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>> {
@@ -405,7 +427,15 @@ impl MessageStore for EmbeddedStore {
 
     async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<MessageRef>> {
         let k = key(sender.as_str(), id.as_str().as_bytes());
-        self.read(move |t| decode_optional(t.dedup.get(k)?)).await
+        self.read(move |t| {
+            let Some(found) = decode_optional::<MessageRef>(t.dedup.get(k)?)? else {
+                return Ok(None);
+            };
+            // Counts only while its message is there (a fence removes messages).
+            let message = seq_key(found.conv_id.as_str(), found.conv_seq);
+            Ok(t.messages.contains_key(message)?.then_some(found))
+        })
+        .await
     }
 
     async fn load_ceiling(&self, name: &str) -> Result<Seq> {
@@ -445,6 +475,10 @@ impl MessageStore for EmbeddedStore {
         })
         .await?;
         self.commit.wait(ticket).await
+    }
+
+    async fn fence_log(&self, log: &LogId, writer: &str, after: Seq, up_to: Seq) -> Result<()> {
+        self.fence(log, writer, after, up_to).await
     }
 
     async fn conversation_ids(&self, after: Option<&ConvId>, limit: usize) -> Result<Vec<ConvId>> {

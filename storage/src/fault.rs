@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 use tokio::sync::watch;
 
-use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
+use crate::model::{ConversationMeta, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 use crate::{Error, MessageStore, Result};
 
 /// What a class of calls does.
@@ -238,6 +238,11 @@ impl MessageStore for FaultyStore {
     async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> Result<()> {
         self.gate(Class::Write).await?;
         self.inner.swap_ceiling(key, expected, max_seq).await
+    }
+
+    async fn fence_log(&self, log: &LogId, writer: &str, after: Seq, up_to: Seq) -> Result<()> {
+        self.gate(Class::Write).await?;
+        self.inner.fence_log(log, writer, after, up_to).await
     }
 
     async fn conversation_ids(&self, after: Option<&ConvId>, limit: usize) -> Result<Vec<ConvId>> {

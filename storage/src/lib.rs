@@ -31,7 +31,9 @@ pub use cache::{InProcessCache, InboxCache};
 pub use embedded::{Durability, EmbeddedStore};
 pub use error::{Error, Result};
 pub use leases::{InstanceLease, LeaseStore, ShardOwner};
-pub use model::{ConversationMeta, GatewayId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
+pub use model::{
+    ConversationMeta, GatewayId, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket,
+};
 pub use presence::{InProcessPresence, Presence};
 pub use seqsvr::{SeqAllocator, SeqCursor};
 pub use store::MessageStore;

@@ -49,6 +49,15 @@ pub struct MessageRef {
     pub members: Vec<UserId>,
 }
 
+/// A log: a user's inbox or a conversation's log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LogId {
+    /// A user's inbox.
+    Inbox(UserId),
+    /// A conversation's log.
+    Conversation(ConvId),
+}
+
 /// A write that has reached the store's log. The zero ticket is durable
 /// already (stores whose writes are durable when they return use it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use crate::Result;
-use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
+use crate::model::{ConversationMeta, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 
 /// The durable store. Appends return a [`WriteTicket`] to wait on for
 /// durability, so that a caller can serialize appends to one log without
@@ -80,6 +80,17 @@ pub trait MessageStore: Send + Sync + 'static {
     /// [`Error::Conflict`](crate::Error::Conflict) when the ceiling is not
     /// `expected`. Durable before it returns.
     async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> Result<()>;
+
+    /// Fences `log` for a new writer, `writer` (a process's unique
+    /// incarnation): the entries its earlier writers may have written at
+    /// seqs in `(after, up_to]` (above the head the new writer found, up to
+    /// the ceiling they could use) are removed, and one that lands later
+    /// (an uncertain write of a dead process) is never visible. Nothing is
+    /// done when `writer` fenced the log last: its own writes were settled
+    /// before it let the log go. Pointers into the range (dedup records,
+    /// inbox index rows) stop counting with their rows. Durable before it
+    /// returns.
+    async fn fence_log(&self, log: &LogId, writer: &str, after: Seq, up_to: Seq) -> Result<()>;
 
     /// Conversation ids after `after` (`None`: from the start), at most
     /// `limit`, in the store's own order (key order embedded, token order on

@@ -271,6 +271,52 @@ pub mod store {
         assert_eq!(store.inbox_seq_of(&peer, &conv, 4).await.unwrap(), None);
     }
 
+    pub async fn a_fence_removes_what_earlier_writers_left_in_its_range(store: &dyn MessageStore) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        for seq in [1, 2, 5, 7] {
+            let mut e = entry(seq, &conv, &peer);
+            e.message.conv_seq = seq + 100;
+            let ticket = store.append_inbox(&u, &e).await.unwrap();
+            store.durable(ticket).await.unwrap();
+        }
+        let inbox = crate::LogId::Inbox(u.clone());
+        store.fence_log(&inbox, "w2", 2, 6).await.unwrap();
+        let left = store.read_inbox(&u, 0, 10).await.unwrap();
+        assert_eq!(seqs(&left), [1, 2, 7], "only seq 5 was in (2, 6]");
+        assert_eq!(store.inbox_seq_of(&u, &conv, 105).await.unwrap(), None);
+        assert_eq!(store.inbox_seq_of(&u, &conv, 107).await.unwrap(), Some(7));
+        assert_eq!(store.inbox_head(&u).await.unwrap(), 7);
+
+        for conv_seq in 1..=3 {
+            let msg = message(&conv, conv_seq, &u);
+            let ticket = store.append_message(&msg, &intent_of(&msg)).await.unwrap();
+            store.durable(ticket).await.unwrap();
+        }
+        let log = crate::LogId::Conversation(conv.clone());
+        store.fence_log(&log, "w2", 2, 10).await.unwrap();
+        assert_eq!(store.message(&conv, 3).await.unwrap(), None);
+        let third = message(&conv, 3, &u).client_msg_id;
+        assert_eq!(
+            store.dedup_get(&u, &third).await.unwrap(),
+            None,
+            "a dedup record counts only while its message is there"
+        );
+        let page = store.messages(&conv, Page::After(0), 10).await.unwrap();
+        assert_eq!(conv_seqs(&page), [1, 2]);
+        assert_eq!(store.last_conv_seq(&conv).await.unwrap(), 2);
+        // The writer that fenced last has nothing of its own to fence off.
+        store.fence_log(&log, "w2", 0, 10).await.unwrap();
+        assert_eq!(
+            store.message(&conv, 1).await.unwrap().map(|m| m.conv_seq),
+            Some(1)
+        );
+        // A new writer does.
+        store.fence_log(&log, "w3", 1, 10).await.unwrap();
+        let page = store.messages(&conv, Page::After(0), 10).await.unwrap();
+        assert_eq!(conv_seqs(&page), [1]);
+    }
+
     pub async fn durable_accepts_the_zero_ticket_and_later_tickets(store: &dyn MessageStore) {
         store.durable(WriteTicket::default()).await.unwrap();
         let (u, peer) = (user("u"), user("p"));
@@ -408,6 +454,7 @@ macro_rules! store_suite {
         $crate::store_suite!(@case #[$attr] $open, an_appended_message_is_found_by_its_sender_and_client_msg_id);
         $crate::store_suite!(@case #[$attr] $open, an_inbox_entry_is_indexed_by_its_message);
         $crate::store_suite!(@case #[$attr] $open, durable_accepts_the_zero_ticket_and_later_tickets);
+        $crate::store_suite!(@case #[$attr] $open, a_fence_removes_what_earlier_writers_left_in_its_range);
         $crate::store_suite!(@case #[$attr] $open, ceilings_start_at_zero_and_keep_the_last_value);
         $crate::store_suite!(@case #[$attr] $open, a_ceiling_moves_only_from_the_value_the_writer_expects);
         $crate::store_suite!(@retry #[$attr] $open, retry_items_read_back_in_key_order_after_a_cursor);

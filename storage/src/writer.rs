@@ -2,7 +2,9 @@
 //! never on an async task. fjall holds its journal lock through the group
 //! commit's fsync, so a commit on a tokio worker stalled that worker (with
 //! two cores, half the runtime) for every fsync. Writes that queue up while
-//! one commits are merged into one batch: one journal write for all of them.
+//! one commits are merged into one batch: one journal write for all of them,
+//! except a write asked to go alone (a fence): later writes' fills then see
+//! it committed.
 
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -21,6 +23,8 @@ const MAX_WRITES_PER_BATCH: usize = 256;
 
 struct Job<T> {
     fill: Fill<T>,
+    /// Committed in a batch of its own.
+    alone: bool,
     /// The write's group-commit ticket, or why the commit failed.
     done: oneshot::Sender<std::result::Result<u64, String>>,
 }
@@ -51,12 +55,22 @@ impl<T: Send + Sync + 'static> Writer<T> {
     /// Commits `fill`'s writes (to the journal's OS buffer and the
     /// memtable, not yet fsynced) and returns their group-commit ticket.
     pub(crate) async fn write(&self, fill: Fill<T>) -> Result<u64> {
+        self.send(fill, false).await
+    }
+
+    /// As [`Writer::write`], in a batch of its own: every write queued after
+    /// it runs its fill once this one is committed.
+    pub(crate) async fn write_alone(&self, fill: Fill<T>) -> Result<u64> {
+        self.send(fill, true).await
+    }
+
+    async fn send(&self, fill: Fill<T>, alone: bool) -> Result<u64> {
         let stopped = || Error::Unavailable("the store's writer stopped".into());
         let (done, answer) = oneshot::channel();
         self.jobs
             .as_ref()
             .ok_or_else(stopped)?
-            .send(Job { fill, done })
+            .send(Job { fill, alone, done })
             .map_err(|_| stopped())?;
         answer
             .await
@@ -77,10 +91,16 @@ impl<T> Drop for Writer<T> {
 }
 
 fn run<T>(db: &Database, tables: &T, commit: &GroupCommit, queue: &mpsc::Receiver<Job<T>>) {
-    while let Ok(first) = queue.recv() {
+    // A job that must go alone, taken off the queue while filling a batch.
+    let mut held: Option<Job<T>> = None;
+    while let Some(first) = held.take().or_else(|| queue.recv().ok()) {
         let mut jobs = vec![first];
-        while jobs.len() < MAX_WRITES_PER_BATCH {
+        while !jobs[0].alone && jobs.len() < MAX_WRITES_PER_BATCH {
             match queue.try_recv() {
+                Ok(job) if job.alone => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }

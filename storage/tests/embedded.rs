@@ -152,3 +152,23 @@ mod guarded_store_suite {
 
     storage::store_suite!(open_guarded());
 }
+
+#[tokio::test]
+async fn an_append_that_lands_in_a_fenced_range_after_the_fence_is_never_visible() {
+    let (store, _dir) = open_store();
+    let (u, peer) = (user("u"), user("p"));
+    let conv = ConvId::dm(&u, &peer).expect("dm");
+    let inbox = storage::LogId::Inbox(u.clone());
+    store.fence_log(&inbox, "w2", 2, 6).await.expect("fence");
+    for seq in [4, 7] {
+        let ticket = store
+            .append_inbox(&u, &entry(seq, &conv, &peer))
+            .await
+            .expect("append");
+        store.durable(ticket).await.expect("durable");
+    }
+    let entries = store.read_inbox(&u, 0, 10).await.expect("read");
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [7], "the late write at 4 never shows");
+    assert_eq!(store.inbox_seq_of(&u, &conv, 4).await.expect("index"), None);
+}

@@ -148,6 +148,47 @@ mod scylla_needs_node {
 
     #[tokio::test]
     #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+    async fn a_write_of_an_earlier_writer_that_lands_after_the_fence_stays_invisible() {
+        let scratch = ScratchKeyspace::from_env();
+        let store = scratch.connect().await.expect("connect");
+        let options: &ScyllaOptions = scratch.options();
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).expect("dm");
+        store
+            .append_inbox(&u, &entry(1, &conv, &peer))
+            .await
+            .expect("append");
+        // The earlier writer's entry at seq 2 was sent before the fence
+        // (its timestamp) but reaches the replicas only after it.
+        let sent_at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as i64;
+        let inbox = storage::LogId::Inbox(u.clone());
+        store
+            .fence_log(&inbox, "w2", 1, 10_000)
+            .await
+            .expect("fence");
+        let late = format!(
+            "INSERT INTO {}.inbox (user_id, bucket, seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts) \
+             VALUES (?, 0, 2, ?, 2, ?, 'late', 'text', 'late', 0) USING TIMESTAMP ?",
+            options.keyspace
+        );
+        raw_session(options)
+            .await
+            .query_unpaged(
+                late.as_str(),
+                (u.as_str(), conv.as_str(), peer.as_str(), sent_at_us),
+            )
+            .await
+            .expect("the late write");
+        let entries = store.read_inbox(&u, 0, 10).await.expect("read");
+        assert_eq!(inbox_seqs(&entries), [1], "the tombstone shadows it");
+        assert_eq!(store.inbox_head(&u).await.expect("head"), 1);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
     async fn a_keyspace_with_a_newer_schema_version_is_refused() {
         let scratch = ScratchKeyspace::from_env();
         drop(scratch.connect().await.expect("connect"));

@@ -13,6 +13,7 @@ mod dedup;
 mod faults;
 mod groups;
 mod grpc;
+mod late_writes;
 mod log_state;
 mod metrics_endpoint;
 mod notify;

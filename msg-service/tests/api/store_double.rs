@@ -350,6 +350,15 @@ impl MessageStore for StoreDouble {
     async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> storage::Result<()> {
         self.inner.swap_ceiling(key, expected, max_seq).await
     }
+    async fn fence_log(
+        &self,
+        log: &storage::LogId,
+        writer: &str,
+        after: Seq,
+        up_to: Seq,
+    ) -> storage::Result<()> {
+        self.inner.fence_log(log, writer, after, up_to).await
+    }
     async fn conversation_ids(
         &self,
         after: Option<&ConvId>,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use super::{Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_idempotent};
-use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
+use crate::model::{ConversationMeta, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 use crate::{Error, MessageStore, Result};
 
 /// Deadline, breaker and retries of a [`GuardedStore`].
@@ -191,6 +191,11 @@ impl MessageStore for GuardedStore {
 
     async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> Result<()> {
         self.call(self.inner.swap_ceiling(key, expected, max_seq))
+            .await
+    }
+
+    async fn fence_log(&self, log: &LogId, writer: &str, after: Seq, up_to: Seq) -> Result<()> {
+        self.call(self.inner.fence_log(log, writer, after, up_to))
             .await
     }
 

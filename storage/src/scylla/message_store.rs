@@ -13,7 +13,7 @@ use super::rows::{self, ConversationRow, InboxRow, MessageRow};
 use super::statements::logged_batch;
 use super::store::ScyllaStore;
 use super::walk::{BucketWalk, Direction, Walk, newest};
-use crate::model::{ConversationMeta, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
+use crate::model::{ConversationMeta, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
 use crate::{Error, MessageStore, Result};
 
 /// Users per membership batch: two small rows each, well under the batch
@@ -250,6 +250,10 @@ impl MessageStore for ScyllaStore {
                 "the seq ceiling of {key} is no longer {expected}"
             )))
         }
+    }
+
+    async fn fence_log(&self, log: &LogId, writer: &str, after: Seq, up_to: Seq) -> Result<()> {
+        self.fence(log, writer, after, up_to).await
     }
 
     async fn conversation_ids(&self, after: Option<&ConvId>, limit: usize) -> Result<Vec<ConvId>> {

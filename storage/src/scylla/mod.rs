@@ -28,6 +28,7 @@ mod buckets;
 mod bulkhead;
 mod config;
 mod errors;
+mod fences;
 mod guards;
 mod intents;
 mod leases;

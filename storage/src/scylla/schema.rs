@@ -207,6 +207,12 @@ pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[
     epoch bigint,
     PRIMARY KEY ((shard))
 )",
+            "CREATE TABLE IF NOT EXISTS {ks}.log_fences (
+    kind text,
+    log_id text,
+    writer text,
+    PRIMARY KEY ((kind, log_id))
+)",
         ],
     ),
 ];

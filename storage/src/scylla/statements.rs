@@ -113,6 +113,15 @@ pub(crate) const CLAIM_SHARD: &str = "UPDATE {ks}.shard_owners SET owner = ?, ep
 pub(crate) const RELEASE_SHARD: &str =
     "UPDATE {ks}.shard_owners SET owner = '' WHERE shard = ? IF owner = ? AND epoch = ?";
 
+pub(crate) const LOG_FENCE: &str =
+    "SELECT writer FROM {ks}.log_fences WHERE kind = ? AND log_id = ?";
+pub(crate) const SAVE_LOG_FENCE: &str =
+    "INSERT INTO {ks}.log_fences (kind, log_id, writer) VALUES (?, ?, ?)";
+pub(crate) const FENCE_INBOX: &str = "DELETE FROM {ks}.inbox \
+     WHERE user_id = ? AND bucket = ? AND seq > ? AND seq <= ?";
+pub(crate) const FENCE_MESSAGES: &str = "DELETE FROM {ks}.messages \
+     WHERE conv_id = ? AND bucket = ? AND conv_seq > ? AND conv_seq <= ?";
+
 pub(crate) const CONVERSATIONS_FIRST: &str = "SELECT conv_id FROM {ks}.conversations LIMIT ?";
 /// A token-range scan: every partition of the table once, in token order.
 pub(crate) const CONVERSATIONS_AFTER: &str =
@@ -192,6 +201,10 @@ pub(crate) struct Statements {
     pub(crate) dedup: PreparedStatement,
     pub(crate) load_ceiling: PreparedStatement,
     pub(crate) create_ceiling: PreparedStatement,
+    pub(crate) log_fence: PreparedStatement,
+    pub(crate) save_log_fence: PreparedStatement,
+    pub(crate) fence_inbox: PreparedStatement,
+    pub(crate) fence_messages: PreparedStatement,
     pub(crate) register_instance: PreparedStatement,
     pub(crate) renew_instance: PreparedStatement,
     pub(crate) end_instance: PreparedStatement,
@@ -327,6 +340,10 @@ impl Statements {
             dedup: p.plain(DEDUP).await?,
             load_ceiling: p.serial_read(LOAD_CEILING).await?,
             create_ceiling: p.lwt(CREATE_CEILING).await?,
+            log_fence: p.plain(LOG_FENCE).await?,
+            save_log_fence: p.plain(SAVE_LOG_FENCE).await?,
+            fence_inbox: p.plain(FENCE_INBOX).await?,
+            fence_messages: p.plain(FENCE_MESSAGES).await?,
             register_instance: p.lwt(REGISTER_INSTANCE).await?,
             renew_instance: p.lwt(RENEW_INSTANCE).await?,
             end_instance: p.lwt(END_INSTANCE).await?,
