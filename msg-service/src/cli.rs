@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use storage::scylla::{ConsistencyLevel, Keyspace, Replication};
-use storage::{Durability, EmbeddedStore, MessageStore, ScyllaOptions, ScyllaStore};
+use storage::{Durability, EmbeddedStore, LeaseStore, MessageStore, ScyllaOptions, ScyllaStore};
 
 /// The chat message service: send, sync, history, conversations over gRPC.
 /// Without a subcommand it serves; `msg-service audit --help` for the audit.
@@ -54,6 +54,8 @@ pub struct ServeArgs {
     pub redis: Option<String>,
     #[command(flatten)]
     pub service: msg_service::ServiceArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
     /// Serve Prometheus metrics (`GET /metrics`) on this address; off unless given.
     #[arg(long, env = "CHAT_MSG_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -62,6 +64,37 @@ pub struct ServeArgs {
     /// append (`fail_inbox_every=N`). Off unless given.
     #[arg(long, env = "CHAT_FAULT_FILE")]
     pub fault_file: Option<std::path::PathBuf>,
+}
+
+/// How this instance holds its shards (Scylla store only: the embedded
+/// store belongs to one process, which owns every log).
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// This instance's name in the lease table (a random incarnation is
+    /// added at each start), e.g. the pod name.
+    #[arg(long, env = "CHAT_INSTANCE_NAME", default_value = "msg-service")]
+    pub instance_name: String,
+    /// How long a lease renewal holds, in milliseconds: an instance that
+    /// stops renewing (killed, paused, cut off) has its shards served by
+    /// others after this plus the drift margin.
+    #[arg(long, env = "CHAT_LEASE_MS", default_value_t = 5_000,
+        value_parser = clap::value_parser!(u64).range(300..))]
+    pub lease_ms: u64,
+    /// The most two instances' clocks may disagree, in milliseconds.
+    #[arg(long, env = "CHAT_LEASE_DRIFT_MS", default_value_t = 1_000)]
+    pub lease_drift_ms: u64,
+}
+
+impl LeaseArgs {
+    /// The keeper's configuration; the drift margin stays below the lease.
+    pub fn config(&self) -> msg_service::ownership::KeeperConfig {
+        msg_service::ownership::KeeperConfig {
+            lease: std::time::Duration::from_millis(self.lease_ms),
+            drift_margin: std::time::Duration::from_millis(
+                self.lease_drift_ms.min(self.lease_ms / 3),
+            ),
+        }
+    }
 }
 
 /// Flags of `audit`.
@@ -145,6 +178,14 @@ pub enum StoreKind {
 impl StoreArgs {
     /// Opens the store these flags name.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn MessageStore>> {
+        Ok(self.open_with_leases().await?.0)
+    }
+
+    /// The store, and its lease table when several processes may share it
+    /// (Scylla); `None` for the embedded store, which one process owns.
+    pub async fn open_with_leases(
+        &self,
+    ) -> anyhow::Result<(Arc<dyn MessageStore>, Option<Arc<dyn LeaseStore>>)> {
         Ok(match self.store {
             StoreKind::Embedded => {
                 let dir = self.data_dir.join("store");
@@ -155,10 +196,10 @@ impl StoreArgs {
                         dir.display()
                     )
                 })?;
-                Arc::new(store)
+                (Arc::new(store), None)
             }
             StoreKind::Scylla => match ScyllaStore::connect(&self.scylla_options()).await {
-                Ok(store) => Arc::new(store),
+                Ok(store) => (Arc::new(store.clone()), Some(Arc::new(store))),
                 Err(err @ storage::Error::Rejected(_)) => {
                     return Err(err).context(
                         "Scylla refused at start-up (the flags that allow a weaker setup: \

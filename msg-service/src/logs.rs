@@ -34,6 +34,7 @@ use proto::Seq;
 use storage::{LogId, MessageStore, SeqAllocator, SeqCursor, WriteTicket};
 use tokio::sync::OnceCell;
 
+use crate::ownership::{LeaseKeeper, conversation_shard, inbox_shard};
 use crate::{Error, Result};
 
 /// A write of one log entry at `(seq, previous seq)`; callable again with the
@@ -156,6 +157,9 @@ pub(crate) struct Logs<T> {
     writer: Arc<str>,
     /// The store's id of the log under a key.
     log_id: fn(&str) -> Option<LogId>,
+    /// The leases this process serves logs under; `None`: it owns every
+    /// log (the embedded store belongs to one process).
+    serving: Option<Arc<LeaseKeeper>>,
     seqs: SeqAllocator,
     store: Arc<dyn MessageStore>,
     announce: Announce<T>,
@@ -171,6 +175,7 @@ impl<T: Logged> Logs<T> {
         cap: usize,
         writer: Arc<str>,
         log_id: fn(&str) -> Option<LogId>,
+        serving: Option<Arc<LeaseKeeper>>,
         seqs: SeqAllocator,
         store: Arc<dyn MessageStore>,
         announce: Announce<T>,
@@ -185,6 +190,7 @@ impl<T: Logged> Logs<T> {
             kind,
             writer,
             log_id,
+            serving,
             seqs,
             store,
             announce,
@@ -199,6 +205,26 @@ impl<T: Logged> Logs<T> {
     pub(crate) async fn publish(&self, appended: &Appended<T>) {
         publish(&appended.log, appended.seq);
         (self.announce)(&appended.value).await;
+    }
+
+    /// The epoch `key`'s shard is served at here, or `unavailable` when
+    /// this process may not serve it now (another instance owns it, or its
+    /// lease lapsed): the caller's retry reaches the owner.
+    fn served(&self, key: &str) -> Result<u64> {
+        let Some(keeper) = &self.serving else {
+            return Ok(0);
+        };
+        let shard = match (self.log_id)(key) {
+            Some(LogId::Inbox(user)) => inbox_shard(&user),
+            Some(LogId::Conversation(conv)) => conversation_shard(&conv),
+            None => return Err(storage::Error::BadData(format!("{key:?} names no log")).into()),
+        };
+        keeper.serves(shard).ok_or_else(|| {
+            storage::Error::Unavailable(
+                format!("shard {shard} is not served here now (another owner, or no lease)").into(),
+            )
+            .into()
+        })
     }
 
     fn cached(&self) -> std::sync::MutexGuard<'_, Cached<T>> {
@@ -257,6 +283,7 @@ impl<T: Logged> Logs<T> {
         L: FnOnce() -> F,
         F: Future<Output = Result<Seq>>,
     {
+        self.served(key)?;
         let log = self.log(key);
         let head = Self::loaded_head(&log, load_head)
             .await
@@ -298,6 +325,7 @@ impl<T: Logged> Logs<T> {
         P: FnOnce() -> PF,
         PF: Future<Output = Result<Write<T>>>,
     {
+        let epoch = self.served(key)?;
         let log = self.log(key);
         Self::loaded_head(&log, load_head).await?;
         let mut writer = log.writer.lock().await;
@@ -322,7 +350,16 @@ impl<T: Logged> Logs<T> {
         let next = self.seqs.next(key, &mut cursor).await;
         writer.cursor = Some(cursor);
         let seq = next?;
-        match write(seq, previous).await {
+        let written = match write(seq, previous).await {
+            // Not acked once the lease that allowed it is gone: a new owner
+            // fences it off, or, if the lease comes back, it is settled.
+            Ok(_) if self.served(key).ok() != Some(epoch) => Err(storage::Error::Unavailable(
+                format!("the lease of {key:?} ended during its write").into(),
+            )
+            .into()),
+            other => other,
+        };
+        match written {
             Ok(value) => Ok(Appended {
                 log: Arc::clone(&log),
                 seq,
@@ -366,6 +403,7 @@ impl<T: Logged> Logs<T> {
         L: FnOnce() -> F,
         F: Future<Output = Result<Seq>>,
     {
+        self.served(key)?;
         let log = self.log(key);
         Self::loaded_head(&log, load_head).await?;
         let mut writer = log.writer.lock().await;
@@ -468,6 +506,7 @@ mod tests {
             cap,
             "test".into(),
             log_id,
+            None,
             seqs,
             Arc::clone(store),
             silent(),

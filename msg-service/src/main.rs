@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use msg_service::ownership::{KeeperClock, LeaseKeeper, SystemClock};
 use msg_service::{Backends, MessageService};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -59,10 +60,11 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new().build_recorder();
     let handle = metrics.handle();
     metrics::set_global_recorder(metrics).context("installing the metrics recorder")?;
+    let ready: Ready = Arc::default();
     if let Some(addr) = config.metrics_listen {
-        serve_metrics(addr, handle).await?;
+        serve_metrics(addr, handle, Arc::clone(&ready)).await?;
     }
-    let mut store = config.store.open().await?;
+    let (mut store, leases) = config.store.open_with_leases().await?;
     if let Some(path) = &config.fault_file {
         tracing::warn!(path = %path.display(), "FAULT HOOK IS ON: the store obeys this file");
         store = msg_service::fault_hook::wrap(store, path.clone());
@@ -85,10 +87,16 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
         bus: Arc::new(redis.bus),
         presence: Arc::new(redis.presence),
     };
-    let service = Arc::new(MessageService::new(
+    let keeper = match leases {
+        Some(leases) => Some(hold_shards(leases, &config.lease, config.listen).await?),
+        None => None,
+    };
+    let service = Arc::new(MessageService::serving(
         backends,
         config.service.service_config(),
+        keeper.clone(),
     ));
+    let _ = ready.set(keeper.clone());
     let retry_worker = service.start_retry_worker();
     let listener = TcpListener::bind(config.listen)
         .await
@@ -96,10 +104,25 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "msg-service listening (gRPC)");
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut renewals = keeper.clone().map(LeaseKeeper::spawn_renewals);
     let shutdown = async move {
+        let deposed = async {
+            match renewals.as_mut() {
+                Some(task) => match task.await {
+                    Ok(err) => {
+                        tracing::error!(error = %err, "this instance lost its lease; stopping")
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "the lease renewals stopped; stopping")
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
+            () = deposed => {}
         }
         tracing::info!("shutdown requested");
     };
@@ -114,20 +137,84 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     msg_service::MessageApi::flush(&*service)
         .await
         .context("flushing the store")?;
+    if let Some(keeper) = &keeper {
+        // The next owners need not wait for the lease to run out.
+        if let Err(err) = keeper.release_all().await {
+            tracing::warn!(error = %err, "releasing the shards failed; they move once the lease expires");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// `GET /metrics` in the Prometheus text format, on its own port (gRPC has
-/// the main one), served in the background for the life of the process.
-async fn serve_metrics(addr: std::net::SocketAddr, handle: PrometheusHandle) -> anyhow::Result<()> {
-    let router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let text = handle.render();
-            async move { ([("content-type", "text/plain; version=0.0.4")], text) }
-        }),
+/// Registers this instance in the lease table and claims the shards
+/// assigned to it; it serves them once its first tick holds them.
+async fn hold_shards(
+    leases: Arc<dyn storage::LeaseStore>,
+    lease: &cli::LeaseArgs,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<Arc<LeaseKeeper>> {
+    let clock: Arc<dyn KeeperClock> = Arc::new(SystemClock::default());
+    let keeper = LeaseKeeper::register(
+        leases,
+        clock,
+        lease.config(),
+        &lease.instance_name,
+        &listen.to_string(),
+    )
+    .await
+    .context("registering in the lease table")?;
+    keeper.tick().await.context("claiming shards")?;
+    tracing::info!(
+        instance = keeper.instance(),
+        shards = keeper.held_shards(),
+        "holding shards under a lease"
     );
+    metrics::gauge!("chat_shards_held").set(keeper.held_shards() as f64);
+    Ok(Arc::new(keeper))
+}
+
+/// Set once the service is up: with the lease keeper it serves under, if any.
+type Ready = Arc<std::sync::OnceLock<Option<Arc<LeaseKeeper>>>>;
+
+/// `GET /readyz`: 200 once the service is up and, on a shared store, holds
+/// every shard assigned to it under a valid lease; 503 before and otherwise.
+fn readiness(ready: &Ready) -> axum::http::StatusCode {
+    let serving = match ready.get() {
+        Some(Some(keeper)) => keeper.serves_its_shards(),
+        Some(None) => true,
+        None => false,
+    };
+    if serving {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// `GET /metrics` in the Prometheus text format and `GET /readyz`, on their
+/// own port (gRPC has the main one), served in the background for the life
+/// of the process.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    handle: PrometheusHandle,
+    ready: Ready,
+) -> anyhow::Result<()> {
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = handle.render();
+                async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+            }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let status = readiness(&ready);
+                async move { status }
+            }),
+        );
     let listener = TcpListener::bind(addr)
         .await
         .context("binding the metrics address")?;

@@ -11,6 +11,7 @@ use crate::fanouts::FanoutTurns;
 use crate::inbox::{InboxWrite, announcer};
 use crate::intents::InFlight;
 use crate::logs::{Logs, silent};
+use crate::ownership::LeaseKeeper;
 use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
 use crate::send::{Posted, queue_late_fanout};
@@ -165,8 +166,20 @@ fn conversation_of_key(key: &str) -> Option<LogId> {
 }
 
 impl MessageService {
-    /// A service over these backends.
+    /// A service over these backends that owns every log (the embedded
+    /// store belongs to one process).
     pub fn new(backends: Backends, config: ServiceConfig) -> Self {
+        Self::serving(backends, config, None)
+    }
+
+    /// A service that appends to, and reads the heads of, only the logs
+    /// whose shards `keeper` holds under a valid lease (`None`: every log);
+    /// other calls are answered `unavailable`.
+    pub fn serving(
+        backends: Backends,
+        config: ServiceConfig,
+        keeper: Option<Arc<LeaseKeeper>>,
+    ) -> Self {
         let seqs = SeqAllocator::new(Arc::clone(&backends.store), config.seq_step);
         let retry: Arc<RetrySignals> = Arc::default();
         let store = &backends.store;
@@ -179,6 +192,7 @@ impl MessageService {
                 config.max_cached_logs,
                 Arc::clone(&writer),
                 inbox_of_key,
+                keeper.clone(),
                 seqs.clone(),
                 Arc::clone(store),
                 announcer(backends.clone()),
@@ -189,6 +203,7 @@ impl MessageService {
                 config.max_cached_logs,
                 writer,
                 conversation_of_key,
+                keeper,
                 seqs,
                 Arc::clone(store),
                 silent(),

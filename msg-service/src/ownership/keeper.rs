@@ -207,6 +207,11 @@ impl LeaseKeeper {
             .collect();
         let assigned = assigned_to(&self.instance, &live);
         self.give_up(&assigned).await?;
+        if self.held().shards.len() == assigned.len() {
+            // Holds all it is assigned (and no more): nothing to read.
+            self.held().assigned = assigned.len();
+            return Ok(());
+        }
         let owners: HashMap<u16, ShardOwner> = self
             .store
             .shard_owners()
@@ -315,6 +320,33 @@ impl LeaseKeeper {
         };
         self.held().shards.insert(seen.shard, epoch);
         Ok(())
+    }
+
+    /// Whether another instance ended this one's lease: it never serves again.
+    pub fn deposed(&self) -> bool {
+        self.held().deposed
+    }
+
+    /// Ticks every [`KeeperConfig::renew_every`] until the lease is ended
+    /// by another instance, which it returns as an error (the process
+    /// should stop: a new one registers afresh). A failed tick is logged
+    /// and tried again at the next.
+    pub fn spawn_renewals(self: Arc<Self>) -> tokio::task::JoinHandle<storage::Error> {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(self.config.renew_every()).await;
+                let outcome = self.tick().await;
+                metrics::gauge!("chat_shards_held").set(self.held_shards() as f64);
+                match outcome {
+                    Ok(()) => {}
+                    Err(err) if self.deposed() => return err,
+                    Err(err) => {
+                        metrics::counter!("chat_lease_tick_failures_total").increment(1);
+                        tracing::warn!(error = %err, "a lease tick failed; the next one tries again");
+                    }
+                }
+            }
+        })
     }
 
     /// Stops serving, releases every shard and removes the instance's

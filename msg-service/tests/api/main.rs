@@ -24,6 +24,7 @@ mod restart;
 mod retry_queue;
 mod scylla_needs_node;
 mod send;
+mod serving;
 mod store_double;
 mod sync_invariant;
 mod validation;

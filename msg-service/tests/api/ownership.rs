@@ -12,12 +12,12 @@ use tempfile::TempDir;
 
 /// A clock the test moves by hand: wall and monotonic time advance together.
 #[derive(Default)]
-struct ManualClock {
+pub struct ManualClock {
     elapsed: Mutex<Duration>,
 }
 
 impl ManualClock {
-    fn advance(&self, by: Duration) {
+    pub fn advance(&self, by: Duration) {
         *self.elapsed.lock().expect("clock lock") += by;
     }
 }
@@ -32,7 +32,7 @@ impl KeeperClock for ManualClock {
     }
 }
 
-const CONFIG: KeeperConfig = KeeperConfig {
+pub const CONFIG: KeeperConfig = KeeperConfig {
     lease: Duration::from_secs(9),
     drift_margin: Duration::from_secs(1),
 };

@@ -1,0 +1,126 @@
+//! A message service serving under leases: it appends to and reads only the
+//! logs of shards its keeper holds under a valid lease, answers the others
+//! `unavailable`, and acks no write whose lease ended while it was written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msg_service::ownership::{KeeperClock, LeaseKeeper, SHARDS, conversation_shard, inbox_shard};
+use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
+use proto::{ConvId, UserId};
+use storage::{EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, MessageStore};
+
+use crate::faults::assert_unavailable;
+use crate::helpers::{send, user};
+use crate::ownership::{CONFIG, ManualClock};
+use crate::store_double::{Faults, StoreDouble, hold};
+
+struct Instance {
+    keeper: Arc<LeaseKeeper>,
+    service: Arc<MessageService>,
+}
+
+async fn instance(
+    store: &EmbeddedStore,
+    faults: &Arc<Faults>,
+    clock: &Arc<ManualClock>,
+    name: &str,
+) -> anyhow::Result<Instance> {
+    let dyn_clock: Arc<dyn KeeperClock> = clock.clone();
+    let keeper = Arc::new(
+        LeaseKeeper::register(Arc::new(store.clone()), dyn_clock, CONFIG, name, "-").await?,
+    );
+    let store: Arc<dyn MessageStore> = Arc::new(StoreDouble {
+        inner: store.clone(),
+        faults: Arc::clone(faults),
+        reads: Arc::default(),
+    });
+    let backends = Backends {
+        store,
+        cache: Arc::new(InProcessCache::default()),
+        bus: Arc::new(InProcessBus::default()),
+        presence: Arc::new(InProcessPresence::default()),
+    };
+    let service = MessageService::serving(
+        backends,
+        ServiceConfig::default(),
+        Some(Arc::clone(&keeper)),
+    );
+    Ok(Instance {
+        keeper,
+        service: Arc::new(service),
+    })
+}
+
+/// Two users whose inboxes, and their direct conversation, are all in
+/// shards `keeper` serves (or, with `served` false, none of them is).
+fn pair_in(keeper: &LeaseKeeper, served: bool) -> (UserId, UserId) {
+    for i in 0..100_000 {
+        let (a, b) = (user(&format!("a{i}")), user(&format!("b{i}")));
+        let conv = ConvId::dm(&a, &b).expect("a dm");
+        let shards = [inbox_shard(&a), inbox_shard(&b), conversation_shard(&conv)];
+        if shards.iter().all(|s| keeper.serves(*s).is_some() == served) {
+            return (a, b);
+        }
+    }
+    panic!("no such pair in 100,000 tries");
+}
+
+#[tokio::test]
+async fn an_instance_serves_only_the_shards_it_holds_and_only_while_its_lease_holds()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = EmbeddedStore::open(dir.path(), storage::Durability::Fsync)?;
+    let (faults, clock) = (
+        Arc::new(Faults::default()),
+        Arc::new(ManualClock::default()),
+    );
+    let a = instance(&store, &faults, &clock, "a").await?;
+    let b = instance(&store, &faults, &clock, "b").await?;
+    for _ in 0..2 {
+        a.keeper.tick().await?;
+        b.keeper.tick().await?;
+    }
+    assert!(a.keeper.held_shards() > 0 && b.keeper.held_shards() > 0);
+    assert_eq!(
+        a.keeper.held_shards() + b.keeper.held_shards(),
+        usize::from(SHARDS)
+    );
+
+    let (alice, bob) = pair_in(&a.keeper, true);
+    send(&a.service, &alice, &bob, "m1", "to a").await?;
+    assert_unavailable(send(&b.service, &alice, &bob, "m2", "to b").await);
+    let (carol, dave) = pair_in(&a.keeper, false);
+    assert_unavailable(send(&a.service, &carol, &dave, "m3", "not a's").await);
+    assert_unavailable(a.service.sync(&carol, 0, 10).await);
+
+    // a stops renewing: past its lease (less the margin) it serves nothing.
+    clock.advance(Duration::from_secs(8));
+    assert_unavailable(send(&a.service, &alice, &bob, "m4", "lapsed").await);
+    assert_unavailable(a.service.sync(&bob, 0, 10).await);
+    a.keeper.tick().await?;
+    send(&a.service, &alice, &bob, "m4", "renewed").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_write_whose_lease_ends_while_it_is_written_is_not_acked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = EmbeddedStore::open(dir.path(), storage::Durability::Fsync)?;
+    let (faults, clock) = (
+        Arc::new(Faults::default()),
+        Arc::new(ManualClock::default()),
+    );
+    let a = instance(&store, &faults, &clock, "a").await?;
+    a.keeper.tick().await?;
+    let (alice, bob) = pair_in(&a.keeper, true);
+    let (logging, release) = hold(&faults.hold_message_of, &alice);
+    let service = Arc::clone(&a.service);
+    let (from, to) = (alice.clone(), bob.clone());
+    let sending = tokio::spawn(async move { send(&service, &from, &to, "m1", "slow").await });
+    logging.await?;
+    clock.advance(Duration::from_secs(8)); // the lease lapses mid-write
+    let _ = release.send(());
+    assert_unavailable(sending.await?);
+    Ok(())
+}
