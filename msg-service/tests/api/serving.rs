@@ -9,6 +9,7 @@ use msg_service::ownership::{KeeperClock, LeaseKeeper, SHARDS, conversation_shar
 use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
 use proto::{ConvId, UserId};
 use storage::{EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, MessageStore};
+use tempfile::TempDir;
 
 use crate::faults::assert_unavailable;
 use crate::helpers::{send, user};
@@ -52,6 +53,25 @@ async fn instance(
     })
 }
 
+/// What the instances of a test share: one store, its faults, one clock.
+struct Shared {
+    _dir: TempDir,
+    store: EmbeddedStore,
+    faults: Arc<Faults>,
+    clock: Arc<ManualClock>,
+}
+
+fn shared() -> anyhow::Result<Shared> {
+    let dir = tempfile::tempdir()?;
+    let store = EmbeddedStore::open(dir.path(), storage::Durability::Fsync)?;
+    Ok(Shared {
+        _dir: dir,
+        store,
+        faults: Arc::default(),
+        clock: Arc::default(),
+    })
+}
+
 /// Two users whose inboxes, and their direct conversation, are all in
 /// shards `keeper` serves (or, with `served` false, none of them is).
 fn pair_in(keeper: &LeaseKeeper, served: bool) -> (UserId, UserId) {
@@ -69,14 +89,10 @@ fn pair_in(keeper: &LeaseKeeper, served: bool) -> (UserId, UserId) {
 #[tokio::test]
 async fn an_instance_serves_only_the_shards_it_holds_and_only_while_its_lease_holds()
 -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = EmbeddedStore::open(dir.path(), storage::Durability::Fsync)?;
-    let (faults, clock) = (
-        Arc::new(Faults::default()),
-        Arc::new(ManualClock::default()),
-    );
-    let a = instance(&store, &faults, &clock, "a").await?;
-    let b = instance(&store, &faults, &clock, "b").await?;
+    let shared = shared()?;
+    let (store, faults, clock) = (&shared.store, &shared.faults, &shared.clock);
+    let a = instance(store, faults, clock, "a").await?;
+    let b = instance(store, faults, clock, "b").await?;
     for _ in 0..2 {
         a.keeper.tick().await?;
         b.keeper.tick().await?;
@@ -105,13 +121,9 @@ async fn an_instance_serves_only_the_shards_it_holds_and_only_while_its_lease_ho
 
 #[tokio::test]
 async fn a_write_whose_lease_ends_while_it_is_written_is_not_acked() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = EmbeddedStore::open(dir.path(), storage::Durability::Fsync)?;
-    let (faults, clock) = (
-        Arc::new(Faults::default()),
-        Arc::new(ManualClock::default()),
-    );
-    let a = instance(&store, &faults, &clock, "a").await?;
+    let shared = shared()?;
+    let (store, faults, clock) = (&shared.store, &shared.faults, &shared.clock);
+    let a = instance(store, faults, clock, "a").await?;
     a.keeper.tick().await?;
     let (alice, bob) = pair_in(&a.keeper, true);
     let (logging, release) = hold(&faults.hold_message_of, &alice);
