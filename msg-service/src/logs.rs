@@ -227,6 +227,11 @@ impl<T: Logged> Logs<T> {
         })
     }
 
+    /// Whether this process may serve `key` now.
+    pub(crate) fn serves(&self, key: &str) -> bool {
+        self.served(key).is_ok()
+    }
+
     fn cached(&self) -> std::sync::MutexGuard<'_, Cached<T>> {
         // Only inserts, removes and relaxed counters under this lock:
         // nothing half done to recover from a panic.
@@ -415,11 +420,13 @@ impl<T: Logged> Logs<T> {
 
     /// Runs `work` as the writer of `key`: nothing is appended meanwhile. A
     /// conversation's membership changes run so, ordered with its sends.
-    pub(crate) async fn exclusive<R, W, WF>(&self, key: &str, work: W) -> R
+    /// Only the owner of `key`'s shard runs it (see [`Logs::served`]).
+    pub(crate) async fn exclusive<R, W, WF>(&self, key: &str, work: W) -> Result<R>
     where
         W: FnOnce() -> WF,
-        WF: Future<Output = R>,
+        WF: Future<Output = Result<R>>,
     {
+        self.served(key)?;
         let log = self.log(key);
         let _writer = log.writer.lock().await;
         work().await

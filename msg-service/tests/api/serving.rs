@@ -110,6 +110,29 @@ async fn an_instance_serves_only_the_shards_it_holds_and_only_while_its_lease_ho
     assert_unavailable(send(&a.service, &carol, &dave, "m3", "not a's").await);
     assert_unavailable(a.service.sync(&carol, 0, 10).await);
 
+    // Membership changes too run only at the conversation's owner.
+    let group = a
+        .service
+        .create_group(&alice, vec![bob.clone()], None)
+        .await?;
+    let shard = conversation_shard(&group.conv_id);
+    let (owner, other) = if a.keeper.serves(shard).is_some() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let eve = user("eve");
+    assert_unavailable(
+        other
+            .service
+            .add_members(&alice, &group.conv_id, vec![eve.clone()])
+            .await,
+    );
+    owner
+        .service
+        .add_members(&alice, &group.conv_id, vec![eve])
+        .await?;
+
     // a stops renewing: past its lease (less the margin) it serves nothing.
     clock.advance(Duration::from_secs(8));
     assert_unavailable(send(&a.service, &alice, &bob, "m4", "lapsed").await);
