@@ -5,11 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
-use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 use tokio::sync::watch;
 
-use crate::model::{ConversationMeta, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
+use crate::layered::{CallKind, StoreCall};
 use crate::{Error, MessageStore, Result};
 
 /// What a class of calls does.
@@ -103,6 +101,32 @@ impl FaultyStore {
         let _ = stalled.wait_for(|s| *s >= n).await;
     }
 
+    /// What happens around each store call: the fault of its class, and
+    /// for inbox appends the every-Nth failure.
+    async fn around<T, F, Fut>(&self, call: StoreCall, mut run: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.gate(match call.kind {
+            CallKind::Read => Class::Read,
+            CallKind::Page => Class::Page,
+            CallKind::Write => Class::Write,
+        })
+        .await?;
+        if call.name == "store.append_inbox" && self.this_inbox_append_fails() {
+            return Err(Error::unavailable(Injected));
+        }
+        run().await
+    }
+
+    /// Counts an inbox append; whether it is an Nth one set to fail.
+    fn this_inbox_append_fails(&self) -> bool {
+        let every = self.fail_inbox_every.load(Ordering::SeqCst);
+        let n = self.inbox_appends.fetch_add(1, Ordering::SeqCst) + 1;
+        every > 0 && n.is_multiple_of(every)
+    }
+
     async fn gate(&self, class: Class) -> Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let mut faults = self.faults.subscribe();
@@ -129,184 +153,14 @@ impl FaultyStore {
     }
 }
 
-#[async_trait]
-impl MessageStore for FaultyStore {
-    async fn put_conversation(&self, meta: &ConversationMeta) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.put_conversation(meta).await
-    }
-
-    async fn conversation(&self, conv: &ConvId) -> Result<Option<ConversationMeta>> {
-        self.gate(Class::Read).await?;
-        self.inner.conversation(conv).await
-    }
-
-    async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.add_members(conv, users).await
-    }
-
-    async fn remove_member(&self, conv: &ConvId, user: &UserId) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.remove_member(conv, user).await
-    }
-
-    async fn members(&self, conv: &ConvId) -> Result<Vec<UserId>> {
-        self.gate(Class::Read).await?;
-        self.inner.members(conv).await
-    }
-
-    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConvId>> {
-        self.gate(Class::Read).await?;
-        self.inner.user_conversations(user).await
-    }
-
-    async fn append_message(
-        &self,
-        msg: &HistoryMessage,
-        intent: &RetryItem,
-    ) -> Result<WriteTicket> {
-        self.gate(Class::Write).await?;
-        self.inner.append_message(msg, intent).await
-    }
-
-    async fn message(&self, conv: &ConvId, conv_seq: Seq) -> Result<Option<HistoryMessage>> {
-        self.gate(Class::Read).await?;
-        self.inner.message(conv, conv_seq).await
-    }
-
-    async fn messages(
-        &self,
-        conv: &ConvId,
-        page: Page,
-        limit: usize,
-    ) -> Result<Vec<HistoryMessage>> {
-        self.gate(Class::Page).await?;
-        self.inner.messages(conv, page, limit).await
-    }
-
-    async fn last_conv_seq(&self, conv: &ConvId) -> Result<Seq> {
-        self.gate(Class::Read).await?;
-        self.inner.last_conv_seq(conv).await
-    }
-
-    async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<WriteTicket> {
-        self.gate(Class::Write).await?;
-        let every = self.fail_inbox_every.load(Ordering::SeqCst);
-        let n = self.inbox_appends.fetch_add(1, Ordering::SeqCst) + 1;
-        if every > 0 && n.is_multiple_of(every) {
-            return Err(Error::unavailable(Injected));
-        }
-        self.inner.append_inbox(user, entry).await
-    }
-
-    async fn inbox_seq_of(
-        &self,
-        user: &UserId,
-        conv: &ConvId,
-        conv_seq: Seq,
-    ) -> Result<Option<Seq>> {
-        self.gate(Class::Read).await?;
-        self.inner.inbox_seq_of(user, conv, conv_seq).await
-    }
-
-    async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>> {
-        self.gate(Class::Read).await?;
-        self.inner.read_inbox(user, after, limit).await
-    }
-
-    async fn inbox_head(&self, user: &UserId) -> Result<Seq> {
-        self.gate(Class::Read).await?;
-        self.inner.inbox_head(user).await
-    }
-
-    async fn durable(&self, ticket: WriteTicket) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.durable(ticket).await
-    }
-
-    async fn dedup_get(&self, sender: &UserId, id: &ClientMsgId) -> Result<Option<MessageRef>> {
-        self.gate(Class::Read).await?;
-        self.inner.dedup_get(sender, id).await
-    }
-
-    async fn load_ceiling(&self, key: &str) -> Result<Seq> {
-        self.gate(Class::Read).await?;
-        self.inner.load_ceiling(key).await
-    }
-
-    async fn swap_ceiling(&self, key: &str, expected: Seq, max_seq: Seq) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.swap_ceiling(key, expected, max_seq).await
-    }
-
-    async fn fence_log(&self, log: &LogId, writer: &str, after: Seq, up_to: Seq) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.fence_log(log, writer, after, up_to).await
-    }
-
-    async fn conversation_ids(&self, after: Option<&ConvId>, limit: usize) -> Result<Vec<ConvId>> {
-        self.gate(Class::Read).await?;
-        self.inner.conversation_ids(after, limit).await
-    }
-
-    async fn enqueue_retry(&self, item: &RetryItem) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.enqueue_retry(item).await
-    }
-
-    async fn retry_items(&self, after: Option<&RetryKey>, limit: usize) -> Result<Vec<RetryItem>> {
-        self.gate(Class::Read).await?;
-        self.inner.retry_items(after, limit).await
-    }
-
-    async fn remove_retry(&self, key: &RetryKey) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.remove_retry(key).await
-    }
-
-    async fn retry_checkpoint(&self) -> Result<Option<RetryKey>> {
-        self.gate(Class::Read).await?;
-        self.inner.retry_checkpoint().await
-    }
-
-    async fn save_retry_checkpoint(&self, at: Option<&RetryKey>) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.save_retry_checkpoint(at).await
-    }
-
-    async fn fanout_intents(
-        &self,
-        from: u64,
-        to: u64,
-        after: Option<&RetryKey>,
-        limit: usize,
-    ) -> Result<Vec<RetryItem>> {
-        self.gate(Class::Read).await?;
-        self.inner.fanout_intents(from, to, after, limit).await
-    }
-
-    async fn fanout_watermark(&self) -> Result<u64> {
-        self.gate(Class::Read).await?;
-        self.inner.fanout_watermark().await
-    }
-
-    async fn save_fanout_watermark(&self, at: u64) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.save_fanout_watermark(at).await
-    }
-
-    async fn flush(&self) -> Result<()> {
-        self.gate(Class::Write).await?;
-        self.inner.flush().await
-    }
-}
+crate::layered::layered_store!(FaultyStore);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::suite::{entry, user};
     use crate::{Durability, EmbeddedStore};
+    use proto::{ConvId, Seq};
 
     #[tokio::test]
     async fn every_nth_inbox_append_fails_before_writing_when_asked() {

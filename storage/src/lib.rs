@@ -11,6 +11,7 @@ mod embedded;
 mod error;
 pub mod fault;
 mod group_commit;
+mod layered;
 mod leases;
 mod model;
 mod presence;
