@@ -15,6 +15,9 @@ use storage::{InstanceLease, LeaseStore, ShardOwner};
 
 use super::assign::assigned_to;
 
+/// How soon a failed tick is tried again.
+const RETRY_FAILED_TICK: Duration = Duration::from_millis(200);
+
 /// Claims and releases in flight at once during a tick.
 const CONCURRENT_CLAIMS: usize = 16;
 
@@ -330,21 +333,24 @@ impl LeaseKeeper {
     /// Ticks every [`KeeperConfig::renew_every`] until the lease is ended
     /// by another instance, which it returns as an error (the process
     /// should stop: a new one registers afresh). A failed tick is logged
-    /// and tried again at the next.
+    /// and tried again after [`RETRY_FAILED_TICK`], not a whole period
+    /// later: one store node that just died must not let the lease lapse.
     pub fn spawn_renewals(self: Arc<Self>) -> tokio::task::JoinHandle<storage::Error> {
         tokio::spawn(async move {
+            let mut wait = self.config.renew_every();
             loop {
-                tokio::time::sleep(self.config.renew_every()).await;
+                tokio::time::sleep(wait).await;
                 let outcome = self.tick().await;
                 metrics::gauge!("chat_shards_held").set(self.held_shards() as f64);
-                match outcome {
-                    Ok(()) => {}
+                wait = match outcome {
+                    Ok(()) => self.config.renew_every(),
                     Err(err) if self.deposed() => return err,
                     Err(err) => {
                         metrics::counter!("chat_lease_tick_failures_total").increment(1);
-                        tracing::warn!(error = %err, "a lease tick failed; the next one tries again");
+                        tracing::warn!(error = %err, "a lease tick failed; trying again shortly");
+                        RETRY_FAILED_TICK.min(self.config.renew_every())
                     }
-                }
+                };
             }
         })
     }

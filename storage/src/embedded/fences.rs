@@ -103,6 +103,12 @@ impl EmbeddedStore {
         after: Seq,
         up_to: Seq,
     ) -> Result<()> {
+        let key = fence_key(log);
+        let last = self.read(move |t| read_fence(t, &key)).await?;
+        if last.is_some_and(|fence| fence.writer == writer) {
+            // Fenced by this writer already: nothing of an earlier one to fence.
+            return Ok(());
+        }
         let (log, writer) = (log.clone(), writer.to_owned());
         let (done, outcome) = tokio::sync::oneshot::channel();
         let fill = move |t: &Tables, b: &mut fjall::OwnedWriteBatch| {
