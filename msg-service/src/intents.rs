@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 use crate::clock::now_ms;
-use crate::service::Core;
+use crate::service::{Core, conv_key};
 
 /// Intents read per page during recovery.
 const PAGE: usize = 100;
@@ -152,6 +152,11 @@ impl Core {
     /// (the store, the queue write) ends recovery, to be tried again.
     async fn finish_intent(&self, intent: RetryItem) -> Result<()> {
         let (conv, conv_seq): (_, Seq) = (&intent.key.conv_id, intent.key.conv_seq);
+        if !self.conversations.serves(&conv_key(conv)) {
+            // Another instance owns it; finishing it is that owner's.
+            tracing::warn!(%conv, conv_seq, "an intent of a conversation not served here; skipped");
+            return Ok(());
+        }
         // A message a dead process logged but never settled is fenced off
         // first, not fanned out.
         self.open_conversation(conv).await?;

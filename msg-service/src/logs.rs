@@ -85,10 +85,14 @@ struct Log<T> {
     writer: tokio::sync::Mutex<Writer<T>>,
     /// When it was last touched, in touches of its [`Cached`].
     touched: AtomicU64,
+    /// The epoch of its shard this state was loaded under: when the shard
+    /// comes back at another epoch (it was owned elsewhere meanwhile), the
+    /// state is stale and replaced.
+    epoch: u64,
 }
 
-impl<T> Default for Log<T> {
-    fn default() -> Self {
+impl<T> Log<T> {
+    fn new(epoch: u64) -> Self {
         Log {
             head: OnceCell::new(),
             writer: tokio::sync::Mutex::new(Writer {
@@ -96,6 +100,7 @@ impl<T> Default for Log<T> {
                 unsettled: None,
             }),
             touched: AtomicU64::new(0),
+            epoch,
         }
     }
 }
@@ -238,13 +243,22 @@ impl<T: Logged> Logs<T> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The state of `key`, kept from now on; may forget idle logs.
-    fn log(&self, key: &str) -> Arc<Log<T>> {
+    /// The state of `key` under `epoch`, kept from now on; state of another
+    /// epoch is replaced (its head, cursor and unsettled write were another
+    /// owner's business since). May forget idle logs.
+    fn log(&self, key: &str, epoch: u64) -> Arc<Log<T>> {
         let mut cached = self.cached();
         cached.touches += 1;
         let now = cached.touches;
         let before = cached.logs.len();
-        let log = Arc::clone(cached.logs.entry(key.to_owned()).or_default());
+        let entry = cached
+            .logs
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(Log::new(epoch)));
+        if entry.epoch != epoch {
+            *entry = Arc::new(Log::new(epoch));
+        }
+        let log = Arc::clone(entry);
         log.touched.store(now, Ordering::Relaxed);
         if cached.logs.len() > self.cap {
             // A tenth below the cap, so that a sweep is paid once per many inserts.
@@ -288,8 +302,8 @@ impl<T: Logged> Logs<T> {
         L: FnOnce() -> F,
         F: Future<Output = Result<Seq>>,
     {
-        self.served(key)?;
-        let log = self.log(key);
+        let epoch = self.served(key)?;
+        let log = self.log(key, epoch);
         let head = Self::loaded_head(&log, load_head)
             .await
             .map(|h| h.load(Ordering::Acquire));
@@ -331,7 +345,7 @@ impl<T: Logged> Logs<T> {
         PF: Future<Output = Result<Write<T>>>,
     {
         let epoch = self.served(key)?;
-        let log = self.log(key);
+        let log = self.log(key, epoch);
         Self::loaded_head(&log, load_head).await?;
         let mut writer = log.writer.lock().await;
         if let Some(unsettled) = writer.unsettled.take() {
@@ -355,6 +369,14 @@ impl<T: Logged> Logs<T> {
         let next = self.seqs.next(key, &mut cursor).await;
         writer.cursor = Some(cursor);
         let seq = next?;
+        // Checked again right before the write goes out: the lease may have
+        // ended while this waited for the writer lock or the ceiling.
+        if self.served(key)? != epoch {
+            return Err(storage::Error::Unavailable(
+                format!("the lease of {key:?} ended before its write").into(),
+            )
+            .into());
+        }
         let written = match write(seq, previous).await {
             // Not acked once the lease that allowed it is gone: a new owner
             // fences it off, or, if the lease comes back, it is settled.
@@ -393,9 +415,10 @@ impl<T: Logged> Logs<T> {
         if ceiling > head {
             let id = (self.log_id)(key)
                 .ok_or_else(|| storage::Error::BadData(format!("{key:?} names no log")))?;
-            self.store
-                .fence_log(&id, &self.writer, head, ceiling)
-                .await?;
+            // A writer per process and epoch: a process that gets a shard back
+            // fences what the owners in between may have left.
+            let writer = format!("{}@{}", self.writer, log.epoch);
+            self.store.fence_log(&id, &writer, head, ceiling).await?;
         }
         Ok(cursor)
     }
@@ -408,8 +431,8 @@ impl<T: Logged> Logs<T> {
         L: FnOnce() -> F,
         F: Future<Output = Result<Seq>>,
     {
-        self.served(key)?;
-        let log = self.log(key);
+        let epoch = self.served(key)?;
+        let log = self.log(key, epoch);
         Self::loaded_head(&log, load_head).await?;
         let mut writer = log.writer.lock().await;
         if writer.cursor.is_none() {
@@ -426,9 +449,15 @@ impl<T: Logged> Logs<T> {
         W: FnOnce() -> WF,
         WF: Future<Output = Result<R>>,
     {
-        self.served(key)?;
-        let log = self.log(key);
+        let epoch = self.served(key)?;
+        let log = self.log(key, epoch);
         let _writer = log.writer.lock().await;
+        if self.served(key)? != epoch {
+            return Err(storage::Error::Unavailable(
+                format!("the lease of {key:?} ended while waiting to write").into(),
+            )
+            .into());
+        }
         work().await
     }
 
@@ -436,7 +465,8 @@ impl<T: Logged> Logs<T> {
     /// entry already stored (a retry) calls this before relying on it being
     /// visible.
     pub(crate) async fn settle(&self, key: &str) -> Result<()> {
-        let log = self.log(key);
+        let epoch = self.served(key)?;
+        let log = self.log(key, epoch);
         let mut writer = log.writer.lock().await;
         match writer.unsettled.take() {
             Some(unsettled) => self.settle_one(&log, &mut writer, unsettled).await,

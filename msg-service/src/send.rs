@@ -47,7 +47,7 @@ impl Core {
         request: SendRequest,
     ) -> Result<Dedup<'_>> {
         let _sender = self.senders.lock(sender).await;
-        if let Some(stored) = self.dedup_record(sender, conv, &request).await? {
+        if let Some(stored) = self.dedup_record(sender, &request).await? {
             return Ok(Dedup::Stored(stored));
         }
         let appended = self.append_to_conversation(sender, conv, request).await?;
@@ -63,18 +63,14 @@ impl Core {
     async fn dedup_record(
         &self,
         sender: &UserId,
-        conv: &ConvId,
         request: &SendRequest,
     ) -> Result<Option<MessageRef>> {
         let store = &self.backends.store;
-        if store
-            .dedup_get(sender, &request.client_msg_id)
-            .await?
-            .is_none()
-        {
+        let Some(found) = store.dedup_get(sender, &request.client_msg_id).await? else {
             return Ok(None);
-        }
-        self.open_conversation(conv).await?;
+        };
+        // The record's own conversation: a client may reuse an id elsewhere.
+        self.open_conversation(&found.conv_id).await?;
         Ok(store.dedup_get(sender, &request.client_msg_id).await?)
     }
 

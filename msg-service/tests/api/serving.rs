@@ -5,14 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use msg_service::ownership::{KeeperClock, LeaseKeeper, SHARDS, conversation_shard, inbox_shard};
+use msg_service::ownership::{
+    KeeperClock, LeaseKeeper, SHARDS, assigned_to, conversation_shard, inbox_shard,
+};
 use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
 use proto::{ConvId, UserId};
 use storage::{EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, MessageStore};
 use tempfile::TempDir;
 
 use crate::faults::assert_unavailable;
-use crate::helpers::{send, user};
+use crate::helpers::{drain, send, user};
 use crate::ownership::{CONFIG, ManualClock};
 use crate::store_double::{Faults, StoreDouble, hold};
 
@@ -157,5 +159,52 @@ async fn a_write_whose_lease_ends_while_it_is_written_is_not_acked() -> anyhow::
     clock.advance(Duration::from_secs(8)); // the lease lapses mid-write
     let _ = release.send(());
     assert_unavailable(sending.await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_shard_that_comes_back_after_another_owner_wrote_carries_on_above_its_writes()
+-> anyhow::Result<()> {
+    let shared = shared()?;
+    let (store, faults, clock) = (&shared.store, &shared.faults, &shared.clock);
+    let a = instance(store, faults, clock, "a").await?;
+    a.keeper.tick().await?;
+    let c = instance(store, faults, clock, "c").await?;
+    // A pair whose logs all move to c once a sees c.
+    let live = [
+        a.keeper.instance().to_owned(),
+        c.keeper.instance().to_owned(),
+    ];
+    let moving = assigned_to(c.keeper.instance(), &live);
+    let (alice, bob) = (0..100_000)
+        .map(|i| (user(&format!("a{i}")), user(&format!("b{i}"))))
+        .find(|(x, y)| {
+            let conv = ConvId::dm(x, y).expect("a dm");
+            [inbox_shard(x), inbox_shard(y), conversation_shard(&conv)]
+                .iter()
+                .all(|s| moving.contains(s))
+        })
+        .expect("such a pair");
+    send(&a.service, &alice, &bob, "m1", "one").await?; // a caches their logs
+
+    a.keeper.tick().await?; // gives c's share up
+    c.keeper.tick().await?;
+    send(&c.service, &alice, &bob, "m2", "two").await?;
+    let seen = drain(&c.service, &bob, 0, 50).await?;
+    let cursor = seen.last().map_or(0, |e| e.seq);
+    c.keeper.release_all().await?;
+    a.keeper.tick().await?; // the share comes back, at a new epoch
+
+    send(&a.service, &alice, &bob, "m3", "three").await?;
+    let after = drain(&a.service, &bob, cursor, 50).await?;
+    let bodies: Vec<&str> = after.iter().map(|e| e.message.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["three"],
+        "bob's client, from where it was, gets it"
+    );
+    let all = drain(&a.service, &bob, 0, 50).await?;
+    let bodies: Vec<&str> = all.iter().map(|e| e.message.body.as_str()).collect();
+    assert_eq!(bodies, ["one", "two", "three"]);
     Ok(())
 }
