@@ -43,6 +43,11 @@ pub struct ServeArgs {
     /// gRPC address to listen on.
     #[arg(long, env = "CHAT_MSG_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
+    /// Where the other replicas reach this one's gRPC (`host:port`), as
+    /// written in the lease table; default: --listen (set it when that is
+    /// a wildcard address, e.g. the pod's IP on Kubernetes).
+    #[arg(long, env = "CHAT_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -77,11 +82,11 @@ pub struct LeaseArgs {
     /// How long a lease renewal holds, in milliseconds: an instance that
     /// stops renewing (killed, paused, cut off) has its shards served by
     /// others after this plus the drift margin.
-    #[arg(long, env = "CHAT_LEASE_MS", default_value_t = 5_000,
+    #[arg(long, env = "CHAT_LEASE_MS", default_value_t = 3_000,
         value_parser = clap::value_parser!(u64).range(300..))]
     pub lease_ms: u64,
     /// The most two instances' clocks may disagree, in milliseconds.
-    #[arg(long, env = "CHAT_LEASE_DRIFT_MS", default_value_t = 1_000)]
+    #[arg(long, env = "CHAT_LEASE_DRIFT_MS", default_value_t = 500)]
     pub lease_drift_ms: u64,
 }
 

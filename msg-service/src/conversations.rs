@@ -152,11 +152,21 @@ impl Core {
         };
         Ok(Some(Conversation {
             members: store.members(conv).await?,
-            last_conv_seq: self.visible_conv_head(conv).await?,
+            last_conv_seq: self.listed_conv_head(conv).await?,
             conv_id: meta.conv_id,
             kind: meta.kind,
             title: meta.title,
         }))
+    }
+
+    /// A conversation's visible head where it is served; in a list made
+    /// at another replica, the head in the store (it may count a message
+    /// whose send is still in flight: history stops below it until then).
+    async fn listed_conv_head(&self, conv: &ConvId) -> Result<proto::Seq> {
+        if self.conversations.serves(&conv_key(conv)) {
+            return self.visible_conv_head(conv).await;
+        }
+        Ok(self.backends.store.last_conv_seq(conv).await?)
     }
 
     fn empty_dm_view(&self, conv: &ConvId) -> Result<Conversation> {

@@ -8,6 +8,7 @@ mod background;
 mod bulkhead;
 mod clock;
 mod conversations;
+mod deliveries;
 mod error;
 mod fanouts;
 pub mod fault_hook;

@@ -88,7 +88,10 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
         presence: Arc::new(redis.presence),
     };
     let keeper = match leases {
-        Some(leases) => Some(hold_shards(leases, &config.lease, config.listen).await?),
+        Some(leases) => {
+            let addr = config.advertise_addr.unwrap_or(config.listen);
+            Some(hold_shards(leases, &config.lease, addr).await?)
+        }
         None => None,
     };
     let service = Arc::new(MessageService::serving(
@@ -126,13 +129,10 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!("shutdown requested");
     };
-    msg_service::grpc::serve(
-        listener,
-        Arc::clone(&service) as Arc<dyn msg_service::MessageApi>,
-        shutdown,
-    )
-    .await
-    .context("serving gRPC")?;
+    let grpc = msg_service::grpc::GrpcService::replica((*service).clone());
+    msg_service::grpc::serve_with(listener, grpc, shutdown)
+        .await
+        .context("serving gRPC")?;
     retry_worker.stop().await;
     msg_service::MessageApi::flush(&*service)
         .await
@@ -152,7 +152,7 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
 async fn hold_shards(
     leases: Arc<dyn storage::LeaseStore>,
     lease: &cli::LeaseArgs,
-    listen: std::net::SocketAddr,
+    addr: std::net::SocketAddr,
 ) -> anyhow::Result<Arc<LeaseKeeper>> {
     let clock: Arc<dyn KeeperClock> = Arc::new(SystemClock::default());
     let keeper = LeaseKeeper::register(
@@ -160,7 +160,7 @@ async fn hold_shards(
         clock,
         lease.config(),
         &lease.instance_name,
-        &listen.to_string(),
+        &addr.to_string(),
     )
     .await
     .context("registering in the lease table")?;

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::service::Core;
+use crate::service::{Core, conv_key};
 use crate::{Error, Result};
 
 /// Queue items read per store call.
@@ -236,6 +236,10 @@ impl Core {
     /// what still fails.
     async fn retry_item(&self, item: RetryItem) -> Result<bool> {
         if item.not_before > now_ms() {
+            return Ok(false);
+        }
+        if !self.conversations.serves(&conv_key(&item.key.conv_id)) {
+            // The conversation's owner retries it (replicas share the queue).
             return Ok(false);
         }
         let store = &self.backends.store;

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt};
 use proto::{Ack, ConvId, ConvKind, HistoryMessage, ProtoError, SendRequest, Seq, Target, UserId};
 use storage::{ConversationMeta, MessageRef, MessageStore, RetryItem, WriteTicket};
 
@@ -13,7 +12,7 @@ use crate::fanouts::Turn;
 use crate::intents::{InFlight, InFlightGuard};
 use crate::logs::{Announce, Appended, Logged, Write};
 use crate::retry::RetrySignals;
-use crate::service::{Core, conv_key, inbox_key};
+use crate::service::{Core, conv_key};
 use crate::{Error, Result};
 
 impl Core {
@@ -195,54 +194,6 @@ impl Core {
             .append(&conv_key(conv), tag, load_head, prepare)
             .await
     }
-
-    /// Appends the message to every member's inbox, in parallel (bounded by
-    /// the group size cap). Every append runs to its end even if another
-    /// fails, so a retry only has the failed ones left to do.
-    pub(crate) async fn fan_out(
-        &self,
-        members: &[UserId],
-        message: &HistoryMessage,
-        resume: bool,
-    ) -> Vec<Result<Seq>> {
-        // Collected first: a closure over borrowed members trips the
-        // higher-ranked lifetime check of `Send` futures.
-        let deliveries: Vec<_> = members
-            .iter()
-            .map(|member| {
-                self.bulkheads
-                    .fanout
-                    .run(self.deliver(member, message, resume))
-            })
-            .collect();
-        stream::iter(deliveries)
-            .buffered(self.config.fanout_concurrency.max(1))
-            .collect()
-            .await
-    }
-
-    /// Appends to one inbox; when resuming, first looks whether it is there.
-    /// The inbox's unsettled write is settled before the look, not after: it
-    /// may be this message, and another append would settle it between the
-    /// look and this append (a second copy). Once settled, only the holder
-    /// of the message's fan-out turn (the caller) can write it again.
-    async fn deliver(&self, user: &UserId, message: &HistoryMessage, resume: bool) -> Result<Seq> {
-        if resume {
-            self.inboxes.settle(&inbox_key(user)).await?;
-            let store = &self.backends.store;
-            // Opened first: an entry an earlier process left unsettled is
-            // fenced off, not taken for delivered.
-            let load_head = || async { Ok(store.inbox_head(user).await?) };
-            self.inboxes.open(&inbox_key(user), load_head).await?;
-            if let Some(seq) = store
-                .inbox_seq_of(user, &message.conv_id, message.conv_seq)
-                .await?
-            {
-                return Ok(seq);
-            }
-        }
-        self.append_to_inbox(user, message).await
-    }
 }
 
 /// What the dedup step of a send found or did.
@@ -287,7 +238,7 @@ fn dm_members_of(sender: &UserId, conv: &ConvId) -> Result<Option<(UserId, UserI
 }
 
 /// The conversation a send goes to.
-fn target_conv(sender: &UserId, target: &Target) -> Result<ConvId> {
+pub(crate) fn target_conv(sender: &UserId, target: &Target) -> Result<ConvId> {
     match target {
         Target::Conv(conv) => Ok(conv.clone()),
         Target::Peer(peer) if peer == sender => Err(Error::Invalid(ProtoError::InvalidField {

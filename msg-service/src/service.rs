@@ -11,7 +11,7 @@ use crate::fanouts::FanoutTurns;
 use crate::inbox::{InboxWrite, announcer};
 use crate::intents::InFlight;
 use crate::logs::{Logs, silent};
-use crate::ownership::LeaseKeeper;
+use crate::ownership::{LeaseKeeper, Routes};
 use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
 use crate::send::{Posted, queue_late_fanout};
@@ -51,6 +51,9 @@ pub struct ServiceConfig {
     /// writer) is kept at most, each; past it idle ones are forgotten and
     /// read again from the store on their next touch.
     pub max_cached_logs: usize,
+    /// Deadline of a call forwarded to another replica (below the gateways'
+    /// own, so that they get the owner's answer, not a timeout).
+    pub peer_timeout: std::time::Duration,
 }
 
 impl Default for ServiceConfig {
@@ -68,6 +71,7 @@ impl Default for ServiceConfig {
             fanout_bulkhead: BulkheadConfig::new(512, 8192),
             history_runtime: None,
             max_cached_logs: 200_000,
+            peer_timeout: std::time::Duration::from_secs(4),
         }
     }
 }
@@ -124,6 +128,9 @@ pub(crate) struct Core {
     pub(crate) bulkheads: Bulkheads,
     /// The fan-out intents this process has not finished.
     pub(crate) in_flight: Arc<InFlight>,
+    /// Where logs this process does not serve are served (`None`: it
+    /// serves every log).
+    pub(crate) routes: Option<Arc<Routes>>,
 }
 
 /// One bulkhead per kind of work.
@@ -174,7 +181,9 @@ impl MessageService {
 
     /// A service that appends to, and reads the heads of, only the logs
     /// whose shards `keeper` holds under a valid lease (`None`: every log);
-    /// other calls are answered `unavailable`.
+    /// other calls are answered `unavailable`, except the fan-out's inbox
+    /// appends, which go to the replica that owns each inbox (see
+    /// [`crate::ownership::RoutedService`] for the calls of gateways).
     pub fn serving(
         backends: Backends,
         config: ServiceConfig,
@@ -185,6 +194,9 @@ impl MessageService {
         let store = &backends.store;
         // This process's name as a writer of logs: new at every start.
         let writer: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
+        let routes = keeper
+            .clone()
+            .map(|keeper| Arc::new(Routes::new(keeper, config.peer_timeout)));
         let core = Core {
             // A settled inbox entry is announced like any other.
             inboxes: Logs::new(
@@ -215,6 +227,7 @@ impl MessageService {
             retry,
             bulkheads: Bulkheads::new(&config),
             in_flight: Arc::new(InFlight::new()),
+            routes,
             backends,
             config,
         };
@@ -245,6 +258,31 @@ impl MessageService {
             inboxes: self.core.inboxes.cached_count(),
             conversations: self.core.conversations.cached_count(),
         }
+    }
+
+    /// The routes to the other replicas, when it serves under leases.
+    pub fn routes(&self) -> Option<&Arc<Routes>> {
+        self.core.routes.as_ref()
+    }
+
+    /// Appends a stored message to the inboxes of `members` served here,
+    /// for the replica that owns its conversation (the Deliver call), on a
+    /// task of its own; each member's outcome, in order.
+    pub async fn deliver_for_peer(
+        &self,
+        message: proto::HistoryMessage,
+        members: Vec<UserId>,
+    ) -> Vec<Result<Seq>> {
+        let count = members.len();
+        let delivered = self
+            .detached(|core| async move { Ok(core.deliver_for_peer(&message, &members).await) })
+            .await;
+        delivered.unwrap_or_else(|err| {
+            let reason = err.to_string();
+            (0..count)
+                .map(|_| Err(storage::Error::Unavailable(reason.clone().into()).into()))
+                .collect()
+        })
     }
 
     /// How many fan-outs wait in the retry queue.

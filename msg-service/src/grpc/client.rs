@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use proto::grpc as pb;
 use proto::grpc::messages_client::MessagesClient;
-use proto::{Ack, ConvId, SendRequest, Seq, SyncResult, Target, UserId};
+use proto::{Ack, ConvId, HistoryMessage, SendRequest, Seq, SyncResult, Target, UserId};
 use storage::Page;
 use storage::resilience::{
     Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_when, watch_recovery,
@@ -42,6 +42,9 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// The budget reads' retries draw on.
     pub budget: RetryBudget,
+    /// The caller is another replica forwarding a call to the owner of its
+    /// log: the callee serves it itself, never forwards it again.
+    pub forwarded: bool,
 }
 
 impl ClientConfig {
@@ -55,9 +58,21 @@ impl ClientConfig {
             breaker: BreakerConfig::default(),
             retry: RetryPolicy::default(),
             budget: RetryBudget::default(),
+            forwarded: false,
+        }
+    }
+
+    /// A client of the replica at `addr` (`host:port`) for forwarded calls.
+    pub fn peer(addr: &str, timeout: Duration) -> Self {
+        ClientConfig {
+            forwarded: true,
+            ..ClientConfig::new(format!("http://{addr}"), timeout)
         }
     }
 }
+
+/// The metadata key that marks a call forwarded by another replica.
+pub(crate) const FORWARDED_KEY: &str = "chat-forwarded";
 
 /// One connection to the service and the breaker its calls go through.
 #[derive(Clone)]
@@ -77,6 +92,7 @@ pub struct RemoteMessageService {
     bulk: Lane,
     retry: RetryPolicy,
     budget: RetryBudget,
+    forwarded: bool,
 }
 
 impl RemoteMessageService {
@@ -87,6 +103,11 @@ impl RemoteMessageService {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20));
+        let names = if config.forwarded {
+            ["peer", "peer_bulk"]
+        } else {
+            ["msg_service", "msg_service_bulk"]
+        };
         let lane = |name| {
             let breaker = Breaker::new(name, config.breaker);
             watch_service_recovery(&breaker, endpoint.clone());
@@ -97,10 +118,11 @@ impl RemoteMessageService {
             }
         };
         Ok(RemoteMessageService {
-            main: lane("msg_service"),
-            bulk: lane("msg_service_bulk"),
+            main: lane(names[0]),
+            bulk: lane(names[1]),
             retry: config.retry,
             budget: config.budget.clone(),
+            forwarded: config.forwarded,
         })
     }
 
@@ -111,6 +133,30 @@ impl RemoteMessageService {
 
     fn client(&self) -> MessagesClient<Channel> {
         self.main.client.clone()
+    }
+
+    /// A request of `message`, marked when this client forwards for a replica.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        outgoing(self.forwarded, message)
+    }
+
+    /// Appends a stored message to the inboxes of `members` at the replica
+    /// that owns them (the caller holds the message's fan-out turn): each
+    /// member's outcome, in order. Never retried here: the fan-out's own
+    /// retry finds what landed.
+    pub(crate) async fn deliver(
+        &self,
+        message: &HistoryMessage,
+        members: &[UserId],
+    ) -> Vec<Result<Seq>> {
+        let request = pb::DeliverRequest {
+            message: Some(message_to_pb(message.clone())),
+            members: members.iter().map(ToString::to_string).collect(),
+        };
+        let reply = self
+            .unary(self.client().deliver(self.request(request)))
+            .await;
+        delivered(reply, members.len())
     }
 
     /// One call through the breaker: only the call itself failing (the
@@ -170,6 +216,51 @@ fn watch_service_recovery(breaker: &Breaker, endpoint: Endpoint) {
     });
 }
 
+/// A request of `message`; `forwarded` marks it as a replica's.
+fn outgoing<T>(forwarded: bool, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if forwarded {
+        request.metadata_mut().insert(
+            FORWARDED_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+    }
+    request
+}
+
+/// Each member's outcome of a Deliver call; every one fails as the call
+/// did, and a 0 seq (not appended there) or a short reply is `unavailable`.
+fn delivered(reply: Result<pb::DeliverReply>, members: usize) -> Vec<Result<Seq>> {
+    let seqs = match reply {
+        Ok(reply) => reply.seqs,
+        Err(err) => {
+            let code = err.code();
+            let retry_after_ms = err.retry_after_ms();
+            let status = tonic::Status::unavailable(err.to_string());
+            return (0..members)
+                .map(|_| {
+                    Err(crate::Error::Remote {
+                        code,
+                        retry_after_ms,
+                        status: Box::new(status.clone()),
+                    })
+                })
+                .collect();
+        }
+    };
+    (0..members)
+        .map(|i| match seqs.get(i) {
+            Some(&seq) if seq > 0 => Ok(seq),
+            _ => Err(crate::Error::Unavailable {
+                retry_after_ms: crate::error::RETRY_AFTER_MS,
+                source: storage::Error::Unavailable(
+                    "the inbox's owner did not append it; the fan-out's retry will".into(),
+                ),
+            }),
+        })
+        .collect()
+}
+
 fn decode<T>(result: Result<T, tonic::Status>) -> Result<T> {
     result.map_err(status_to_error)
 }
@@ -188,7 +279,10 @@ impl MessageApi for RemoteMessageService {
             kind: "text".into(),
             body: request.body,
         };
-        decode(ack_from_pb(self.unary(self.client().send(message)).await?))
+        decode(ack_from_pb(
+            self.unary(self.client().send(self.request(message)))
+                .await?,
+        ))
     }
 
     async fn sync(&self, user: &UserId, since: Seq, limit: usize) -> Result<SyncResult> {
@@ -199,8 +293,9 @@ impl MessageApi for RemoteMessageService {
         };
         let reply = self
             .read(&self.main, "msg_service.sync", |mut c| {
+                let forwarded = self.forwarded;
                 let message = message.clone();
-                async move { c.sync(message).await }
+                async move { c.sync(outgoing(forwarded, message)).await }
             })
             .await?;
         Ok(SyncResult {
@@ -216,8 +311,9 @@ impl MessageApi for RemoteMessageService {
         };
         let reply = self
             .read(&self.main, "msg_service.inbox_head", |mut c| {
+                let forwarded = self.forwarded;
                 let message = message.clone();
-                async move { c.inbox_head(message).await }
+                async move { c.inbox_head(outgoing(forwarded, message)).await }
             })
             .await?;
         Ok(reply.head)
@@ -242,8 +338,9 @@ impl MessageApi for RemoteMessageService {
         };
         let reply = self
             .read(&self.bulk, "msg_service.history", |mut c| {
+                let forwarded = self.forwarded;
                 let message = message.clone();
-                async move { c.history(message).await }
+                async move { c.history(outgoing(forwarded, message)).await }
             })
             .await?;
         Ok(HistoryPage {
@@ -259,8 +356,9 @@ impl MessageApi for RemoteMessageService {
         };
         let reply = self
             .read(&self.bulk, "msg_service.conversations", |mut c| {
+                let forwarded = self.forwarded;
                 let message = message.clone();
-                async move { c.conversations(message).await }
+                async move { c.conversations(outgoing(forwarded, message)).await }
             })
             .await?;
         decode(
@@ -279,8 +377,9 @@ impl MessageApi for RemoteMessageService {
         };
         let reply = self
             .read(&self.bulk, "msg_service.conversation", |mut c| {
+                let forwarded = self.forwarded;
                 let message = message.clone();
-                async move { c.get_conversation(message).await }
+                async move { c.get_conversation(outgoing(forwarded, message)).await }
             })
             .await?;
         decode(conversation_from_pb(reply))
@@ -298,7 +397,8 @@ impl MessageApi for RemoteMessageService {
             title,
         };
         decode(conversation_from_pb(
-            self.unary(self.client().create_group(message)).await?,
+            self.unary(self.client().create_group(self.request(message)))
+                .await?,
         ))
     }
 
@@ -314,7 +414,8 @@ impl MessageApi for RemoteMessageService {
             members: members.into_iter().map(String::from).collect(),
         };
         decode(conversation_from_pb(
-            self.unary(self.client().add_members(message)).await?,
+            self.unary(self.client().add_members(self.request(message)))
+                .await?,
         ))
     }
 
@@ -330,7 +431,8 @@ impl MessageApi for RemoteMessageService {
             member: member.to_string(),
         };
         decode(conversation_from_pb(
-            self.unary(self.client().remove_member(message)).await?,
+            self.unary(self.client().remove_member(self.request(message)))
+                .await?,
         ))
     }
 

@@ -21,9 +21,19 @@ pub async fn serve(
     api: Arc<dyn crate::MessageApi>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, GrpcService::new(api), shutdown).await
+}
+
+/// Serves `service` (see [`GrpcService::replica`]) on `listener` until
+/// `shutdown` resolves.
+pub async fn serve_with(
+    listener: TcpListener,
+    service: GrpcService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .add_service(MessagesServer::new(GrpcService::new(api)))
+        .add_service(MessagesServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -8,18 +8,41 @@ use proto::{SendRequest, Seq, clamp_sync_limit};
 use storage::Page;
 use tonic::{Request, Response, Status};
 
+use super::client::FORWARDED_KEY;
 use super::convert::*;
-use crate::MessageApi;
+use crate::ownership::RoutedService;
+use crate::{MessageApi, MessageService};
 
 /// Serves a [`MessageApi`] (the in-process service) over gRPC.
 pub struct GrpcService {
+    /// What gateways' calls go to.
     api: Arc<dyn MessageApi>,
+    /// A replica's own service: what calls forwarded by other replicas go
+    /// to (never forwarded again), and Deliver calls.
+    owner: Option<MessageService>,
 }
 
 impl GrpcService {
     /// A server for `api`; wrap it in `MessagesServer::new` to serve it.
     pub fn new(api: Arc<dyn MessageApi>) -> Self {
-        GrpcService { api }
+        GrpcService { api, owner: None }
+    }
+
+    /// A server for one replica among several: gateways' calls are routed
+    /// to the owners of their logs, forwarded calls served by `service`.
+    pub fn replica(service: MessageService) -> Self {
+        GrpcService {
+            api: Arc::new(RoutedService::new(service.clone())),
+            owner: Some(service),
+        }
+    }
+
+    /// The service a call goes to: a forwarded one is served here.
+    fn api_for<T>(&self, request: &Request<T>) -> &dyn MessageApi {
+        match &self.owner {
+            Some(owner) if request.metadata().contains_key(FORWARDED_KEY) => owner,
+            _ => &*self.api,
+        }
     }
 }
 
@@ -38,6 +61,7 @@ fn invalid(err: proto::ProtoError) -> Status {
 #[tonic::async_trait]
 impl Messages for GrpcService {
     async fn send(&self, request: Request<pb::SendRequest>) -> Reply<pb::Ack> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
         let sender = user(&r.user)?;
         let (conv_id, to) = match &r.target {
@@ -48,13 +72,14 @@ impl Messages for GrpcService {
         let kind = (!r.kind.is_empty()).then_some(r.kind.as_str());
         let send = SendRequest::new(Some(&r.client_msg_id), conv_id, to, kind, Some(r.body))
             .map_err(invalid)?;
-        reply(self.api.send(&sender, send).await, ack_to_pb)
+        reply(api.send(&sender, send).await, ack_to_pb)
     }
 
     async fn sync(&self, request: Request<pb::SyncRequest>) -> Reply<pb::SyncReply> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
         let limit = clamp_sync_limit(Some(u64::from(r.limit))).map_err(invalid)?;
-        let result = self.api.sync(&user(&r.user)?, r.since, limit).await;
+        let result = api.sync(&user(&r.user)?, r.since, limit).await;
         reply(result, |s| pb::SyncReply {
             entries: s.entries.into_iter().map(entry_to_pb).collect(),
             head: s.head,
@@ -63,13 +88,15 @@ impl Messages for GrpcService {
     }
 
     async fn inbox_head(&self, request: Request<pb::UserRequest>) -> Reply<pb::HeadReply> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
-        reply(self.api.inbox_head(&user(&r.user)?).await, |head: Seq| {
+        reply(api.inbox_head(&user(&r.user)?).await, |head: Seq| {
             pb::HeadReply { head }
         })
     }
 
     async fn history(&self, request: Request<pb::HistoryRequest>) -> Reply<pb::HistoryReply> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
         let page = match r.page {
             Some(pb::history_request::Page::After(after)) => Page::After(after),
@@ -77,8 +104,7 @@ impl Messages for GrpcService {
             None => Page::Before(Seq::MAX),
         };
         let limit = usize::try_from(r.limit).unwrap_or(usize::MAX);
-        let result = self
-            .api
+        let result = api
             .history(&user(&r.user)?, &conv(&r.conv_id)?, page, limit)
             .await;
         reply(result, |h| pb::HistoryReply {
@@ -92,8 +118,9 @@ impl Messages for GrpcService {
         &self,
         request: Request<pb::UserRequest>,
     ) -> Reply<pb::ConversationsReply> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
-        reply(self.api.conversations(&user(&r.user)?).await, |list| {
+        reply(api.conversations(&user(&r.user)?).await, |list| {
             pb::ConversationsReply {
                 conversations: list.into_iter().map(conversation_to_pb).collect(),
             }
@@ -104,11 +131,10 @@ impl Messages for GrpcService {
         &self,
         request: Request<pb::ConversationRequest>,
     ) -> Reply<pb::Conversation> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
         reply(
-            self.api
-                .conversation(&user(&r.user)?, &conv(&r.conv_id)?)
-                .await,
+            api.conversation(&user(&r.user)?, &conv(&r.conv_id)?).await,
             conversation_to_pb,
         )
     }
@@ -117,9 +143,9 @@ impl Messages for GrpcService {
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Reply<pb::Conversation> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
-        let result = self
-            .api
+        let result = api
             .create_group(&user(&r.user)?, users(&r.members)?, r.title)
             .await;
         reply(result, conversation_to_pb)
@@ -129,9 +155,9 @@ impl Messages for GrpcService {
         &self,
         request: Request<pb::AddMembersRequest>,
     ) -> Reply<pb::Conversation> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
-        let result = self
-            .api
+        let result = api
             .add_members(&user(&r.user)?, &conv(&r.conv_id)?, users(&r.members)?)
             .await;
         reply(result, conversation_to_pb)
@@ -141,11 +167,31 @@ impl Messages for GrpcService {
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Reply<pb::Conversation> {
+        let api = self.api_for(&request);
         let r = request.into_inner();
-        let result = self
-            .api
+        let result = api
             .remove_member(&user(&r.user)?, &conv(&r.conv_id)?, &user(&r.member)?)
             .await;
         reply(result, conversation_to_pb)
+    }
+
+    async fn deliver(&self, request: Request<pb::DeliverRequest>) -> Reply<pb::DeliverReply> {
+        let Some(owner) = &self.owner else {
+            return Err(Status::unimplemented("Deliver is a call between replicas"));
+        };
+        let r = request.into_inner();
+        let message = message_from_pb(r.message.unwrap_or_default())?;
+        let members = users(&r.members)?;
+        let outcomes = owner.deliver_for_peer(message, members).await;
+        let seqs = outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|err| {
+                    tracing::warn!(error = %err, "an inbox append for another replica failed");
+                    0
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::DeliverReply { seqs }))
     }
 }

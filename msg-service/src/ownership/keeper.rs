@@ -6,20 +6,26 @@
 //! released it, or its lease expired (plus the margin) and was ended, so
 //! two instances never serve one shard at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use storage::{InstanceLease, LeaseStore, ShardOwner};
 
-use super::assign::assigned_to;
+use super::assign::{assigned_to, owner_of};
 
 /// How soon a failed tick is tried again.
 const RETRY_FAILED_TICK: Duration = Duration::from_millis(200);
 
-/// Claims and releases in flight at once during a tick.
-const CONCURRENT_CLAIMS: usize = 16;
+/// Claims and releases in flight at once during a tick (each a compare-and-set
+/// on a shard's own row: they do not contend).
+const CONCURRENT_CLAIMS: usize = 64;
+
+/// How long after another instance's lease runs out (plus the margin) a
+/// tick is due, so that its shards move at once rather than at the next
+/// renewal.
+const TICK_AFTER_EXPIRY: Duration = Duration::from_millis(20);
 
 /// The two clocks a keeper reads.
 pub trait KeeperClock: Send + Sync + 'static {
@@ -100,6 +106,13 @@ struct Held {
     shards: HashMap<u16, u64>,
     /// How many shards are assigned to it (by its last tick).
     assigned: usize,
+    /// The live instances, as its last tick read them, and their
+    /// addresses: where calls for shards it does not serve go.
+    live: Vec<String>,
+    addrs: HashMap<String, String>,
+    /// When (monotonic) the next tick is due at the latest: the soonest a
+    /// live instance's lease runs out, if before the next renewal.
+    next_expiry: Option<Duration>,
 }
 
 /// One instance's leases.
@@ -183,6 +196,23 @@ impl LeaseKeeper {
             && held.shards.len() == held.assigned
     }
 
+    /// Where calls for `shard` go: `None` here (it serves the shard, or the
+    /// shard is assigned to it, or it knows no other live instance), else
+    /// the address of the instance its last tick assigned the shard to.
+    /// That one may still be waiting for the old owner's lease: it answers
+    /// `unavailable` meanwhile, and the caller's retry finds it serving.
+    pub fn route(&self, shard: u16) -> Option<String> {
+        if self.serves(shard).is_some() {
+            return None;
+        }
+        let held = self.held();
+        let owner = owner_of(shard, &held.live)?;
+        if owner == &self.instance {
+            return None;
+        }
+        held.addrs.get(owner).cloned()
+    }
+
     /// How many shards it holds.
     pub fn held_shards(&self) -> usize {
         self.held().shards.len()
@@ -208,6 +238,21 @@ impl LeaseKeeper {
             .filter(|lease| lease.alive && lease.expires_at.saturating_add(margin) > now)
             .map(|lease| lease.instance.clone())
             .collect();
+        let soonest_expiry = instances
+            .values()
+            .filter(|lease| live.contains(&lease.instance) && lease.instance != self.instance)
+            .map(|lease| lease.expires_at.saturating_add(margin).saturating_sub(now))
+            .min();
+        {
+            let mut held = self.held();
+            held.next_expiry = soonest_expiry
+                .map(|ms| self.clock.monotonic() + Duration::from_millis(ms) + TICK_AFTER_EXPIRY);
+            held.live.clone_from(&live);
+            held.addrs = instances
+                .values()
+                .map(|lease| (lease.instance.clone(), lease.addr.clone()))
+                .collect();
+        }
         let assigned = assigned_to(&self.instance, &live);
         self.give_up(&assigned).await?;
         if self.held().shards.len() == assigned.len() {
@@ -237,8 +282,9 @@ impl LeaseKeeper {
                 .collect()
         };
         self.held().assigned = assigned.len();
+        let ended = self.end_expired_owners(&wanted, &instances, now).await?;
         let claims = futures_util::stream::iter(wanted)
-            .map(|seen| self.take(seen, &instances, now))
+            .map(|seen| self.take(seen, &instances, &ended))
             .buffer_unordered(CONCURRENT_CLAIMS);
         let outcomes: Vec<storage::Result<()>> = claims.collect().await;
         outcomes.into_iter().collect()
@@ -287,31 +333,45 @@ impl LeaseKeeper {
         outcomes.into_iter().try_for_each(|r| r.map(|_| ()))
     }
 
-    /// Claims one assigned shard if it is free, or its owner's lease ended
-    /// (ending it first when it only expired).
+    /// Ends the leases that expired (plus the margin) of the owners of
+    /// `wanted` shards, once each; the instances it ended. One that renewed
+    /// meanwhile is alive after all, and keeps its shards.
+    async fn end_expired_owners(
+        &self,
+        wanted: &[ShardOwner],
+        instances: &HashMap<String, InstanceLease>,
+        now: u64,
+    ) -> storage::Result<HashSet<String>> {
+        let expired: HashMap<&str, u64> = wanted
+            .iter()
+            .filter(|seen| seen.owner != self.instance)
+            .filter_map(|seen| instances.get(&seen.owner))
+            .filter(|lease| {
+                lease.alive && lease.expires_at.saturating_add(self.config.margin_ms()) <= now
+            })
+            .map(|lease| (lease.instance.as_str(), lease.expires_at))
+            .collect();
+        let mut ended = HashSet::new();
+        for (instance, expires_at) in expired {
+            if self.store.end_instance(instance, expires_at).await? {
+                ended.insert(instance.to_owned());
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Claims one assigned shard if it is free, or its owner's lease ended.
     async fn take(
         &self,
         seen: ShardOwner,
         instances: &HashMap<String, InstanceLease>,
-        now: u64,
+        ended: &HashSet<String>,
     ) -> storage::Result<()> {
         let other_owner = !seen.owner.is_empty() && seen.owner != self.instance;
-        if let Some(lease) = instances
-            .get(&seen.owner)
-            .filter(|lease| other_owner && lease.alive)
-        {
-            if lease.expires_at.saturating_add(self.config.margin_ms()) > now {
-                // Still its owner's: it releases it at its next tick.
-                return Ok(());
-            }
-            if !self
-                .store
-                .end_instance(&seen.owner, lease.expires_at)
-                .await?
-            {
-                // It renewed meanwhile: alive after all.
-                return Ok(());
-            }
+        let owner_alive = instances.get(&seen.owner).is_some_and(|lease| lease.alive);
+        if other_owner && owner_alive && !ended.contains(&seen.owner) {
+            // Still its owner's: it releases it at its next tick.
+            return Ok(());
         }
         let epoch = if seen.owner == self.instance {
             // A claim of ours that reported a failure but landed.
@@ -323,6 +383,16 @@ impl LeaseKeeper {
         };
         self.held().shards.insert(seen.shard, epoch);
         Ok(())
+    }
+
+    /// How long until the next tick is due: a renewal period, or less when
+    /// another instance's lease runs out sooner (its shards move then).
+    pub fn next_tick_in(&self) -> Duration {
+        let renew = self.config.renew_every();
+        let Some(expiry) = self.held().next_expiry else {
+            return renew;
+        };
+        expiry.saturating_sub(self.clock.monotonic()).min(renew)
     }
 
     /// Whether another instance ended this one's lease: it never serves again.
@@ -337,13 +407,13 @@ impl LeaseKeeper {
     /// later: one store node that just died must not let the lease lapse.
     pub fn spawn_renewals(self: Arc<Self>) -> tokio::task::JoinHandle<storage::Error> {
         tokio::spawn(async move {
-            let mut wait = self.config.renew_every();
+            let mut wait = self.next_tick_in();
             loop {
                 tokio::time::sleep(wait).await;
                 let outcome = self.tick().await;
                 metrics::gauge!("chat_shards_held").set(self.held_shards() as f64);
                 wait = match outcome {
-                    Ok(()) => self.config.renew_every(),
+                    Ok(()) => self.next_tick_in(),
                     Err(err) if self.deposed() => return err,
                     Err(err) => {
                         metrics::counter!("chat_lease_tick_failures_total").increment(1);

@@ -1,10 +1,16 @@
 //! Ownership of logs by msg-service instances: shards, their assignment to
-//! the live instances, and the leases under which an instance serves them.
+//! the live instances, the leases under which an instance serves them, and
+//! the routing of calls to their owners.
 
 mod assign;
+mod forward;
 mod keeper;
+mod routes;
 mod shards;
 
 pub use assign::{assigned_to, owner_of};
+pub use forward::RoutedService;
 pub use keeper::{KeeperClock, KeeperConfig, LeaseKeeper, SystemClock};
+pub(crate) use routes::Route;
+pub use routes::Routes;
 pub use shards::{SHARDS, conversation_shard, inbox_shard, shard_of};

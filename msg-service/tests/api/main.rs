@@ -20,6 +20,7 @@ mod notify;
 mod ownership;
 mod paging;
 mod redis_outage;
+mod replicas;
 mod restart;
 mod retry_queue;
 mod scylla_needs_node;

@@ -141,6 +141,33 @@ async fn the_shards_of_a_silent_instance_move_after_its_lease_and_it_never_serve
 }
 
 #[tokio::test]
+async fn the_next_tick_is_due_when_a_silent_instances_lease_runs_out_not_a_period_later()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let (a, b) = split_between_two(&setup).await?;
+    // Both just renewed: a renewal period away (9 s / 3).
+    assert_eq!(b.next_tick_in(), Duration::from_secs(3));
+    // a goes silent; 8 s later its lease (9 s) and the margin (1 s) end
+    // in 2 s, sooner than b's next renewal would come.
+    setup.clock.advance(Duration::from_secs(8));
+    b.tick().await?;
+    let due = b.next_tick_in();
+    assert!(
+        due > Duration::from_secs(2) && due < Duration::from_millis(2_100),
+        "due in {due:?}"
+    );
+    setup.clock.advance(due);
+    b.tick().await?;
+    assert_eq!(
+        b.held_shards(),
+        usize::from(SHARDS),
+        "a's shards moved then"
+    );
+    drop(a);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_stopping_instance_hands_its_shards_over_without_waiting_for_its_lease()
 -> anyhow::Result<()> {
     let setup = setup()?;

@@ -1,0 +1,130 @@
+//! The fan-out's inbox appends, each at the owner of its inbox: those this
+//! process serves here, the others as one Deliver call per owning replica.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
+use proto::{HistoryMessage, Seq, UserId};
+
+use crate::Result;
+use crate::grpc::RemoteMessageService;
+use crate::ownership::{Route, inbox_shard};
+use crate::service::{Core, inbox_key};
+
+impl Core {
+    /// Appends the message to every member's inbox, in parallel (bounded by
+    /// the group size cap). Every append runs to its end even if another
+    /// fails, so a retry only has the failed ones left to do. Each member's
+    /// outcome, in order.
+    pub(crate) async fn fan_out(
+        &self,
+        members: &[UserId],
+        message: &HistoryMessage,
+        resume: bool,
+    ) -> Vec<Result<Seq>> {
+        let Some(routes) = &self.routes else {
+            return self.fan_out_here(members, message, resume).await;
+        };
+        let mut outcomes: Vec<Option<Result<Seq>>> = members.iter().map(|_| None).collect();
+        let mut here = Vec::new();
+        let mut away: HashMap<String, (Arc<RemoteMessageService>, Vec<usize>)> = HashMap::new();
+        for (i, member) in members.iter().enumerate() {
+            match routes.to_shard(inbox_shard(member)) {
+                Ok(Route::Here) => here.push(i),
+                Ok(Route::Peer(addr, peer)) => {
+                    away.entry(addr).or_insert((peer, Vec::new())).1.push(i)
+                }
+                Err(err) => outcomes[i] = Some(Err(err)),
+            }
+        }
+        let local: Vec<UserId> = here.iter().map(|&i| members[i].clone()).collect();
+        let remote = join_all(away.into_values().map(|(peer, indexes)| async move {
+            let batch: Vec<UserId> = indexes.iter().map(|&i| members[i].clone()).collect();
+            (indexes, peer.deliver(message, &batch).await)
+        }));
+        let (local, remote) = tokio::join!(self.fan_out_here(&local, message, resume), remote);
+        for (i, outcome) in here.into_iter().zip(local) {
+            outcomes[i] = Some(outcome);
+        }
+        for (indexes, results) in remote {
+            for (i, outcome) in indexes.into_iter().zip(results) {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|| Err(not_routed())))
+            .collect()
+    }
+
+    /// A Deliver call from the replica that owns the message's
+    /// conversation: appends it to the inboxes of `members` served here,
+    /// each looked at first (the caller's earlier try may have landed with
+    /// its answer lost), in the message's fan-out turn here, so two calls
+    /// for one message never both append it.
+    pub(crate) async fn deliver_for_peer(
+        &self,
+        message: &HistoryMessage,
+        members: &[UserId],
+    ) -> Vec<Result<Seq>> {
+        let _turn = self
+            .fanout_turns
+            .take(&message.conv_id, message.conv_seq)
+            .await;
+        self.fan_out_here(members, message, true).await
+    }
+
+    /// Appends to the inboxes of `members`, all served here (an append to
+    /// one that is not fails `unavailable`).
+    async fn fan_out_here(
+        &self,
+        members: &[UserId],
+        message: &HistoryMessage,
+        resume: bool,
+    ) -> Vec<Result<Seq>> {
+        // Collected first: a closure over borrowed members trips the
+        // higher-ranked lifetime check of `Send` futures.
+        let deliveries: Vec<_> = members
+            .iter()
+            .map(|member| {
+                self.bulkheads
+                    .fanout
+                    .run(self.deliver(member, message, resume))
+            })
+            .collect();
+        stream::iter(deliveries)
+            .buffered(self.config.fanout_concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// Appends to one inbox; when resuming, first looks whether it is there.
+    /// The inbox's unsettled write is settled before the look, not after: it
+    /// may be this message, and another append would settle it between the
+    /// look and this append (a second copy). Once settled, only the holder
+    /// of the message's fan-out turn (the caller) can write it again.
+    async fn deliver(&self, user: &UserId, message: &HistoryMessage, resume: bool) -> Result<Seq> {
+        if resume {
+            self.inboxes.settle(&inbox_key(user)).await?;
+            let store = &self.backends.store;
+            // Opened first: an entry an earlier process left unsettled is
+            // fenced off, not taken for delivered.
+            let load_head = || async { Ok(store.inbox_head(user).await?) };
+            self.inboxes.open(&inbox_key(user), load_head).await?;
+            if let Some(seq) = store
+                .inbox_seq_of(user, &message.conv_id, message.conv_seq)
+                .await?
+            {
+                return Ok(seq);
+            }
+        }
+        self.append_to_inbox(user, message).await
+    }
+}
+
+/// Every member is given a route or an outcome above; kept total anyway.
+fn not_routed() -> crate::Error {
+    storage::Error::Unavailable("no route to the inbox's owner".into()).into()
+}

@@ -1,0 +1,70 @@
+//! Routing between replicas: where a call about a log runs (here, or at the
+//! instance its shard is assigned to), and the gRPC clients of the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::LeaseKeeper;
+use crate::grpc::{ClientConfig, RemoteMessageService};
+use crate::{Error, Result};
+
+/// Where a call for one shard runs.
+pub(crate) enum Route {
+    /// In this process.
+    Here,
+    /// At another replica (its address), forwarded once.
+    Peer(String, Arc<RemoteMessageService>),
+}
+
+/// The routes of one replica: its lease keeper decides, and a client per
+/// other replica (connected lazily, with a breaker each) carries the call.
+pub struct Routes {
+    keeper: Arc<LeaseKeeper>,
+    timeout: Duration,
+    peers: Mutex<HashMap<String, Arc<RemoteMessageService>>>,
+}
+
+impl Routes {
+    /// Routes by `keeper`'s view of the live instances; forwarded calls
+    /// time out after `timeout`.
+    pub fn new(keeper: Arc<LeaseKeeper>, timeout: Duration) -> Self {
+        Routes {
+            keeper,
+            timeout,
+            peers: Mutex::default(),
+        }
+    }
+
+    /// The lease keeper the routes follow.
+    pub fn keeper(&self) -> &Arc<LeaseKeeper> {
+        &self.keeper
+    }
+
+    /// Where a call about a log of `shard` runs.
+    pub(crate) fn to_shard(&self, shard: u16) -> Result<Route> {
+        match self.keeper.route(shard) {
+            None => Ok(Route::Here),
+            Some(addr) => {
+                let peer = self.peer(&addr)?;
+                Ok(Route::Peer(addr, peer))
+            }
+        }
+    }
+
+    fn peer(&self, addr: &str) -> Result<Arc<RemoteMessageService>> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(peer) = peers.get(addr) {
+            return Ok(Arc::clone(peer));
+        }
+        let peer =
+            RemoteMessageService::new(&ClientConfig::peer(addr, self.timeout)).map_err(|err| {
+                Error::Internal(storage::Error::BadData(format!(
+                    "the replica address {addr:?} is unusable: {err}"
+                )))
+            })?;
+        let peer = Arc::new(peer);
+        peers.insert(addr.to_owned(), Arc::clone(&peer));
+        Ok(peer)
+    }
+}
