@@ -125,7 +125,7 @@ fi
 
 if ! skipped cluster; then
   say "cluster: redis, msg-service, two gateways, HAProxy"
-  CLUSTER_DIR="$work/cluster" CLUSTER_PROFILE=release CLUSTER_MSG_FLAGS="--send-rate 100000 --send-burst 100000" \
+  CLUSTER_DIR="$work/cluster" CLUSTER_STORE=embedded CLUSTER_PROFILE=release CLUSTER_MSG_FLAGS="--send-rate 100000 --send-burst 100000" \
     RUST_LOG=warn deploy/local/cluster.sh up >/dev/null
   lb="$(cat "$work/cluster/lb.url")"
   knee cluster "ws://${lb#http://}/v1/ws" "$server_steps"

@@ -28,7 +28,16 @@
 # the gateways' acked sends per second are sampled from their /metrics: while
 # the node is still down, sends must be acked again at half the rate before
 # the kill at least; the row shows the rates, how long sends stalled, and the
-# time until deliveries and the node were back).
+# time until deliveries and the node were back). The replica scenarios (not
+# in the default list either: java 17 and the Cassandra scripts) run 3
+# msg-service replicas on one Cassandra node, at FAULTS_REPLICA_RATE (2)
+# msg/s per user: replica-kill (kill -9 of msg-service2: the time until the
+# two others hold all 1,024 shards must stay within the lease + 2 s; then it
+# is restarted and takes its share back), replica-stop (SIGSTOP of
+# msg-service2 until the others hold its shards, then SIGCONT: it must find
+# itself deposed and exit without serving again; then restarted),
+# replica-roll (3 -> 1 -> 3 -> 2 replicas by graceful stops and starts under
+# load, then a rolling restart of the two left).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,6 +55,8 @@ scenarios=("$@")
 
 work="$(mktemp -d)"
 export CLUSTER_DIR="$work/cluster" CLUSTER_PROFILE="$profile"
+# One msg-service on its embedded store unless a scenario says otherwise.
+export CLUSTER_STORE="${CLUSTER_STORE:-embedded}"
 export CHAT_JWT_SECRET="faults-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 # msg-service's fault hook reads this file (empty: no fault).
 fault_file="$work/store-faults"
@@ -75,12 +86,70 @@ inject() {
       history_ms="$(timed_history "$lb")"
       sleep 2.5; : >"$fault_file" ;;
     half-fanout) echo fail_inbox_every=5 >"$fault_file"; sleep 3; : >"$fault_file" ;;
+    replica-kill)
+      "$cluster" kill9 msg-service2; mark killed
+      takeover="$(shards_served_again msg-service msg-service3)" || failed=1
+      "$cluster" restart msg-service2 ;;
+    replica-stop)
+      local pid; pid="$(cat "$CLUSTER_DIR/msg-service2.pid")"
+      kill -STOP "$pid"; mark killed
+      takeover="$(shards_served_again msg-service msg-service3)" || failed=1
+      kill -CONT "$pid"
+      woke="$(deposed_exit "$pid")" || failed=1
+      "$cluster" restart msg-service2 ;;
+    replica-roll)
+      for step in "stop msg-service2" "stop msg-service3" "restart msg-service2" "restart msg-service3" \
+        "stop msg-service3" "stop msg-service" "restart msg-service" "stop msg-service2" "restart msg-service2"; do
+        say "  $step"
+        # shellcheck disable=SC2086  # two words: the action and the part
+        "$cluster" $step
+      done ;;
     cassandra-node)
       "$cluster" kill9 cassandra2; mark killed
       sleep "${FAULTS_CASSANDRA_DOWN:-20}"
       mark restarting; "$cluster" restart cassandra2; mark back ;;
     *) echo "faults: unknown scenario $1" >&2; exit 2 ;;
   esac
+}
+
+# The chat_shards_held gauges of replicas $@, summed (from their /metrics).
+shards_held() {
+  local name url
+  for name in "$@"; do
+    url="$(sed -n "s/^$name=//p" "$CLUSTER_DIR/replica-metrics")"
+    curl -s -m 1 "$url/metrics" || true
+  done | awk '/^chat_shards_held / { n += $2 } END { print n + 0 }'
+}
+
+# Seconds from the fault until replicas $@ hold all 1,024 shards (polled
+# every 0.1 s); fails past the lease (3 s, msg-service's default) + 2 s.
+shards_served_again() {
+  local start="$EPOCHREALTIME" bound_s=5 took
+  while [ "$(shards_held "$@")" -lt 1024 ]; do
+    took="$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')"
+    if awk -v t="$took" 'BEGIN { exit !(t > 30) }'; then echo "not within 30 s"; return 1; fi
+    sleep 0.1
+  done
+  took="$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
+  if awk -v t="$took" -v b="$bound_s" 'BEGIN { exit !(t > b) }'; then echo "$took s (over $bound_s s: FAILED)"; return 1; fi
+  echo "$took s"
+}
+
+# Seconds until the woken replica (pid $1) exits, deposed; fails after 15 s
+# or if it did not log its lost lease.
+deposed_exit() {
+  local start="$EPOCHREALTIME"
+  for _ in $(seq 1 150); do
+    if ! kill -0 "$1" 2>/dev/null || [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = Z ]; then
+      if grep -q "lost its lease" "$CLUSTER_DIR/msg-service2.log"; then
+        awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f s\n", b - a }'
+        return 0
+      fi
+      echo "exited without a lost lease in its log"; return 1
+    fi
+    sleep 0.1
+  done
+  echo "still running 15 s after SIGCONT"; return 1
 }
 
 # Records when event $1 happened (seconds since the load started).
@@ -264,7 +333,13 @@ for scenario in "${scenarios[@]}"; do
   # the outage, the node's restart (about 20 s) and some seconds after it.
   # Three JVMs and debug binaries on two cores: its own, lower rate
   # (FAULTS_CASSANDRA_RATE, 1 msg/s each), below what the cluster sustains.
-  up_env=() duration=12 sampler="" scenario_rate="$rate"
+  up_env=() duration=12 sampler="" scenario_rate="$rate" takeover="" woke=""
+  case "$scenario" in
+    replica-*)
+      up_env=(CLUSTER_STORE=cassandra CLUSTER_CASSANDRA_NODES=1 CLUSTER_MSG_REPLICAS=3)
+      scenario_rate="${FAULTS_REPLICA_RATE:-2}" duration=25
+      [ "$scenario" = replica-roll ] && duration=50 ;;
+  esac
   if [ "$scenario" = cassandra-node ]; then
     up_env=(CLUSTER_STORE=cassandra CLUSTER_CASSANDRA_NODES=3)
     duration=$(( ${FAULTS_CASSANDRA_DOWN:-20} + 35 )) scenario_rate="${FAULTS_CASSANDRA_RATE:-1}"
@@ -300,6 +375,7 @@ for scenario in "${scenarios[@]}"; do
     rows+=("$(printf '| %s | load tester failed (exit %s) | | | | | | |' "$scenario" "$status")")
   else
     label="$scenario${history_ms:+ (history answered $history_ms)}"
+    [ -n "$takeover" ] && label="$label (its shards served again after $takeover${woke:+; woken, it exited deposed after $woke})"
     recovered="$(recovery "$json" "$fault_at") s"
     if [ "$scenario" = cassandra-node ]; then
       rates="$(ack_rates "$((duration + 1))")" || { failed=1; rates="$rates: FAILED"; }

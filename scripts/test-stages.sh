@@ -10,7 +10,7 @@ conformance="${CONFORMANCE_DIR:-$root/../shared/conformance}"
 cassandra="${CASSANDRA_DIR:-$root/../shared/cassandra}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
-STAGES=(fmt clippy shell rust conformance smoke cluster faults history-flood scylla cassandra-faults deploy
+STAGES=(fmt clippy shell rust conformance smoke cluster faults history-flood scylla cassandra-faults replicas deploy
   schemathesis browser selftest)
 QUICK_STAGES="fmt,clippy,rust,conformance"
 declare -A STAGE_DESC=(
@@ -23,8 +23,9 @@ declare -A STAGE_DESC=(
   [cluster]="../shared/conformance through HAProxy against the two-gateway cluster"
   [faults]="kill -9 redis, a gateway, msg-service; a stalled store; fan-outs failing part-way; under load"
   [history-flood]="a history flood from 30 users while sending (release binaries): send p99 within 2x of calm"
-  [scylla]="a Cassandra node from ../shared/cassandra: every Scylla-gated test against it; conformance and smoke on msg-service --store scylla"
-  [cassandra-faults]="3 Cassandra nodes (RF 3) under load: kill -9 of one, restarted (0 lost, 0 duplicated)"
+  [scylla]="a Cassandra node from ../shared/cassandra: every Scylla-gated test against it; conformance and smoke on 3 msg-service replicas (--store scylla)"
+  [cassandra-faults]="3 Cassandra nodes (RF 3) and 3 msg-service replicas under load: kill -9 of a node, restarted (0 lost, 0 duplicated)"
+  [replicas]="3 msg-service replicas on Cassandra under load: kill -9 of one, SIGSTOP of one past its lease, scale 3-1-3-2 and a rolling restart"
   [deploy]="deployment files validated offline (kustomize, schemas, haproxy -c, nginx -t, rules)"
   [schemathesis]="schemathesis against the REST API of a fresh server"
   [browser]="the web client in headless Chromium"
@@ -148,7 +149,7 @@ cluster_conformance() {
   note_pytest_counts "$cluster_dir/pytest.log"
 }
 
-stage_cluster() { cluster_conformance cluster; }
+stage_cluster() { CLUSTER_STORE=embedded cluster_conformance cluster; }
 
 stage_faults() { scripts/faults.sh redis gateway msg-service store-stall half-fanout; }
 
@@ -223,6 +224,14 @@ stage_scylla() {
 }
 
 stage_cassandra_faults() { scripts/faults.sh cassandra-node; }
+
+stage_replicas() {
+  local out
+  out="$(mktemp)"
+  scripts/faults.sh replica-kill replica-stop replica-roll | tee "$out"
+  stage_note "$(grep -o 'served again after [0-9.]* s' "$out" | tr '\n' ';' | sed 's/;$//')"
+  rm -f "$out"
+}
 
 stage_deploy() {
   command -v kubectl >/dev/null || stage_note "kustomize render SKIPPED: kubectl not found"

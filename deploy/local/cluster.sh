@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The distributed mode on one machine, on loopback: redis-server, msg-service,
-# two gateways and HAProxy in front of them.
+# The distributed mode on one machine, on loopback: redis-server, msg-service
+# (3 replicas on a Cassandra node by default, 1 on the embedded store), two
+# gateways and HAProxy in front of them (and, with several replicas, in front
+# of the replicas for the gateways' gRPC).
 #
 #   deploy/local/cluster.sh up      start everything; prints the load balancer's URL once all is ready
 #   deploy/local/cluster.sh down    stop everything
 #   deploy/local/cluster.sh status  what runs
-#   deploy/local/cluster.sh kill9 NAME    kill -9 one part (redis, msg-service, gateway1, gateway2, haproxy)
+#   deploy/local/cluster.sh kill9 NAME    kill -9 one part (redis, msg-service, msg-service2, ...,
+#                                         gateway1, gateway2, haproxy, cassandraN)
+#   deploy/local/cluster.sh stop NAME     stop one part gracefully (SIGTERM; a replica hands its shards over)
 #   deploy/local/cluster.sh restart NAME  start a stopped or killed part again, as it was started,
-#                                         and wait until it is ready (fault-injection tests)
+#                                         and wait until it is ready (a replica: serves its shards)
 #
 # Environment: CLUSTER_DIR (state, logs, data; default ./.cluster),
 # CLUSTER_PORT (the load balancer's port; default: a free one),
@@ -17,8 +21,12 @@
 # CLUSTER_MSG_FLAGS (extra msg-service flags, split on whitespace, e.g.
 # "--send-rate 100 --send-burst 200"; default none).
 #
-# The store: CLUSTER_STORE=embedded (the default: msg-service's embedded store
-# under CLUSTER_DIR/msg-data) or cassandra: Apache Cassandra 3.11 node(s)
+# The store: CLUSTER_STORE=cassandra (the default) or embedded (msg-service's
+# embedded store under CLUSTER_DIR/msg-data: one replica, no Java needed).
+# CLUSTER_MSG_REPLICAS: msg-service replicas (default 3 on Cassandra; the
+# embedded store belongs to one process: 1), named msg-service, msg-service2,
+# msg-service3, ...; each serves the shards it holds a lease on and forwards
+# the other calls to their owners. cassandra: Apache Cassandra 3.11 node(s)
 # started with CASSANDRA_DIR/start.sh (default: ../shared/cassandra beside
 # the repository; needs java 17), node dirs CLUSTER_DIR/cassandraN, and
 # msg-service run with --store scylla on them (keyspace `chat`, replication
@@ -79,6 +87,14 @@ start() {
   printf '%s' "$probe" >"$dir/$name.probe"
   "$@" >>"$dir/$name.log" 2>&1 &
   echo $! >"$dir/$name.pid"
+}
+
+# The name of replica $1 (1-based): msg-service, msg-service2, msg-service3, ...
+replica_name() { if [ "$1" = 1 ]; then echo msg-service; else echo "msg-service$1"; fi; }
+
+# The msg-service replicas this cluster dir started (msg-service alone before `up` ran).
+replica_parts() {
+  if [ -s "$dir/replicas" ]; then cat "$dir/replicas"; else echo msg-service; fi
 }
 
 # The Cassandra nodes of this cluster dir: cassandra1 cassandra2 ...
@@ -240,8 +256,9 @@ up() {
   mkdir -p "$dir"
   # A part that fails to start leaves nothing running behind it.
   trap 'echo "cluster: up failed; stopping what started" >&2; down' ERR
-  local redis_port msg_port gw1_port gw2_port lb_port secret
+  local redis_port msg_port msg_lb_port gw1_port gw2_port lb_port secret
   redis_port=$(free_port); msg_port=$(free_port); gw1_port=$(free_port); gw2_port=$(free_port)
+  msg_lb_port=$(free_port)
   lb_port="${CLUSTER_PORT:-$(free_port)}"
   if [ -n "${CHAT_JWT_SECRET:-}" ]; then secret="$CHAT_JWT_SECRET"
   else
@@ -258,21 +275,45 @@ up() {
   # msg-service listens once its store is open (on Cassandra: the keyspace
   # and tables created, which takes longer than 30 s on a busy machine).
   local msg_tries=150
-  case "${CLUSTER_STORE:-embedded}" in
-    embedded) ;;
+  local store="${CLUSTER_STORE:-cassandra}" replicas
+  case "$store" in
+    embedded) replicas="${CLUSTER_MSG_REPLICAS:-1}"
+      [ "$replicas" = 1 ] || { echo "cluster: the embedded store serves one msg-service replica (CLUSTER_MSG_REPLICAS=1)" >&2; false; } ;;
     cassandra)
       local points
       points="$(start_cassandra)"
       msg_flags=(--store scylla --scylla-nodes "$points" --scylla-keyspace chat
         --scylla-replication "SimpleStrategy:${CLUSTER_CASSANDRA_NODES:-1}" --scylla-consistency LOCAL_QUORUM
         "${msg_flags[@]}")
-      msg_tries=900 ;;
-    *) echo "cluster: CLUSTER_STORE must be embedded or cassandra (got '$CLUSTER_STORE')" >&2; false ;;
+      msg_tries=900 replicas="${CLUSTER_MSG_REPLICAS:-3}" ;;
+    *) echo "cluster: CLUSTER_STORE must be embedded or cassandra (got '$store')" >&2; false ;;
   esac
-  start msg-service "(exec 3<>/dev/tcp/127.0.0.1/$msg_port)" \
-    "$bin/msg-service" --listen "127.0.0.1:$msg_port" --data-dir "$dir/msg-data" --redis "$redis_url" \
-    "${msg_flags[@]}"
-  wait_for msg-service "$(cat "$dir/msg-service.pid")" "$(cat "$dir/msg-service.probe")" "$msg_tries"
+  [[ "$replicas" =~ ^[1-9]$ ]] || { echo "cluster: CLUSTER_MSG_REPLICAS must be 1-9 (got '$replicas')" >&2; false; }
+  # One after another: the first creates the keyspace and tables (two at
+  # once would race on the schema); each is ready once it serves its shards.
+  local i name port metrics servers=()
+  : >"$dir/replicas"; : >"$dir/replica-metrics"
+  for i in $(seq 1 "$replicas"); do
+    name="$(replica_name "$i")" port=$(free_port) metrics=$(free_port)
+    [ "$i" = 1 ] && port=$msg_port
+    start "$name" "(exec 3<>/dev/tcp/127.0.0.1/$port) && curl -fsS http://127.0.0.1:$metrics/readyz" \
+      "$bin/msg-service" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics" \
+      --instance-name "$name" --data-dir "$dir/msg-data" --redis "$redis_url" "${msg_flags[@]}"
+    wait_for "$name" "$(cat "$dir/$name.pid")" "$(cat "$dir/$name.probe")" "$msg_tries"
+    echo "$name" >>"$dir/replicas"
+    servers+=("    server $name 127.0.0.1:$port check port $metrics")
+    printf '%s=http://127.0.0.1:%s\n' "$name" "$metrics" >>"$dir/replica-metrics"
+  done
+  # Gateways reach one replica directly, or several through msg-lb.
+  local msg_url="http://127.0.0.1:$msg_port"
+  if [ "$replicas" -gt 1 ]; then
+    { sed -e "s/@MSG_LB_PORT@/$msg_lb_port/" "$root/deploy/local/haproxy-msg.cfg.tmpl"
+      printf '%s\n' "${servers[@]}"; } >"$dir/haproxy-msg.cfg"
+    haproxy -c -q -f "$dir/haproxy-msg.cfg"
+    start msg-lb "(exec 3<>/dev/tcp/127.0.0.1/$msg_lb_port)" haproxy -db -f "$dir/haproxy-msg.cfg"
+    wait_for msg-lb "$(cat "$dir/msg-lb.pid")" "$(cat "$dir/msg-lb.probe")"
+    msg_url="http://127.0.0.1:$msg_lb_port"
+  fi
 
   local n port attempt
   for n in 1 2; do
@@ -282,7 +323,7 @@ up() {
     for attempt in 1 2 3; do
       CHAT_JWT_SECRET="$secret" start "gateway$n" "curl -fsS http://127.0.0.1:$port/readyz" \
         "$bin/gateway" --listen "127.0.0.1:$port" \
-        --data-dir "$dir/gateway$n" --msg-service "http://127.0.0.1:$msg_port" --redis "$redis_url" \
+        --data-dir "$dir/gateway$n" --msg-service "$msg_url" --redis "$redis_url" \
         --gateway-id "gw$n" --dev-auth "${CLUSTER_DEV_AUTH:-true}"
       if wait_for "gateway$n" "$(cat "$dir/gateway$n.pid")" "curl -fsS http://127.0.0.1:$port/readyz"; then
         break
@@ -301,8 +342,8 @@ up() {
   start haproxy "curl -fsS http://127.0.0.1:$lb_port/readyz" haproxy -db -f "$dir/haproxy.cfg"
   wait_for haproxy "$(cat "$dir/haproxy.pid")" "curl -fsS http://127.0.0.1:$lb_port/readyz"
 
-  printf 'gw1=http://127.0.0.1:%s\ngw2=http://127.0.0.1:%s\nmsg=http://127.0.0.1:%s\nredis=%s\n' \
-    "$gw1_port" "$gw2_port" "$msg_port" "$redis_url" >"$dir/endpoints"
+  printf 'gw1=http://127.0.0.1:%s\ngw2=http://127.0.0.1:%s\nmsg=%s\nredis=%s\n' \
+    "$gw1_port" "$gw2_port" "$msg_url" "$redis_url" >"$dir/endpoints"
   echo "http://127.0.0.1:$lb_port" >"$dir/lb.url"
   trap - ERR
   cat "$dir/lb.url"
@@ -311,7 +352,7 @@ up() {
 down() {
   local name pid
   # The load balancer first, the store's owner last: nothing is left half-served.
-  for name in haproxy gateway1 gateway2 msg-service cassandra redis; do
+  for name in haproxy gateway1 gateway2 msg-lb $(replica_parts) cassandra redis; do
     if [ "$name" = cassandra ]; then stop_cassandra; continue; fi
     [ -f "$dir/$name.pid" ] || continue
     pid="$(cat "$dir/$name.pid")"
@@ -326,7 +367,8 @@ down() {
 
 status() {
   local name
-  for name in redis msg-service gateway1 gateway2 haproxy; do
+  for name in redis $(replica_parts) msg-lb gateway1 gateway2 haproxy; do
+    [ "$name" = msg-lb ] && [ ! -f "$dir/msg-lb.cmd" ] && continue
     if [ -f "$dir/$name.pid" ] && alive "$(cat "$dir/$name.pid")"; then
       echo "$name: running (pid $(cat "$dir/$name.pid"))"
     else
@@ -346,10 +388,10 @@ status() {
 
 known_part() {
   case "$1" in
-    redis|msg-service|gateway1|gateway2|haproxy) [ -f "$dir/$1.cmd" ] ;;
+    redis|msg-service|msg-service[0-9]|msg-lb|gateway1|gateway2|haproxy) [ -f "$dir/$1.cmd" ] ;;
     cassandra[0-9]) [ -f "$dir/$1/node.env" ] ;;
     *) false ;;
-  esac || { echo "cluster: no part named '$1' (redis, msg-service, gateway1, gateway2, haproxy, cassandraN)" >&2; exit 2; }
+  esac || { echo "cluster: no part named '$1' (redis, msg-service, msg-serviceN, msg-lb, gateway1, gateway2, haproxy, cassandraN)" >&2; exit 2; }
 }
 
 kill9() {
@@ -361,6 +403,18 @@ kill9() {
   esac
   kill -KILL "$pid" 2>/dev/null || true
   for _ in $(seq 1 100); do alive "$pid" || return 0; sleep 0.05; done
+}
+
+# Stops part $1 gracefully: SIGTERM, then waits (kill -9 after 10 s).
+stop_part() {
+  known_part "$1"
+  local pid
+  case "$1" in cassandra*) echo "cluster: stop a Cassandra node with kill9" >&2; exit 2 ;; esac
+  pid="$(cat "$dir/$1.pid")"
+  if kill -TERM "$pid" 2>/dev/null; then
+    for _ in $(seq 1 100); do alive "$pid" || return 0; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
 }
 
 # The gateways read the secret from CHAT_JWT_SECRET or the cluster's secret file.
@@ -385,6 +439,7 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   kill9) kill9 "${2:?kill9 needs a part name}" ;;
+  stop) stop_part "${2:?stop needs a part name}" ;;
   restart) restart "${2:?restart needs a part name}" ;;
-  *) echo "usage: $0 up|down|status|kill9 NAME|restart NAME" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|kill9 NAME|stop NAME|restart NAME" >&2; exit 2 ;;
 esac

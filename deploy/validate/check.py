@@ -277,15 +277,21 @@ def check_msg_service(r: Rendered, p: Problems) -> None:
     if d is None:
         return
     w = f"[{r.name}] msg-service"
-    p.check(d["spec"].get("replicas") == 1, f"{w}: exactly one replica (it is the single writer of every inbox)")
-    p.check(d["spec"].get("strategy", {}).get("type") == "Recreate", f"{w}: strategy Recreate (never two writers at once)")
+    want = 1 if r.name == "dev" else 3
+    p.check(d["spec"].get("replicas") == want, f"{w}: {want} replica(s) (leases and fences let several share the store)")
+    strat = d["spec"].get("strategy", {})
+    p.check(strat.get("type") == "RollingUpdate" and strat.get("rollingUpdate", {}).get("maxUnavailable") == 0, f"{w}: RollingUpdate with maxUnavailable 0 (a stopping replica hands its shards over)")
     p.check(not any(h["spec"]["scaleTargetRef"]["name"] == "msg-service" for h in r.all("HorizontalPodAutoscaler")), f"{w}: must not be autoscaled")
+    p.check(r.config_value("CHAT_STORE") == "scylla", f"{w}: CHAT_STORE=scylla (the embedded store belongs to one process)")
+    pdb = r.get("PodDisruptionBudget", "msg-service")
+    p.check(pdb is not None and pdb["spec"].get("maxUnavailable") == 1, f"{w}: a PodDisruptionBudget with maxUnavailable 1")
     spec = d["spec"]["template"]["spec"]
     c = spec["containers"][0]
-    data_dir = env_of(c).get("CHAT_DATA_DIR")
-    pvc_vols = {v["name"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v}
-    p.check(any(m["mountPath"] == data_dir and m["name"] in pvc_vols for m in c.get("volumeMounts", [])), f"{w}: CHAT_DATA_DIR ({data_dir}) must be on a PersistentVolumeClaim")
-    p.check(env_of(c).get("CHAT_MSG_LISTEN", "").endswith(":9090"), f"{w}: CHAT_MSG_LISTEN must match the Service port 9090")
+    env = env_of(c)
+    p.check(env.get("CHAT_MSG_LISTEN", "").endswith(":9090"), f"{w}: CHAT_MSG_LISTEN must match the Service port 9090")
+    p.check(env.get("CHAT_ADVERTISE_ADDR") == "$(POD_IP):9090", f"{w}: CHAT_ADVERTISE_ADDR must be the pod's own address (replicas forward to each other)")
+    probe = c.get("readinessProbe", {}).get("httpGet", {})
+    p.check(probe.get("path") == "/readyz" and probe.get("port") == "metrics", f"{w}: readiness is GET /readyz on the metrics port (holds its shards)")
 
 
 def check_scylla(r: Rendered, p: Problems) -> None:

@@ -61,6 +61,9 @@ impl Cluster {
             .env("CLUSTER_PROFILE", "debug")
             .env("CHAT_JWT_SECRET", &cluster.secret)
             .env("CLUSTER_DEV_AUTH", "false")
+            // One msg-service on its embedded store: these tests kill and
+            // restart it (the replicas are tested by scripts/faults.sh).
+            .env("CLUSTER_STORE", "embedded")
             // Free ports for parallel clusters, and msg-service's default limits.
             .env_remove("CLUSTER_PORT")
             .env_remove("CLUSTER_MSG_FLAGS")
