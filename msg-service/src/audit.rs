@@ -1,7 +1,9 @@
 //! The audit: compares each conversation's log with its members' inboxes
 //! (through the inbox index) for the messages of a time range, reports
-//! every `(member, conv_id, conv_seq)` missing, and repairs them through
-//! the service's own fan-out path (seqs, cache and notifies stay right).
+//! every `(member, conv_id, conv_seq)` missing, and repairs them by queueing
+//! them for the fan-out retry worker of each conversation's owner (its own
+//! fan-out path: seqs, cache and notifies stay right, and no inbox is
+//! written by anyone but its owner).
 //!
 //! Cost: every conversation is listed (a full scan of the conversations
 //! table; a token-range scan on Scylla) and every log read from its start,
@@ -17,10 +19,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use proto::{ConvId, HistoryMessage, Seq, UserId};
-use storage::{MessageStore, Page};
+use storage::{MessageStore, Page, RetryItem, RetryKey};
 
 use crate::Result;
-use crate::service::Core;
+use crate::clock::now_ms;
 
 /// Conversations and messages read per store call.
 const PAGE: usize = 500;
@@ -126,43 +128,33 @@ async fn check_message(
     Ok(())
 }
 
-/// What became of one missing entry: its inbox seq, or why it failed.
-pub type Repair = (Missing, std::result::Result<Seq, String>);
-
-impl Core {
-    /// Appends each missing entry through the fan-out path (idempotent: an
-    /// entry that arrived meanwhile is left as it is).
-    pub(crate) async fn repair_missing(&self, missing: Vec<Missing>) -> Vec<Repair> {
-        let mut by_message: BTreeMap<(ConvId, Seq), Vec<UserId>> = BTreeMap::new();
-        for m in missing {
-            by_message
-                .entry((m.conv_id, m.conv_seq))
-                .or_default()
-                .push(m.member);
-        }
-        let mut outcomes = Vec::new();
-        for ((conv_id, conv_seq), members) in by_message {
-            let missing_of = |member: UserId| Missing {
-                member,
-                conv_id: conv_id.clone(),
-                conv_seq,
-            };
-            match self.redeliver_to(&conv_id, conv_seq, &members).await {
-                Ok(results) => outcomes.extend(
-                    results
-                        .into_iter()
-                        .map(|(u, r)| (missing_of(u), r.map_err(|e| e.to_string()))),
-                ),
-                Err(err) => {
-                    let reason = err.to_string();
-                    outcomes.extend(
-                        members
-                            .into_iter()
-                            .map(|u| (missing_of(u), Err(reason.clone()))),
-                    );
-                }
-            }
-        }
-        outcomes
+/// Queues the missing entries for the fan-out retry worker of each
+/// conversation's owner: one item per message with its missing members.
+/// The owner appends them through its fan-out path (looking in each inbox
+/// first, so an entry that arrived meanwhile is not appended twice), so a
+/// repair never writes an inbox behind its owner's back. The number of
+/// items queued.
+pub async fn queue_repairs(store: &dyn MessageStore, missing: &[Missing]) -> Result<usize> {
+    let mut by_message: BTreeMap<(ConvId, Seq), Vec<UserId>> = BTreeMap::new();
+    for m in missing {
+        by_message
+            .entry((m.conv_id.clone(), m.conv_seq))
+            .or_default()
+            .push(m.member.clone());
     }
+    let items = by_message.len();
+    for ((conv_id, conv_seq), members) in by_message {
+        let item = RetryItem {
+            key: RetryKey {
+                enqueued_at: now_ms(),
+                conv_id,
+                conv_seq,
+            },
+            members,
+            attempts: 0,
+            not_before: 0,
+        };
+        store.enqueue_retry(&item).await?;
+    }
+    Ok(items)
 }

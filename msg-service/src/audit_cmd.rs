@@ -1,16 +1,24 @@
 //! `msg-service audit`: runs the audit library on the chosen store, prints
 //! one line per missing (and repaired) entry and a summary, and turns the
-//! outcome into the exit status.
+//! outcome into the exit status. A repair queues the missing entries for
+//! the conversations' owners and waits until they appended them: on the
+//! embedded store this process is the owner (the store is locked to it);
+//! on Scylla the running replicas are.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use msg_service::audit::{AuditReport, Missing, find_missing};
-use msg_service::{Backends, MessageService, ServiceConfig};
+use msg_service::audit::{AuditReport, Missing, find_missing, queue_repairs};
+use msg_service::{Backends, MessageService, ServiceConfig, queued_retries};
 use storage::{InProcessBus, InProcessCache, InProcessPresence, RedisBackends, RedisOptions};
 
-use crate::cli::AuditArgs;
+use crate::cli::{AuditArgs, StoreKind};
+
+/// How often a repair looks whether the owners are done.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
 
 /// Runs the audit; 0 nothing left missing, 1 something missing, 2 an error.
 pub async fn run(args: AuditArgs) -> ExitCode {
@@ -28,7 +36,8 @@ pub async fn run(args: AuditArgs) -> ExitCode {
 async fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
     anyhow::ensure!(args.from <= args.to, "--from is after --to");
     let backends = backends(args).await?;
-    let report = find_missing(&*backends.store, args.from, args.to)
+    let store = &*backends.store;
+    let report = find_missing(store, args.from, args.to)
         .await
         .context("auditing")?;
     for m in &report.missing {
@@ -38,24 +47,53 @@ async fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
         summary(&report, 0);
         return Ok(report.missing.is_empty());
     }
-    let service = MessageService::new(backends, ServiceConfig::default());
-    let outcomes = service
-        .repair(report.missing.clone())
+    let queued = queue_repairs(store, &report.missing)
         .await
-        .context("repairing")?;
+        .context("queueing the repairs")?;
+    eprintln!("audit: {queued} fan-outs queued for their conversations' owners");
+    // On the embedded store nobody else can: this process is the owner.
+    let worker = (args.store.store == StoreKind::Embedded).then(|| {
+        MessageService::new(backends.clone(), ServiceConfig::default()).start_retry_worker()
+    });
+    let drained = wait_until_drained(&backends, args.repair_wait()).await;
+    if let Some(worker) = worker {
+        worker.stop().await;
+    }
+    drained?;
+    store.flush().await.context("flushing")?;
+    let left: BTreeSet<Missing> = find_missing(store, args.from, args.to)
+        .await
+        .context("auditing again")?
+        .missing
+        .into_iter()
+        .collect();
     let mut repaired = 0;
-    for (m, outcome) in &outcomes {
-        match outcome {
-            Ok(seq) => {
-                repaired += 1;
-                println!("repaired {} seq={seq}", describe(m));
-            }
-            Err(reason) => println!("not-repaired {} reason={reason:?}", describe(m)),
+    for m in &report.missing {
+        if left.contains(m) {
+            println!("not-repaired {}", describe(m));
+        } else {
+            repaired += 1;
+            println!("repaired {}", describe(m));
         }
     }
-    service.backends().store.flush().await.context("flushing")?;
     summary(&report, repaired);
     Ok(repaired == report.missing.len())
+}
+
+/// Waits until the retry queue is empty, at most `limit`; an error only
+/// when the queue cannot be read (a queue still full after `limit` is
+/// reported by the audit that follows).
+async fn wait_until_drained(backends: &Backends, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let depth = queued_retries(&*backends.store)
+            .await
+            .context("reading the retry queue")?;
+        if depth == 0 || Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
 }
 
 fn describe(m: &Missing) -> String {

@@ -113,14 +113,27 @@ pub struct AuditArgs {
     /// End of the range, ms since the Unix epoch (inclusive).
     #[arg(long)]
     pub to: u64,
-    /// Append the missing entries (through the service's fan-out path).
+    /// Repair: queue the missing entries for the fan-out retry worker of
+    /// each conversation's owner (the running replicas on Scylla; this
+    /// process on the embedded store, which it holds locked), wait until
+    /// they are appended, and audit again.
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: how long to wait for the owners, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub repair_wait_secs: u64,
     /// With --repair on Scylla: the Redis the gateways use, so that repaired
     /// entries reach the shared inbox cache and notify. Without it the audit
     /// uses an in-process cache (right for the embedded store, offline).
     #[arg(long, env = "CHAT_REDIS_URL")]
     pub redis: Option<String>,
+}
+
+impl AuditArgs {
+    /// How long a repair waits for the owners.
+    pub fn repair_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.repair_wait_secs)
+    }
 }
 
 /// Which store, and where.

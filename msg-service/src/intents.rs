@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 use crate::clock::now_ms;
+use crate::ownership::conversation_shard;
 use crate::service::{Core, conv_key};
 
 /// Intents read per page during recovery.
@@ -23,6 +24,12 @@ const PAGE: usize = 100;
 /// Recovery reads intents in windows of this many ms: a store may read per
 /// minute, so one call never walks a long span (a long downtime).
 const WINDOW_MS: u64 = 10 * 60_000;
+
+/// How far back a replica looks for unfinished fan-outs in the shards it
+/// takes over: a send's fan-out runs for seconds at most (its store calls
+/// and its caller have deadlines of a few seconds), and the old owner
+/// stopped serving at most a lease before the take-over.
+const ADOPTION_LOOKBACK_MS: u64 = 60_000;
 
 /// The intents of this process whose fan-out has not finished, by the time
 /// they were written.
@@ -110,7 +117,7 @@ impl Core {
         let mut seen = 0;
         while from < end {
             let to = from.saturating_add(WINDOW_MS).min(end);
-            seen += self.recover_window(from, to, cancel).await?;
+            seen += self.recover_window(from, to, &|_| true, cancel).await?;
             if cancel.is_cancelled() {
                 break;
             }
@@ -119,11 +126,29 @@ impl Core {
         Ok(seen)
     }
 
-    /// Finishes the intents written in `[from, to)`.
+    /// Finishes the fan-outs that the earlier owners of `shards` (taken over
+    /// just now) may have left: those of the intents of the last minute
+    /// whose conversation is in one of them. Replicas share the store, so
+    /// one saved watermark cannot speak for each; a minute covers every
+    /// send that was still in flight when its owner stopped.
+    pub(crate) async fn recover_adopted(
+        &self,
+        shards: &[u16],
+        cancel: &CancellationToken,
+    ) -> Result<usize> {
+        let to = now_ms();
+        let from = to.saturating_sub(ADOPTION_LOOKBACK_MS);
+        let adopted =
+            |intent: &RetryItem| shards.contains(&conversation_shard(&intent.key.conv_id));
+        self.recover_window(from, to, &adopted, cancel).await
+    }
+
+    /// Finishes the intents written in `[from, to)` that `wanted` picks.
     async fn recover_window(
         &self,
         from: u64,
         to: u64,
+        wanted: &(dyn Fn(&RetryItem) -> bool + Sync),
         cancel: &CancellationToken,
     ) -> Result<usize> {
         let store = &self.backends.store;
@@ -134,7 +159,7 @@ impl Core {
                 return Ok(seen);
             };
             after = Some(last.key.clone());
-            for intent in page {
+            for intent in page.into_iter().filter(|intent| wanted(intent)) {
                 if cancel.is_cancelled() {
                     return Ok(seen);
                 }

@@ -32,7 +32,7 @@ pub use background::LowPriority;
 pub use bulkhead::{BulkheadConfig, BulkheadFull};
 pub use error::{Error, Result};
 pub use rate_limit::UserRate;
-pub use retry::{RetryConfig, RetryWorker};
+pub use retry::{RetryConfig, RetryWorker, queued_retries};
 pub use service::{Backends, CachedLogs, MessageService, ServiceConfig};
 pub use service_args::{BreakerArgs, ServiceArgs};
 pub use storage;

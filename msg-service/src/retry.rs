@@ -11,12 +11,16 @@
 //! leaves the queue only once every member has the message, so the
 //! checkpoint can never make one skipped: a pass that reaches the end starts
 //! over from the front, where items kept for backoff (or enqueued behind the
-//! cursor) wait. Run one msg-service per store: the checkpoint is shared.
+//! cursor) wait. The checkpoint is shared by replicas: one's pass may start
+//! where another's stopped, and the items before wait for its next pass.
 //!
 //! A crash before the queue write loses nothing either: the message was
 //! logged with its fan-out intent, and the worker, before its first pass,
 //! finishes every intent the last run left above its watermark (see
-//! `intents`); after each pass it saves the watermark.
+//! `intents`); after each pass it saves the watermark. Replicas sharing a
+//! store (under leases) skip items of conversations they do not serve (the
+//! owner retries them) and, instead of a watermark, finish the recent
+//! intents of every shard they take over from another owner.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -123,7 +127,9 @@ async fn run(
         };
         // Not raced with the cancellation: recovery and a pass stop between
         // items, never in the middle of an inbox append.
-        if !recovered {
+        // A replica looks after the shards it took over at every pass.
+        let replica = strong.routes.is_some();
+        if !recovered || replica {
             recovered = recover(&strong, &cancel).await;
         }
         if let Err(err) = strong.retry_pass(&cancel).await {
@@ -131,7 +137,10 @@ async fn run(
         }
         // Only once recovery is done: until then the previous process's
         // intents above the saved watermark are not all finished.
-        if recovered && let Err(err) = strong.save_fanout_watermark().await {
+        if recovered
+            && !replica
+            && let Err(err) = strong.save_fanout_watermark().await
+        {
             tracing::warn!(error = %err, "fan-out watermark not saved; trying again later");
         }
         drop(strong);
@@ -144,8 +153,32 @@ async fn run(
     }
 }
 
-/// Finishes the previous process's pending fan-outs; whether it did.
+/// Finishes the previous process's pending fan-outs; whether it did. A
+/// replica among several has no previous process of its own: it looks
+/// after the shards it takes over instead, at every pass.
 async fn recover(core: &Core, cancel: &CancellationToken) -> bool {
+    if let Some(routes) = &core.routes {
+        let adopted = routes.keeper().adopted();
+        if adopted.is_empty() {
+            return true;
+        }
+        return match core.recover_adopted(&adopted, cancel).await {
+            Ok(_) if cancel.is_cancelled() => false,
+            Ok(seen) => {
+                tracing::info!(
+                    shards = adopted.len(),
+                    intents = seen,
+                    "fan-outs of shards taken over finished"
+                );
+                routes.keeper().looked_after(&adopted);
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "fan-outs of shards taken over not finished; trying again");
+                false
+            }
+        };
+    }
     match core.recover_fanouts(cancel).await {
         Ok(_) if cancel.is_cancelled() => false,
         Ok(seen) => {
@@ -306,15 +339,19 @@ impl Core {
 
     /// How many items the queue holds (a walk of it: it stays small).
     pub(crate) async fn retry_queue_depth(&self) -> Result<usize> {
-        let store = &self.backends.store;
-        let (mut depth, mut after) = (0, None);
-        loop {
-            let items = store.retry_items(after.as_ref(), BATCH).await?;
-            depth += items.len();
-            match items.last() {
-                Some(last) => after = Some(last.key.clone()),
-                None => return Ok(depth),
-            }
+        queued_retries(&*self.backends.store).await
+    }
+}
+
+/// How many items wait in `store`'s fan-out retry queue.
+pub async fn queued_retries(store: &dyn storage::MessageStore) -> Result<usize> {
+    let (mut depth, mut after) = (0, None);
+    loop {
+        let items = store.retry_items(after.as_ref(), BATCH).await?;
+        depth += items.len();
+        match items.last() {
+            Some(last) => after = Some(last.key.clone()),
+            None => return Ok(depth),
         }
     }
 }

@@ -290,16 +290,6 @@ impl MessageService {
         self.core.retry_queue_depth().await
     }
 
-    /// Appends the entries an audit found missing, through the send path's
-    /// fan-out, on a task of its own; each one's outcome.
-    pub async fn repair(
-        &self,
-        missing: Vec<crate::audit::Missing>,
-    ) -> Result<Vec<crate::audit::Repair>> {
-        self.detached(|core| async move { Ok(core.repair_missing(missing).await) })
-            .await
-    }
-
     /// Runs a write to completion on its own task, whatever the caller does.
     async fn detached<T, F, Fut>(&self, work: F) -> Result<T>
     where

@@ -113,6 +113,9 @@ struct Held {
     /// When (monotonic) the next tick is due at the latest: the soonest a
     /// live instance's lease runs out, if before the next renewal.
     next_expiry: Option<Duration>,
+    /// Shards it took over from an earlier owner whose unfinished fan-outs
+    /// have not been looked for yet.
+    adopted: Vec<u16>,
 }
 
 /// One instance's leases.
@@ -381,7 +384,11 @@ impl LeaseKeeper {
         } else {
             return Ok(());
         };
-        self.held().shards.insert(seen.shard, epoch);
+        let mut held = self.held();
+        held.shards.insert(seen.shard, epoch);
+        if seen.epoch > 0 && seen.owner != self.instance {
+            held.adopted.push(seen.shard);
+        }
         Ok(())
     }
 
@@ -393,6 +400,17 @@ impl LeaseKeeper {
             return renew;
         };
         expiry.saturating_sub(self.clock.monotonic()).min(renew)
+    }
+
+    /// The shards taken over from an earlier owner (one that died may have
+    /// left fan-outs unfinished) not yet marked [`Self::looked_after`].
+    pub fn adopted(&self) -> Vec<u16> {
+        self.held().adopted.clone()
+    }
+
+    /// Marks the fan-outs of `shards` (from [`Self::adopted`]) finished.
+    pub fn looked_after(&self, shards: &[u16]) {
+        self.held().adopted.retain(|shard| !shards.contains(shard));
     }
 
     /// Whether another instance ended this one's lease: it never serves again.

@@ -1,6 +1,6 @@
 //! The audit: it finds inbox entries missing behind the service's back (an
 //! append that failed while the retry queue was down too), repairs them
-//! through the fan-out path, respects its time range and a member's join
+//! through the owner's fan-out retry worker, respects its time range and a member's join
 //! point; and the `msg-service audit` binary on a data dir, with its exit
 //! status.
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use msg_service::audit::{Missing, find_missing};
+use msg_service::audit::{Missing, find_missing, queue_repairs};
 use msg_service::{Backends, MessageService, ServiceConfig};
 use storage::{
     Durability, EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, MessageStore,
@@ -46,11 +46,14 @@ async fn the_audit_finds_an_append_the_queue_could_not_hold_and_repair_appends_i
     let later = find_missing(&store, ts + 1, u64::MAX).await?;
     assert!(later.missing.is_empty(), "out of range: {later:?}");
 
-    let outcomes = svc.service.repair(report.missing).await?;
-    assert!(
-        matches!(outcomes.as_slice(), [(m, Ok(_))] if *m == expected),
-        "{outcomes:?}"
-    );
+    // Queued for the conversation's owner, whose retry worker appends it.
+    assert_eq!(queue_repairs(&store, &report.missing).await?, 1);
+    assert_eq!(msg_service::queued_retries(&store).await?, 1);
+    let mut passes = svc.service.retry_passes();
+    let worker = svc.service.start_retry_worker();
+    passes.wait_for(|n| *n >= 1).await?;
+    worker.stop().await;
+    assert_eq!(msg_service::queued_retries(&store).await?, 0);
     assert!(find_missing(&store, 0, u64::MAX).await?.missing.is_empty());
     svc.send(&alice, &bob, "a-2", "again").await?;
     let ids: Vec<String> = svc

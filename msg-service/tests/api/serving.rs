@@ -208,3 +208,40 @@ async fn a_shard_that_comes_back_after_another_owner_wrote_carries_on_above_its_
     assert_eq!(bodies, ["one", "two", "three"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_fan_out_its_dead_owner_left_unfinished_is_finished_by_the_replica_that_takes_over()
+-> anyhow::Result<()> {
+    let shared = shared()?;
+    let (store, clock) = (&shared.store, &shared.clock);
+    // a's store fails on its own, b's does not.
+    let a_faults: Arc<Faults> = Arc::default();
+    let a = instance(store, &a_faults, clock, "a").await?;
+    let b = instance(store, &shared.faults, clock, "b").await?;
+    for _ in 0..2 {
+        a.keeper.tick().await?;
+        b.keeper.tick().await?;
+    }
+    let (alice, bob) = pair_in(&a.keeper, true);
+    // Logged, then bob's append and the retry queue write fail: a send
+    // nobody retries (its client gave up), its intent the only trace.
+    *a_faults.inbox_of.lock().expect("faults") = Some(bob.clone());
+    a_faults
+        .enqueue_retry
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    assert_unavailable(send(&a.service, &alice, &bob, "m1", "orphan").await);
+
+    // a dies; past its lease and the margin b takes its shards over.
+    clock.advance(Duration::from_secs(11));
+    b.keeper.tick().await?;
+    assert!(b.keeper.serves(inbox_shard(&bob)).is_some());
+    let mut passes = b.service.retry_passes();
+    let worker = b.service.start_retry_worker();
+    passes.wait_for(|n| *n >= 1).await?;
+    worker.stop().await;
+    let got = drain(&b.service, &bob, 0, 10).await?;
+    let bodies: Vec<&str> = got.iter().map(|e| e.message.body.as_str()).collect();
+    assert_eq!(bodies, ["orphan"], "bob has it once");
+    assert!(b.keeper.adopted().is_empty(), "looked after");
+    Ok(())
+}
