@@ -245,3 +245,44 @@ async fn a_fan_out_its_dead_owner_left_unfinished_is_finished_by_the_replica_tha
     assert!(b.keeper.adopted().is_empty(), "looked after");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_inbox_write_of_a_deposed_owner_that_lands_after_the_take_over_leaves_no_late_hole()
+-> anyhow::Result<()> {
+    let shared = shared()?;
+    let (store, clock) = (&shared.store, &shared.clock);
+    let a_faults: Arc<Faults> = Arc::default();
+    let a = instance(store, &a_faults, clock, "a").await?;
+    let b = instance(store, &shared.faults, clock, "b").await?;
+    for _ in 0..2 {
+        a.keeper.tick().await?;
+        b.keeper.tick().await?;
+    }
+    let (alice, bob) = pair_in(&a.keeper, true);
+    let (carol, _) = pair_in(&a.keeper, true);
+    send(&a.service, &alice, &bob, "m1", "one").await?;
+    // bob's append of m2 times out at a, and lands only later.
+    *a_faults.inbox_late_of.lock().expect("faults") = Some(bob.clone());
+    assert_unavailable(send(&a.service, &alice, &bob, "m2", "two").await);
+
+    // a stalls past its lease; b takes its shards over and serves bob.
+    clock.advance(Duration::from_secs(11));
+    b.keeper.tick().await?;
+    send(&b.service, &carol, &bob, "m3", "three").await?;
+    let seen = drain(&b.service, &bob, 0, 50).await?;
+    let cursor = seen.last().map_or(0, |e| e.seq);
+
+    assert_eq!(
+        a_faults.land_late_writes(store).await?,
+        1,
+        "a's write lands"
+    );
+    send(&b.service, &alice, &bob, "m2", "two").await?; // alice's retry, at b
+    let after = drain(&b.service, &bob, cursor, 50).await?;
+    let bodies: Vec<&str> = after.iter().map(|e| e.message.body.as_str()).collect();
+    assert_eq!(bodies, ["two"], "bob's client, from where it was, gets it");
+    let all = drain(&b.service, &bob, 0, 50).await?;
+    let bodies: Vec<&str> = all.iter().map(|e| e.message.body.as_str()).collect();
+    assert_eq!(bodies, ["one", "three", "two"], "once each, in that order");
+    Ok(())
+}
