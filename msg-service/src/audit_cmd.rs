@@ -52,11 +52,15 @@ async fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
         .context("queueing the repairs")?;
     eprintln!("audit: {queued} fan-outs queued for their conversations' owners");
     // On the embedded store nobody else can: this process is the owner.
-    let worker = (args.store.store == StoreKind::Embedded).then(|| {
-        MessageService::new(backends.clone(), ServiceConfig::default()).start_retry_worker()
+    // The service is kept until the worker stops (the worker holds it
+    // only weakly, and ends once it is dropped).
+    let owner = (args.store.store == StoreKind::Embedded).then(|| {
+        let service = MessageService::new(backends.clone(), ServiceConfig::default());
+        let worker = service.start_retry_worker();
+        (service, worker)
     });
     let drained = wait_until_drained(&backends, args.repair_wait()).await;
-    if let Some(worker) = worker {
+    if let Some((_service, worker)) = owner {
         worker.stop().await;
     }
     drained?;

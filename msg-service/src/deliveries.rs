@@ -62,18 +62,31 @@ impl Core {
     /// A Deliver call from the replica that owns the message's
     /// conversation: appends it to the inboxes of `members` served here,
     /// each looked at first (the caller's earlier try may have landed with
-    /// its answer lost), in the message's fan-out turn here, so two calls
-    /// for one message never both append it.
+    /// its answer lost; see `deliver`). What is appended is the message as
+    /// its conversation's log holds it: one the log does not hold (a
+    /// deposed owner's, fenced off) is appended nowhere.
     pub(crate) async fn deliver_for_peer(
         &self,
         message: &HistoryMessage,
         members: &[UserId],
     ) -> Vec<Result<Seq>> {
-        let _turn = self
-            .fanout_turns
-            .take(&message.conv_id, message.conv_seq)
+        let stored = self
+            .backends
+            .store
+            .message(&message.conv_id, message.conv_seq)
             .await;
-        self.fan_out_here(members, message, true).await
+        match stored {
+            Ok(Some(stored)) => self.fan_out_here(members, &stored, true).await,
+            Ok(None) => members.iter().map(|_| Err(not_in_log(message))).collect(),
+            Err(err) => {
+                let err = crate::Error::from(err);
+                let reason = err.to_string();
+                members
+                    .iter()
+                    .map(|_| Err(storage::Error::Unavailable(reason.clone().into()).into()))
+                    .collect()
+            }
+        }
     }
 
     /// Appends to the inboxes of `members`, all served here (an append to
@@ -105,7 +118,20 @@ impl Core {
     /// may be this message, and another append would settle it between the
     /// look and this append (a second copy). Once settled, only the holder
     /// of the message's fan-out turn (the caller) can write it again.
+    ///
+    /// A resume holds the lock of `(user, message)` from its look to its
+    /// append: two resumes of one message into one inbox (a Deliver call and
+    /// a retry here, say) cannot both miss the entry and both append it.
+    /// The lock is never held across a call to another replica.
     async fn deliver(&self, user: &UserId, message: &HistoryMessage, resume: bool) -> Result<Seq> {
+        let _once = match resume {
+            true => Some(
+                self.deliveries
+                    .lock(&(user, &message.conv_id, message.conv_seq))
+                    .await,
+            ),
+            false => None,
+        };
         if resume {
             self.inboxes.settle(&inbox_key(user)).await?;
             let store = &self.backends.store;
@@ -122,6 +148,19 @@ impl Core {
         }
         self.append_to_inbox(user, message).await
     }
+}
+
+/// A Deliver of a message its log does not hold: not appended, and said so
+/// as a retryable failure (the caller's view of the log may be stale).
+fn not_in_log(message: &HistoryMessage) -> crate::Error {
+    storage::Error::Unavailable(
+        format!(
+            "message {} #{} is not in its log here",
+            message.conv_id, message.conv_seq
+        )
+        .into(),
+    )
+    .into()
 }
 
 /// Every member is given a route or an outcome above; kept total anyway.

@@ -126,21 +126,22 @@ impl Core {
         Ok(seen)
     }
 
-    /// Finishes the fan-outs that the earlier owners of `shards` (taken over
-    /// just now) may have left: those of the intents of the last minute
+    /// Finishes the fan-outs that the earlier owners of `adopted` shards
+    /// (each with when it was taken over, wall ms) may have left: those of
+    /// the intents written from a minute before the earliest take-over on,
     /// whose conversation is in one of them. Replicas share the store, so
     /// one saved watermark cannot speak for each; a minute covers every
     /// send that was still in flight when its owner stopped.
     pub(crate) async fn recover_adopted(
         &self,
-        shards: &[u16],
+        adopted: &[(u16, u64)],
         cancel: &CancellationToken,
     ) -> Result<usize> {
-        let to = now_ms();
-        let from = to.saturating_sub(ADOPTION_LOOKBACK_MS);
-        let adopted =
-            |intent: &RetryItem| shards.contains(&conversation_shard(&intent.key.conv_id));
-        self.recover_window(from, to, &adopted, cancel).await
+        let earliest = adopted.iter().map(|(_, at)| *at).min().unwrap_or(0);
+        let from = earliest.saturating_sub(ADOPTION_LOOKBACK_MS);
+        let shards: Vec<u16> = adopted.iter().map(|(shard, _)| *shard).collect();
+        let wanted = |intent: &RetryItem| shards.contains(&conversation_shard(&intent.key.conv_id));
+        self.recover_window(from, now_ms(), &wanted, cancel).await
     }
 
     /// Finishes the intents written in `[from, to)` that `wanted` picks.

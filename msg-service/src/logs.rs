@@ -351,14 +351,15 @@ impl<T: Logged> Logs<T> {
         if let Some(unsettled) = writer.unsettled.take() {
             if unsettled.tag == tag {
                 let seq = unsettled.seq;
-                let value = Self::reissue(&mut writer, unsettled).await?;
+                let value = self.reissue(key, epoch, &mut writer, unsettled).await?;
                 return Ok(Appended {
                     log: Arc::clone(&log),
                     seq,
                     value,
                 });
             }
-            self.settle_one(&log, &mut writer, unsettled).await?;
+            self.settle_one(key, epoch, &log, &mut writer, unsettled)
+                .await?;
         }
         let write = prepare().await?;
         let mut cursor = match writer.cursor.take() {
@@ -469,7 +470,10 @@ impl<T: Logged> Logs<T> {
         let log = self.log(key, epoch);
         let mut writer = log.writer.lock().await;
         match writer.unsettled.take() {
-            Some(unsettled) => self.settle_one(&log, &mut writer, unsettled).await,
+            Some(unsettled) => {
+                self.settle_one(key, epoch, &log, &mut writer, unsettled)
+                    .await
+            }
             None => Ok(()),
         }
     }
@@ -478,12 +482,14 @@ impl<T: Logged> Logs<T> {
     /// visible. On failure it stays unsettled.
     async fn settle_one(
         &self,
+        key: &str,
+        epoch: u64,
         log: &Log<T>,
         writer: &mut Writer<T>,
         unsettled: Unsettled<T>,
     ) -> Result<()> {
         let seq = unsettled.seq;
-        let value = Self::reissue(writer, unsettled).await?;
+        let value = self.reissue(key, epoch, writer, unsettled).await?;
         self.store.durable(value.ticket()).await?;
         publish(log, seq);
         (self.announce)(&value).await;
@@ -491,9 +497,31 @@ impl<T: Logged> Logs<T> {
         Ok(())
     }
 
-    /// Re-issues an unsettled write; puts it back if it fails again.
-    async fn reissue(writer: &mut Writer<T>, unsettled: Unsettled<T>) -> Result<T> {
+    /// Re-issues an unsettled write; puts it back if it fails again. Like a
+    /// first write, only under the lease of `epoch`, checked right before
+    /// and after: a deposed owner's re-issue is never taken for written.
+    async fn reissue(
+        &self,
+        key: &str,
+        epoch: u64,
+        writer: &mut Writer<T>,
+        unsettled: Unsettled<T>,
+    ) -> Result<T> {
+        let lapsed = || -> crate::Error {
+            storage::Error::Unavailable(
+                format!("the lease of {key:?} ended around a re-issued write").into(),
+            )
+            .into()
+        };
+        if self.served(key).ok() != Some(epoch) {
+            writer.unsettled = Some(unsettled);
+            return Err(lapsed());
+        }
         match (unsettled.write)(unsettled.seq, unsettled.previous).await {
+            Ok(_) if self.served(key).ok() != Some(epoch) => {
+                writer.unsettled = Some(unsettled);
+                Err(lapsed())
+            }
             Ok(value) => Ok(value),
             Err(err) => {
                 writer.unsettled = Some(unsettled);

@@ -87,6 +87,12 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
         bus: Arc::new(redis.bus),
         presence: Arc::new(redis.presence),
     };
+    // Bound before its address goes into the lease table: other replicas
+    // forward to it as soon as it holds shards.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .context("binding the gRPC address")?;
+    tracing::info!(addr = %listener.local_addr()?, "msg-service listening (gRPC)");
     let keeper = match leases {
         Some(leases) => {
             let addr = config.advertise_addr.unwrap_or(config.listen);
@@ -101,13 +107,12 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     ));
     let _ = ready.set(keeper.clone());
     let retry_worker = service.start_retry_worker();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .context("binding the gRPC address")?;
-    tracing::info!(addr = %listener.local_addr()?, "msg-service listening (gRPC)");
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut renewals = keeper.clone().map(LeaseKeeper::spawn_renewals);
+    // Stopped before the shards are released: a tick in between would
+    // claim them again.
+    let stop_renewals = renewals.as_ref().map(tokio::task::JoinHandle::abort_handle);
     let shutdown = async move {
         let deposed = async {
             match renewals.as_mut() {
@@ -137,6 +142,9 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     msg_service::MessageApi::flush(&*service)
         .await
         .context("flushing the store")?;
+    if let Some(renewals) = stop_renewals {
+        renewals.abort();
+    }
     if let Some(keeper) = &keeper {
         // The next owners need not wait for the lease to run out.
         if let Err(err) = keeper.release_all().await {

@@ -31,9 +31,9 @@ use storage::{RetryItem, RetryKey};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::Result;
 use crate::clock::now_ms;
 use crate::service::{Core, conv_key};
-use crate::{Error, Result};
 
 /// Queue items read per store call.
 const BATCH: usize = 100;
@@ -241,7 +241,13 @@ impl Core {
     /// pass starts from the front.
     async fn retry_pass(&self, cancel: &CancellationToken) -> Result<()> {
         let store = &self.backends.store;
-        let mut cursor = store.retry_checkpoint().await?;
+        // Replicas share the queue: one's checkpoint would make another's
+        // pass start behind items it owns. Theirs start at the front.
+        let replica = self.routes.is_some();
+        let mut cursor = match replica {
+            true => None,
+            false => store.retry_checkpoint().await?,
+        };
         loop {
             let items = store.retry_items(cursor.as_ref(), BATCH).await?;
             if items.is_empty() {
@@ -255,13 +261,15 @@ impl Core {
                 // Items still in their backoff are passed over without a
                 // checkpoint write (one durable write each, every poll,
                 // during an outage); a restart passes over them again.
-                if self.retry_item(item).await? {
+                if self.retry_item(item).await? && !replica {
                     store.save_retry_checkpoint(Some(&key)).await?;
                 }
                 cursor = Some(key);
             }
         }
-        store.save_retry_checkpoint(None).await?;
+        if !replica {
+            store.save_retry_checkpoint(None).await?;
+        }
         self.report_depth().await
     }
 
@@ -320,11 +328,12 @@ impl Core {
     ) -> Result<Vec<(UserId, Result<Seq>)>> {
         let store = &self.backends.store;
         self.open_conversation(conv).await?;
-        let message = store.message(conv, conv_seq).await?.ok_or_else(|| {
-            Error::Internal(storage::Error::BadData(format!(
-                "message {conv} #{conv_seq} is not in its log"
-            )))
-        })?;
+        let Some(message) = store.message(conv, conv_seq).await? else {
+            // Fenced off (a write that never became visible): nothing to
+            // deliver, and nothing was acked.
+            tracing::warn!(%conv, conv_seq, "a queued fan-out's message is not in its log; dropped");
+            return Ok(Vec::new());
+        };
         let _turn = self.fanout_turns.take(conv, conv_seq).await;
         let seqs = self.fan_out(members, &message, true).await;
         Ok(members.iter().cloned().zip(seqs).collect())

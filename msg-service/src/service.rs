@@ -120,6 +120,10 @@ pub(crate) struct Core {
     pub(crate) senders: Stripes,
     /// One fan-out at a time per message.
     pub(crate) fanout_turns: FanoutTurns,
+    /// Serializes the look-then-append of one message into one inbox (see
+    /// `deliver`): the fan-out turn is the conversation owner's, and a
+    /// Deliver call from it runs here without one.
+    pub(crate) deliveries: Stripes,
     /// Per-user send rate limit.
     pub(crate) send_limit: SendLimiter,
     /// Wakes the fan-out retry worker and counts its passes.
@@ -223,6 +227,7 @@ impl MessageService {
             ),
             senders: Stripes::new(1024),
             fanout_turns: FanoutTurns::default(),
+            deliveries: Stripes::new(1024),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
             retry,
             bulkheads: Bulkheads::new(&config),

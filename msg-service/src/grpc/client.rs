@@ -71,6 +71,10 @@ impl ClientConfig {
     }
 }
 
+/// The deadline of a Deliver call: one inbox append per member at the
+/// callee, well inside the deadline of a forwarded send that waits for it.
+const DELIVER_TIMEOUT: Duration = Duration::from_millis(2_000);
+
 /// The metadata key that marks a call forwarded by another replica.
 pub(crate) const FORWARDED_KEY: &str = "chat-forwarded";
 
@@ -153,9 +157,10 @@ impl RemoteMessageService {
             message: Some(message_to_pb(message.clone())),
             members: members.iter().map(ToString::to_string).collect(),
         };
-        let reply = self
-            .unary(self.client().deliver(self.request(request)))
-            .await;
+        let mut request = self.request(request);
+        // Inside the deadline of a forwarded send that waits for it.
+        request.set_timeout(DELIVER_TIMEOUT);
+        let reply = self.unary(self.client().deliver(request)).await;
         delivered(reply, members.len())
     }
 

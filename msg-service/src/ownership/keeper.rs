@@ -100,6 +100,14 @@ impl KeeperConfig {
 struct Held {
     /// Until when (monotonic) its own lease is valid; `None`: not at all.
     valid_until: Option<Duration>,
+    /// When (monotonic) its last renewal was sent: the next is due a
+    /// renewal period later, however long the tick around it took.
+    renewed_at: Duration,
+    /// Since when (monotonic) its lease has held without a gap. Another
+    /// instance's lease is ended only after a whole lease of this: after a
+    /// stall of the store every instance's lease looks expired, and each
+    /// must first get the chance to renew.
+    healthy_since: Option<Duration>,
     /// Another instance ended its lease: it never serves again.
     deposed: bool,
     /// The shards it holds, with the epoch it claimed each at.
@@ -113,9 +121,10 @@ struct Held {
     /// When (monotonic) the next tick is due at the latest: the soonest a
     /// live instance's lease runs out, if before the next renewal.
     next_expiry: Option<Duration>,
-    /// Shards it took over from an earlier owner whose unfinished fan-outs
-    /// have not been looked for yet.
-    adopted: Vec<u16>,
+    /// Shards it took over from an owner that did not release them (it
+    /// died or stalled), with when (wall ms): their unfinished fan-outs have
+    /// not been looked for yet.
+    adopted: Vec<(u16, u64)>,
 }
 
 /// One instance's leases.
@@ -155,7 +164,12 @@ impl LeaseKeeper {
             addr: addr.to_owned(),
             held: Mutex::default(),
         };
-        keeper.held().valid_until = Some(keeper.valid_from(sent));
+        {
+            let mut held = keeper.held();
+            held.valid_until = Some(keeper.valid_from(sent));
+            held.renewed_at = sent;
+            held.healthy_since = Some(sent);
+        }
         Ok(keeper)
     }
 
@@ -213,7 +227,12 @@ impl LeaseKeeper {
         if owner == &self.instance {
             return None;
         }
-        held.addrs.get(owner).cloned()
+        // An earlier incarnation of this process at its address (a restart
+        // whose old lease has not run out yet) is not another replica.
+        held.addrs
+            .get(owner)
+            .filter(|addr| **addr != self.addr)
+            .cloned()
     }
 
     /// How many shards it holds.
@@ -299,12 +318,18 @@ impl LeaseKeeper {
         }
         let sent = self.clock.monotonic();
         let expires_at = self.clock.wall_ms().saturating_add(self.config.lease_ms());
+        self.held().renewed_at = sent;
         if self
             .store
             .renew_instance(&self.instance, expires_at)
             .await?
         {
-            self.held().valid_until = Some(self.valid_from(sent));
+            let mut held = self.held();
+            let gap = held.valid_until.is_none_or(|until| until <= sent);
+            if gap {
+                held.healthy_since = Some(sent);
+            }
+            held.valid_until = Some(self.valid_from(sent));
             Ok(())
         } else {
             let mut held = self.held();
@@ -345,6 +370,9 @@ impl LeaseKeeper {
         instances: &HashMap<String, InstanceLease>,
         now: u64,
     ) -> storage::Result<HashSet<String>> {
+        if !self.healthy_for_a_lease() {
+            return Ok(HashSet::new());
+        }
         let expired: HashMap<&str, u64> = wanted
             .iter()
             .filter(|seen| seen.owner != self.instance)
@@ -361,6 +389,15 @@ impl LeaseKeeper {
             }
         }
         Ok(ended)
+    }
+
+    /// Whether its own lease has held for a whole lease without a gap.
+    fn healthy_for_a_lease(&self) -> bool {
+        let now = self.clock.monotonic();
+        let held = self.held();
+        held.healthy_since
+            .is_some_and(|since| now.saturating_sub(since) >= self.config.lease)
+            && held.valid_until.is_some_and(|until| now < until)
     }
 
     /// Claims one assigned shard if it is free, or its owner's lease ended.
@@ -384,10 +421,15 @@ impl LeaseKeeper {
         } else {
             return Ok(());
         };
+        // On the clock intents are written by, which recovery compares.
+        let wall = crate::clock::now_ms();
         let mut held = self.held();
         held.shards.insert(seen.shard, epoch);
-        if seen.epoch > 0 && seen.owner != self.instance {
-            held.adopted.push(seen.shard);
+        // Its owner did not release it (a claim of ours that landed unseen
+        // leaves the owner before it unknown): its fan-outs may be half done.
+        let unreleased = !seen.owner.is_empty() && epoch > 1;
+        if unreleased {
+            held.adopted.push((seen.shard, wall));
         }
         Ok(())
     }
@@ -395,22 +437,24 @@ impl LeaseKeeper {
     /// How long until the next tick is due: a renewal period, or less when
     /// another instance's lease runs out sooner (its shards move then).
     pub fn next_tick_in(&self) -> Duration {
-        let renew = self.config.renew_every();
-        let Some(expiry) = self.held().next_expiry else {
-            return renew;
-        };
-        expiry.saturating_sub(self.clock.monotonic()).min(renew)
+        let held = self.held();
+        let renew_due = held.renewed_at + self.config.renew_every();
+        let due = held
+            .next_expiry
+            .map_or(renew_due, |expiry| expiry.min(renew_due));
+        due.saturating_sub(self.clock.monotonic())
     }
 
-    /// The shards taken over from an earlier owner (one that died may have
-    /// left fan-outs unfinished) not yet marked [`Self::looked_after`].
-    pub fn adopted(&self) -> Vec<u16> {
+    /// The shards taken over from an owner that did not release them (one
+    /// that died may have left fan-outs unfinished), each with when it was
+    /// taken (wall ms), not yet marked [`Self::looked_after`].
+    pub fn adopted(&self) -> Vec<(u16, u64)> {
         self.held().adopted.clone()
     }
 
-    /// Marks the fan-outs of `shards` (from [`Self::adopted`]) finished.
-    pub fn looked_after(&self, shards: &[u16]) {
-        self.held().adopted.retain(|shard| !shards.contains(shard));
+    /// Marks the fan-outs of `adopted` (from [`Self::adopted`]) finished.
+    pub fn looked_after(&self, adopted: &[(u16, u64)]) {
+        self.held().adopted.retain(|shard| !adopted.contains(shard));
     }
 
     /// Whether another instance ended this one's lease: it never serves again.

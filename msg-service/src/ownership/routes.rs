@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::LeaseKeeper;
+use crate::Result;
 use crate::grpc::{ClientConfig, RemoteMessageService};
-use crate::{Error, Result};
 
 /// Where a call for one shard runs.
 pub(crate) enum Route {
@@ -59,9 +59,10 @@ impl Routes {
         }
         let peer =
             RemoteMessageService::new(&ClientConfig::peer(addr, self.timeout)).map_err(|err| {
-                Error::Internal(storage::Error::BadData(format!(
-                    "the replica address {addr:?} is unusable: {err}"
-                )))
+                // Retryable: the lease table may name a usable address soon.
+                storage::Error::Unavailable(
+                    format!("the replica address {addr:?} is unusable: {err}").into(),
+                )
             })?;
         let peer = Arc::new(peer);
         peers.insert(addr.to_owned(), Arc::clone(&peer));

@@ -147,10 +147,14 @@ async fn the_next_tick_is_due_when_a_silent_instances_lease_runs_out_not_a_perio
     let (a, b) = split_between_two(&setup).await?;
     // Both just renewed: a renewal period away (9 s / 3).
     assert_eq!(b.next_tick_in(), Duration::from_secs(3));
-    // a goes silent; 8 s later its lease (9 s) and the margin (1 s) end
-    // in 2 s, sooner than b's next renewal would come.
-    setup.clock.advance(Duration::from_secs(8));
-    b.tick().await?;
+    // a goes silent while b renews; at 8 s a's lease (9 s) and the margin
+    // (1 s) end in 2 s, sooner than b's next renewal (at 11 s).
+    for at in [3, 6, 8] {
+        setup
+            .clock
+            .advance(Duration::from_secs(at) - setup.clock.monotonic());
+        b.tick().await?;
+    }
     let due = b.next_tick_in();
     assert!(
         due > Duration::from_secs(2) && due < Duration::from_millis(2_100),
@@ -164,6 +168,55 @@ async fn the_next_tick_is_due_when_a_silent_instances_lease_runs_out_not_a_perio
         "a's shards moved then"
     );
     drop(a);
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_the_store_stalled_past_every_lease_no_instance_ends_another_that_renews()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let (a, b) = split_between_two(&setup).await?;
+    let (a_had, b_had) = (a.held_shards(), b.held_shards());
+    // Nobody could renew for 12 s: every lease looks expired.
+    setup.clock.advance(Duration::from_secs(12));
+    a.tick().await?;
+    b.tick().await?;
+    assert_eq!((a.held_shards(), b.held_shards()), (a_had, b_had));
+    // Both keep renewing: a lease later, still nobody was ended.
+    for _ in 0..4 {
+        setup.clock.advance(CONFIG.renew_every());
+        a.tick().await?;
+        b.tick().await?;
+    }
+    assert!(a.serves_its_shards() && b.serves_its_shards());
+    each_shard_served_once(&[&a, &b]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn shards_taken_from_a_silent_owner_are_adopted_and_released_ones_are_not()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let (a, b) = split_between_two(&setup).await?;
+    let c = keeper(&setup, "c").await?;
+    // b hands its shards over cleanly: nothing of it to look after.
+    b.release_all().await?;
+    a.tick().await?;
+    c.tick().await?;
+    a.tick().await?;
+    c.tick().await?;
+    assert!(a.adopted().is_empty() && c.adopted().is_empty());
+    // c falls silent; a outlives its lease and takes its shards.
+    let c_had = c.held_shards();
+    for _ in 0..4 {
+        setup.clock.advance(CONFIG.renew_every());
+        a.tick().await?;
+    }
+    assert_eq!(a.held_shards(), usize::from(SHARDS));
+    let adopted = a.adopted();
+    assert_eq!(adopted.len(), c_had, "c's shards, to look after");
+    a.looked_after(&adopted);
+    assert!(a.adopted().is_empty());
     Ok(())
 }
 

@@ -74,6 +74,19 @@ fn shared() -> anyhow::Result<Shared> {
     })
 }
 
+/// Moves the clock `secs` on in steps of a renewal period, `survivor`
+/// ticking at each: it stays healthy while another instance falls silent.
+async fn outlive(clock: &ManualClock, survivor: &LeaseKeeper, secs: u64) -> anyhow::Result<()> {
+    let step = CONFIG.renew_every();
+    let mut moved = Duration::ZERO;
+    while moved < Duration::from_secs(secs) {
+        clock.advance(step);
+        moved += step;
+        survivor.tick().await?;
+    }
+    Ok(())
+}
+
 /// Two users whose inboxes, and their direct conversation, are all in
 /// shards `keeper` serves (or, with `served` false, none of them is).
 fn pair_in(keeper: &LeaseKeeper, served: bool) -> (UserId, UserId) {
@@ -232,8 +245,7 @@ async fn a_fan_out_its_dead_owner_left_unfinished_is_finished_by_the_replica_tha
     assert_unavailable(send(&a.service, &alice, &bob, "m1", "orphan").await);
 
     // a dies; past its lease and the margin b takes its shards over.
-    clock.advance(Duration::from_secs(11));
-    b.keeper.tick().await?;
+    outlive(clock, &b.keeper, 12).await?;
     assert!(b.keeper.serves(inbox_shard(&bob)).is_some());
     let mut passes = b.service.retry_passes();
     let worker = b.service.start_retry_worker();
@@ -266,8 +278,7 @@ async fn an_inbox_write_of_a_deposed_owner_that_lands_after_the_take_over_leaves
     assert_unavailable(send(&a.service, &alice, &bob, "m2", "two").await);
 
     // a stalls past its lease; b takes its shards over and serves bob.
-    clock.advance(Duration::from_secs(11));
-    b.keeper.tick().await?;
+    outlive(clock, &b.keeper, 12).await?;
     send(&b.service, &carol, &bob, "m3", "three").await?;
     let seen = drain(&b.service, &bob, 0, 50).await?;
     let cursor = seen.last().map_or(0, |e| e.seq);
