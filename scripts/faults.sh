@@ -35,7 +35,7 @@
 # two others hold all 1,024 shards must stay within the lease + 2 s; then it
 # is restarted and takes its share back), replica-stop (SIGSTOP of
 # msg-service2 until the others hold its shards, then SIGCONT: it must find
-# itself deposed and exit without serving again; then restarted),
+# itself deposed and serve again as a new incarnation, in the same process),
 # replica-roll (3 -> 1 -> 3 -> 2 replicas by graceful stops and starts under
 # load, then a rolling restart of the two left).
 set -euo pipefail
@@ -95,8 +95,7 @@ inject() {
       kill -STOP "$pid"; mark killed
       takeover="$(shards_served_again msg-service msg-service3)" || failed=1
       kill -CONT "$pid"
-      woke="$(deposed_exit "$pid")" || failed=1
-      "$cluster" restart msg-service2 ;;
+      woke="$(serving_again msg-service2 "$pid")" || failed=1 ;;
     replica-roll)
       for step in "stop msg-service2" "stop msg-service3" "restart msg-service2" "restart msg-service3" \
         "stop msg-service3" "stop msg-service" "restart msg-service" "stop msg-service2" "restart msg-service2"; do
@@ -135,21 +134,21 @@ shards_served_again() {
   echo "$took s"
 }
 
-# Seconds until the woken replica (pid $1) exits, deposed; fails after 15 s
-# or if it did not log its lost lease.
-deposed_exit() {
-  local start="$EPOCHREALTIME"
-  for _ in $(seq 1 150); do
-    if ! kill -0 "$1" 2>/dev/null || [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = Z ]; then
-      if grep -q "lost its lease" "$CLUSTER_DIR/msg-service2.log"; then
-        awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f s\n", b - a }'
-        return 0
-      fi
-      echo "exited without a lost lease in its log"; return 1
+# Seconds until the woken replica $1 (pid $2), deposed, serves again as a
+# new incarnation in the same process (its /readyz answers 200 again); fails
+# after 20 s, if it exited, or if it never logged its lost lease.
+serving_again() {
+  local start="$EPOCHREALTIME" url
+  url="$(sed -n "s/^$1=//p" "$CLUSTER_DIR/replica-metrics")"
+  for _ in $(seq 1 200); do
+    if ! kill -0 "$2" 2>/dev/null; then echo "it exited"; return 1; fi
+    if grep -q "lost its lease" "$CLUSTER_DIR/$1.log" && curl -fsS -m 1 "$url/readyz" >/dev/null 2>&1; then
+      awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f s\n", b - a }'
+      return 0
     fi
     sleep 0.1
   done
-  echo "still running 15 s after SIGCONT"; return 1
+  echo "not serving 20 s after SIGCONT"; return 1
 }
 
 # Records when event $1 happened (seconds since the load started).
@@ -375,7 +374,7 @@ for scenario in "${scenarios[@]}"; do
     rows+=("$(printf '| %s | load tester failed (exit %s) | | | | | | |' "$scenario" "$status")")
   else
     label="$scenario${history_ms:+ (history answered $history_ms)}"
-    [ -n "$takeover" ] && label="$label (its shards served again after $takeover${woke:+; woken, it exited deposed after $woke})"
+    [ -n "$takeover" ] && label="$label (its shards served again after $takeover${woke:+; woken, it found itself deposed and served again as a new incarnation after $woke})"
     recovered="$(recovery "$json" "$fault_at") s"
     if [ "$scenario" = cassandra-node ]; then
       rates="$(ack_rates "$((duration + 1))")" || { failed=1; rates="$rates: FAILED"; }

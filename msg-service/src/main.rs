@@ -114,11 +114,13 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     // claim them again.
     let stop_renewals = renewals.as_ref().map(tokio::task::JoinHandle::abort_handle);
     let shutdown = async move {
+        // The renewals end only when a deposed instance cannot register
+        // again (see LeaseKeeper::spawn_renewals).
         let deposed = async {
             match renewals.as_mut() {
                 Some(task) => match task.await {
                     Ok(err) => {
-                        tracing::error!(error = %err, "this instance lost its lease; stopping")
+                        tracing::error!(error = %err, "this instance lost its lease and could not register again; stopping")
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "the lease renewals stopped; stopping")

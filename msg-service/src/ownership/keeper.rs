@@ -98,6 +98,8 @@ impl KeeperConfig {
 /// What the keeper holds now.
 #[derive(Default)]
 struct Held {
+    /// The current incarnation's unique name in the lease table.
+    instance: String,
     /// Until when (monotonic) its own lease is valid; `None`: not at all.
     valid_until: Option<Duration>,
     /// When (monotonic) its last renewal was sent: the next is due a
@@ -132,7 +134,8 @@ pub struct LeaseKeeper {
     store: Arc<dyn LeaseStore>,
     clock: Arc<dyn KeeperClock>,
     config: KeeperConfig,
-    instance: String,
+    /// The name its incarnations are named after.
+    name: String,
     addr: String,
     held: Mutex<Held>,
 }
@@ -147,30 +150,48 @@ impl LeaseKeeper {
         name: &str,
         addr: &str,
     ) -> storage::Result<Self> {
-        let instance = format!("{name}-{:016x}", rand::random::<u64>());
-        let sent = clock.monotonic();
-        let lease = InstanceLease {
-            instance: instance.clone(),
-            addr: addr.to_owned(),
-            expires_at: clock.wall_ms().saturating_add(config.lease_ms()),
-            alive: true,
-        };
-        store.register_instance(&lease).await?;
         let keeper = LeaseKeeper {
             store,
             clock,
             config,
-            instance,
+            name: name.to_owned(),
             addr: addr.to_owned(),
             held: Mutex::default(),
         };
-        {
-            let mut held = keeper.held();
-            held.valid_until = Some(keeper.valid_from(sent));
-            held.renewed_at = sent;
-            held.healthy_since = Some(sent);
-        }
+        keeper.incarnate().await?;
         Ok(keeper)
+    }
+
+    /// Registers a new incarnation (the name plus a random suffix) and
+    /// starts it afresh: no shard, a lease from now.
+    async fn incarnate(&self) -> storage::Result<()> {
+        let instance = format!("{}-{:016x}", self.name, rand::random::<u64>());
+        let sent = self.clock.monotonic();
+        let lease = InstanceLease {
+            instance: instance.clone(),
+            addr: self.addr.clone(),
+            expires_at: self.clock.wall_ms().saturating_add(self.config.lease_ms()),
+            alive: true,
+        };
+        self.store.register_instance(&lease).await?;
+        let mut held = self.held();
+        *held = Held {
+            instance,
+            valid_until: Some(self.valid_from(sent)),
+            renewed_at: sent,
+            healthy_since: Some(sent),
+            live: std::mem::take(&mut held.live),
+            addrs: std::mem::take(&mut held.addrs),
+            ..Held::default()
+        };
+        Ok(())
+    }
+
+    /// Once deposed, serves again as a new incarnation: a new instance in
+    /// the lease table, whose claims raise every shard's epoch, so nothing
+    /// the deposed one still had in flight can be taken for its writes.
+    pub async fn reincarnate(&self) -> storage::Result<()> {
+        self.incarnate().await
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -182,9 +203,9 @@ impl LeaseKeeper {
         (sent + self.config.lease).saturating_sub(self.config.drift_margin)
     }
 
-    /// The instance's unique name.
-    pub fn instance(&self) -> &str {
-        &self.instance
+    /// The current incarnation's unique name.
+    pub fn instance(&self) -> String {
+        self.held().instance.clone()
     }
 
     /// Where it is reached.
@@ -224,7 +245,7 @@ impl LeaseKeeper {
         }
         let held = self.held();
         let owner = owner_of(shard, &held.live)?;
-        if owner == &self.instance {
+        if owner == &held.instance {
             return None;
         }
         // An earlier incarnation of this process at its address (a restart
@@ -246,6 +267,7 @@ impl LeaseKeeper {
     /// renews it) and, for good, once another instance ended its lease.
     pub async fn tick(&self) -> storage::Result<()> {
         self.renew().await?;
+        let me = self.instance();
         let now = self.clock.wall_ms();
         let margin = self.config.margin_ms();
         let instances: HashMap<String, InstanceLease> = self
@@ -262,7 +284,7 @@ impl LeaseKeeper {
             .collect();
         let soonest_expiry = instances
             .values()
-            .filter(|lease| live.contains(&lease.instance) && lease.instance != self.instance)
+            .filter(|lease| live.contains(&lease.instance) && lease.instance != me)
             .map(|lease| lease.expires_at.saturating_add(margin).saturating_sub(now))
             .min();
         {
@@ -275,7 +297,7 @@ impl LeaseKeeper {
                 .map(|lease| (lease.instance.clone(), lease.addr.clone()))
                 .collect();
         }
-        let assigned = assigned_to(&self.instance, &live);
+        let assigned = assigned_to(&me, &live);
         self.give_up(&assigned).await?;
         if self.held().shards.len() == assigned.len() {
             // Holds all it is assigned (and no more): nothing to read.
@@ -313,17 +335,14 @@ impl LeaseKeeper {
     }
 
     async fn renew(&self) -> storage::Result<()> {
+        let me = self.instance();
         if self.held().deposed {
-            return Err(ended(&self.instance));
+            return Err(ended(&me));
         }
         let sent = self.clock.monotonic();
         let expires_at = self.clock.wall_ms().saturating_add(self.config.lease_ms());
         self.held().renewed_at = sent;
-        if self
-            .store
-            .renew_instance(&self.instance, expires_at)
-            .await?
-        {
+        if self.store.renew_instance(&me, expires_at).await? {
             let mut held = self.held();
             let gap = held.valid_until.is_none_or(|until| until <= sent);
             if gap {
@@ -335,12 +354,13 @@ impl LeaseKeeper {
             let mut held = self.held();
             held.deposed = true;
             held.shards.clear();
-            Err(ended(&self.instance))
+            Err(ended(&me))
         }
     }
 
     /// Stops serving the shards not in `assigned`, then releases them.
     async fn give_up(&self, assigned: &[u16]) -> storage::Result<()> {
+        let me = self.instance();
         let leaving: Vec<(u16, u64)> = {
             let mut held = self.held();
             let leaving: Vec<(u16, u64)> = held
@@ -355,7 +375,7 @@ impl LeaseKeeper {
             leaving
         };
         let releases = futures_util::stream::iter(leaving)
-            .map(|(shard, epoch)| self.store.release_shard(shard, &self.instance, epoch))
+            .map(|(shard, epoch)| self.store.release_shard(shard, &me, epoch))
             .buffer_unordered(CONCURRENT_CLAIMS);
         let outcomes: Vec<storage::Result<bool>> = releases.collect().await;
         outcomes.into_iter().try_for_each(|r| r.map(|_| ()))
@@ -373,9 +393,10 @@ impl LeaseKeeper {
         if !self.healthy_for_a_lease() {
             return Ok(HashSet::new());
         }
+        let me = self.instance();
         let expired: HashMap<&str, u64> = wanted
             .iter()
-            .filter(|seen| seen.owner != self.instance)
+            .filter(|seen| seen.owner != me)
             .filter_map(|seen| instances.get(&seen.owner))
             .filter(|lease| {
                 lease.alive && lease.expires_at.saturating_add(self.config.margin_ms()) <= now
@@ -407,16 +428,17 @@ impl LeaseKeeper {
         instances: &HashMap<String, InstanceLease>,
         ended: &HashSet<String>,
     ) -> storage::Result<()> {
-        let other_owner = !seen.owner.is_empty() && seen.owner != self.instance;
+        let me = self.instance();
+        let other_owner = !seen.owner.is_empty() && seen.owner != me;
         let owner_alive = instances.get(&seen.owner).is_some_and(|lease| lease.alive);
         if other_owner && owner_alive && !ended.contains(&seen.owner) {
             // Still its owner's: it releases it at its next tick.
             return Ok(());
         }
-        let epoch = if seen.owner == self.instance {
+        let epoch = if seen.owner == me {
             // A claim of ours that reported a failure but landed.
             seen.epoch
-        } else if self.store.claim_shard(&seen, &self.instance).await? {
+        } else if self.store.claim_shard(&seen, &me).await? {
             seen.epoch + 1
         } else {
             return Ok(());
@@ -457,16 +479,19 @@ impl LeaseKeeper {
         self.held().adopted.retain(|shard| !adopted.contains(shard));
     }
 
-    /// Whether another instance ended this one's lease: it never serves again.
+    /// Whether another instance ended this incarnation's lease: it never
+    /// serves again under it (see [`Self::reincarnate`]).
     pub fn deposed(&self) -> bool {
         self.held().deposed
     }
 
-    /// Ticks every [`KeeperConfig::renew_every`] until the lease is ended
-    /// by another instance, which it returns as an error (the process
-    /// should stop: a new one registers afresh). A failed tick is logged
-    /// and tried again after [`RETRY_FAILED_TICK`], not a whole period
-    /// later: one store node that just died must not let the lease lapse.
+    /// Ticks every [`KeeperConfig::renew_every`] (sooner when another
+    /// instance's lease runs out). Once another instance ended its lease (it
+    /// was paused or cut off past it), it registers a new incarnation and
+    /// carries on; it returns only when that fails (the process should
+    /// stop). A failed tick is logged and tried again after
+    /// [`RETRY_FAILED_TICK`], not a whole period later: one store node that
+    /// just died must not let the lease lapse.
     pub fn spawn_renewals(self: Arc<Self>) -> tokio::task::JoinHandle<storage::Error> {
         tokio::spawn(async move {
             let mut wait = self.next_tick_in();
@@ -476,7 +501,15 @@ impl LeaseKeeper {
                 metrics::gauge!("chat_shards_held").set(self.held_shards() as f64);
                 wait = match outcome {
                     Ok(()) => self.next_tick_in(),
-                    Err(err) if self.deposed() => return err,
+                    Err(err) if self.deposed() => {
+                        tracing::warn!(error = %err, "this instance lost its lease; serving again as a new incarnation");
+                        metrics::counter!("chat_lease_reincarnations_total").increment(1);
+                        if let Err(err) = self.reincarnate().await {
+                            return err;
+                        }
+                        tracing::info!(instance = %self.instance(), "registered again");
+                        Duration::ZERO
+                    }
                     Err(err) => {
                         metrics::counter!("chat_lease_tick_failures_total").increment(1);
                         tracing::warn!(error = %err, "a lease tick failed; trying again shortly");
@@ -491,7 +524,7 @@ impl LeaseKeeper {
     /// lease, so that the next owners need not wait for it to expire.
     pub async fn release_all(&self) -> storage::Result<()> {
         self.give_up(&[]).await?;
-        self.store.remove_instance(&self.instance).await
+        self.store.remove_instance(&self.instance()).await
     }
 }
 

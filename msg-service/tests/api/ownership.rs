@@ -132,11 +132,27 @@ async fn the_shards_of_a_silent_instance_move_after_its_lease_and_it_never_serve
     b.tick().await?;
     assert_eq!(b.held_shards(), usize::from(SHARDS));
     each_shard_served_once(&[&a, &b]);
-    // a wakes up: its renewal fails, and it serves nothing, ever.
+    // a wakes up: its renewal fails, and it serves nothing under it, ever.
     assert!(a.tick().await.is_err());
     assert_eq!(a.held_shards(), 0);
     assert!(a.tick().await.is_err());
     each_shard_served_once(&[&a, &b]);
+
+    // As a new incarnation it gets a share again, at new epochs.
+    let old_name = a.instance();
+    let before: Vec<Option<u64>> = (0..SHARDS).map(|s| b.serves(s)).collect();
+    a.reincarnate().await?;
+    assert_ne!(a.instance(), old_name);
+    for _ in 0..2 {
+        a.tick().await?;
+        b.tick().await?;
+    }
+    assert!(a.serves_its_shards() && b.serves_its_shards());
+    each_shard_served_once(&[&a, &b]);
+    for shard in (0..SHARDS).filter(|s| a.serves(*s).is_some()) {
+        let (now, was) = (a.serves(shard), before[usize::from(shard)]);
+        assert!(now > was, "shard {shard}: epoch {now:?} after {was:?}");
+    }
     Ok(())
 }
 

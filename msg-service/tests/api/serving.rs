@@ -188,7 +188,7 @@ async fn a_shard_that_comes_back_after_another_owner_wrote_carries_on_above_its_
         a.keeper.instance().to_owned(),
         c.keeper.instance().to_owned(),
     ];
-    let moving = assigned_to(c.keeper.instance(), &live);
+    let moving = assigned_to(&c.keeper.instance(), &live);
     let (alice, bob) = (0..100_000)
         .map(|i| (user(&format!("a{i}")), user(&format!("b{i}"))))
         .find(|(x, y)| {
