@@ -107,11 +107,19 @@ cassandra_nodes() {
 # A node's setting from its node.env (ADDRESS, PORT).
 node_env() { sed -n "s/^$2=//p" "$dir/$1/node.env"; }
 
+# Whether process $1's command line has an argument matching grep pattern $2
+# (extra grep flags after it). grep reads the whole line list (no -q): with
+# pipefail, a grep -q that stops at the first match would make tr die of
+# SIGPIPE on a long JVM command line, and the pipeline fail at random.
+cmdline_has() {
+  local pid="$1" pattern="$2"; shift 2
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep "$@" -- "$pattern" >/dev/null
+}
+
 # The pid of node $1 if it runs (its process is started from its node dir).
 cassandra_pid() {
   local pid; pid="$(cat "$dir/$1/pid" 2>/dev/null)" || return 0
-  alive "$pid" && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dcassandra.storagedir=.*/$1/data$" \
-    && echo "$pid"
+  alive "$pid" && cmdline_has "$pid" "-Dcassandra.storagedir=.*/$1/data$" && echo "$pid"
   return 0
 }
 
@@ -142,7 +150,7 @@ node_process() {
   local cmdline pid
   for cmdline in /proc/[0-9]*/cmdline; do
     pid="${cmdline#/proc/}" pid="${pid%/cmdline}"
-    if tr '\0' '\n' 2>/dev/null <"$cmdline" | grep -qxF -- "-Dcassandra.storagedir=$1/data" && alive "$pid"; then
+    if cmdline_has "$pid" "-Dcassandra.storagedir=$1/data" -xF && alive "$pid"; then
       echo "$pid"; return 0
     fi
   done

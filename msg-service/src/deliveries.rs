@@ -11,7 +11,7 @@ use proto::{HistoryMessage, Seq, UserId};
 use crate::Result;
 use crate::grpc::RemoteMessageService;
 use crate::ownership::{Route, inbox_shard};
-use crate::service::{Core, inbox_key};
+use crate::service::{Core, conv_key, inbox_key};
 
 impl Core {
     /// Appends the message to every member's inbox, in parallel (bounded by
@@ -22,10 +22,10 @@ impl Core {
         &self,
         members: &[UserId],
         message: &HistoryMessage,
-        resume: bool,
+        pass: Pass,
     ) -> Vec<Result<Seq>> {
         let Some(routes) = &self.routes else {
-            return self.fan_out_here(members, message, resume).await;
+            return self.fan_out_here(members, message, pass).await;
         };
         let mut outcomes: Vec<Option<Result<Seq>>> = members.iter().map(|_| None).collect();
         let mut here = Vec::new();
@@ -44,7 +44,7 @@ impl Core {
             let batch: Vec<UserId> = indexes.iter().map(|&i| members[i].clone()).collect();
             (indexes, peer.deliver(message, &batch).await)
         }));
-        let (local, remote) = tokio::join!(self.fan_out_here(&local, message, resume), remote);
+        let (local, remote) = tokio::join!(self.fan_out_here(&local, message, pass), remote);
         for (i, outcome) in here.into_iter().zip(local) {
             outcomes[i] = Some(outcome);
         }
@@ -76,7 +76,7 @@ impl Core {
             .message(&message.conv_id, message.conv_seq)
             .await;
         match stored {
-            Ok(Some(stored)) => self.fan_out_here(members, &stored, true).await,
+            Ok(Some(stored)) => self.fan_out_here(members, &stored, Pass::Resume).await,
             Ok(None) => members.iter().map(|_| Err(not_in_log(message))).collect(),
             Err(err) => {
                 let err = crate::Error::from(err);
@@ -95,7 +95,7 @@ impl Core {
         &self,
         members: &[UserId],
         message: &HistoryMessage,
-        resume: bool,
+        pass: Pass,
     ) -> Vec<Result<Seq>> {
         // Collected first: a closure over borrowed members trips the
         // higher-ranked lifetime check of `Send` futures.
@@ -104,7 +104,7 @@ impl Core {
             .map(|member| {
                 self.bulkheads
                     .fanout
-                    .run(self.deliver(member, message, resume))
+                    .run(self.deliver(member, message, pass))
             })
             .collect();
         stream::iter(deliveries)
@@ -116,23 +116,27 @@ impl Core {
     /// Appends to one inbox; when resuming, first looks whether it is there.
     /// The inbox's unsettled write is settled before the look, not after: it
     /// may be this message, and another append would settle it between the
-    /// look and this append (a second copy). Once settled, only the holder
-    /// of the message's fan-out turn (the caller) can write it again.
+    /// look and this append (a second copy).
     ///
-    /// A resume holds the lock of `(user, message)` from its look to its
-    /// append: two resumes of one message into one inbox (a Deliver call and
-    /// a retry here, say) cannot both miss the entry and both append it.
-    /// The lock is never held across a call to another replica.
-    async fn deliver(&self, user: &UserId, message: &HistoryMessage, resume: bool) -> Result<Seq> {
-        let _once = match resume {
-            true => Some(
-                self.deliveries
-                    .lock(&(user, &message.conv_id, message.conv_seq))
-                    .await,
-            ),
-            false => None,
+    /// Every delivery holds the lock of `(user, message)` from its look to
+    /// its append, so two of one message into one inbox never both append
+    /// it: a Deliver call (always a resume) and a retry here, say. A first
+    /// pass does not look while the lease it logged the message under
+    /// holds; once the conversation moved, its new owner may already be
+    /// resuming the message here, so it looks too. The lock is never held
+    /// across a call to another replica.
+    async fn deliver(&self, user: &UserId, message: &HistoryMessage, pass: Pass) -> Result<Seq> {
+        let _once = self
+            .deliveries
+            .lock(&(user, &message.conv_id, message.conv_seq))
+            .await;
+        let look = match pass {
+            Pass::Resume => true,
+            Pass::First { conv_epoch } => !self
+                .conversations
+                .serves_at(&conv_key(&message.conv_id), conv_epoch),
         };
-        if resume {
+        if look {
             self.inboxes.settle(&inbox_key(user)).await?;
             let store = &self.backends.store;
             // Opened first: an entry an earlier process left unsettled is
@@ -148,6 +152,20 @@ impl Core {
         }
         self.append_to_inbox(user, message).await
     }
+}
+
+/// How a fan-out appends to each inbox.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pass {
+    /// The first, by the send that logged the message, under this epoch of
+    /// its conversation's lease.
+    First {
+        /// The epoch the message was logged under.
+        conv_epoch: u64,
+    },
+    /// Any later one (a client's retry, the retry queue, recovery, a
+    /// Deliver call): each inbox is looked at first.
+    Resume,
 }
 
 /// A Deliver of a message its log does not hold: not appended, and said so

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 use crate::clock::now_ms;
+use crate::deliveries::Pass;
 use crate::ownership::conversation_shard;
 use crate::service::{Core, conv_key};
 
@@ -196,7 +197,7 @@ impl Core {
             }
         };
         let _turn = self.fanout_turns.take(conv, conv_seq).await;
-        let seqs = self.fan_out(&intent.members, &message, true).await;
+        let seqs = self.fan_out(&intent.members, &message, Pass::Resume).await;
         if seqs.iter().any(|s| s.is_err()) {
             tracing::warn!(%conv, conv_seq, "a recovered fan-out failed in part; queued");
         }

@@ -237,6 +237,11 @@ impl<T: Logged> Logs<T> {
         self.served(key).is_ok()
     }
 
+    /// Whether this process serves `key` now under the lease of `epoch`.
+    pub(crate) fn serves_at(&self, key: &str, epoch: u64) -> bool {
+        self.served(key).ok() == Some(epoch)
+    }
+
     fn cached(&self) -> std::sync::MutexGuard<'_, Cached<T>> {
         // Only inserts, removes and relaxed counters under this lock:
         // nothing half done to recover from a panic.
@@ -419,6 +424,14 @@ impl<T: Logged> Logs<T> {
             // A writer per process and epoch: a process that gets a shard back
             // fences what the owners in between may have left.
             let writer = format!("{}@{}", self.writer, log.epoch);
+            // Checked right before: a process paused since its lease check
+            // must not fence off what the owner since then wrote.
+            if self.served(key).ok() != Some(log.epoch) {
+                return Err(storage::Error::Unavailable(
+                    format!("the lease of {key:?} ended before its fence").into(),
+                )
+                .into());
+            }
             self.store.fence_log(&id, &writer, head, ceiling).await?;
         }
         Ok(cursor)
@@ -550,6 +563,13 @@ pub(crate) struct Appended<T> {
     pub(crate) seq: Seq,
     /// What the write returned.
     pub(crate) value: T,
+}
+
+impl<T> Appended<T> {
+    /// The epoch of the lease it was written under.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.log.epoch
+    }
 }
 
 #[cfg(test)]

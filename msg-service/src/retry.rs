@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 use crate::clock::now_ms;
+use crate::deliveries::Pass;
 use crate::service::{Core, conv_key};
 
 /// Queue items read per store call.
@@ -335,7 +336,7 @@ impl Core {
             return Ok(Vec::new());
         };
         let _turn = self.fanout_turns.take(conv, conv_seq).await;
-        let seqs = self.fan_out(members, &message, true).await;
+        let seqs = self.fan_out(members, &message, Pass::Resume).await;
         Ok(members.iter().cloned().zip(seqs).collect())
     }
 

@@ -8,6 +8,7 @@ use proto::{Ack, ConvId, ConvKind, HistoryMessage, ProtoError, SendRequest, Seq,
 use storage::{ConversationMeta, MessageRef, MessageStore, RetryItem, WriteTicket};
 
 use crate::clock::now_ms;
+use crate::deliveries::Pass;
 use crate::fanouts::Turn;
 use crate::intents::{InFlight, InFlightGuard};
 use crate::logs::{Announce, Appended, Logged, Write};
@@ -26,7 +27,10 @@ impl Core {
         let Posted {
             message, members, ..
         } = &appended.value;
-        let seqs = self.fan_out(members, message, false).await;
+        let pass = Pass::First {
+            conv_epoch: appended.epoch(),
+        };
+        let seqs = self.fan_out(members, message, pass).await;
         // A failure is logged there; the client's retry finishes the fan-out.
         let _ = self.queue_missing(message, members, &seqs).await;
         // Covered already by the fsyncs of the inbox appends, logged later:
@@ -103,7 +107,7 @@ impl Core {
             .settle(&conv_key(&stored.conv_id))
             .await?;
         let members = self.members_sent_to(sender, stored).await?;
-        let seqs = self.fan_out(&members, &message, true).await;
+        let seqs = self.fan_out(&members, &message, Pass::Resume).await;
         // A failure is logged there; the client's retry finishes the fan-out.
         let _ = self.queue_missing(&message, &members, &seqs).await;
         ack_for(sender, &message, &members, seqs)

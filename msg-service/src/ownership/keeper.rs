@@ -18,6 +18,10 @@ use super::assign::{assigned_to, owner_of};
 /// How soon a failed tick is tried again.
 const RETRY_FAILED_TICK: Duration = Duration::from_millis(200);
 
+/// How many times a deposed instance tries to register again before the
+/// process gives up (and its supervisor starts a new one).
+const REINCARNATION_TRIES: u32 = 20;
+
 /// Claims and releases in flight at once during a tick (each a compare-and-set
 /// on a shard's own row: they do not contend).
 const CONCURRENT_CLAIMS: usize = 64;
@@ -123,9 +127,8 @@ struct Held {
     /// When (monotonic) the next tick is due at the latest: the soonest a
     /// live instance's lease runs out, if before the next renewal.
     next_expiry: Option<Duration>,
-    /// Shards it took over from an owner that did not release them (it
-    /// died or stalled), with when (wall ms): their unfinished fan-outs have
-    /// not been looked for yet.
+    /// Shards it took over from an earlier owner, with when (wall ms):
+    /// their unfinished fan-outs have not been looked for yet.
     adopted: Vec<(u16, u64)>,
 }
 
@@ -182,6 +185,7 @@ impl LeaseKeeper {
             healthy_since: Some(sent),
             live: std::mem::take(&mut held.live),
             addrs: std::mem::take(&mut held.addrs),
+            adopted: std::mem::take(&mut held.adopted),
             ..Held::default()
         };
         Ok(())
@@ -192,6 +196,26 @@ impl LeaseKeeper {
     /// the deposed one still had in flight can be taken for its writes.
     pub async fn reincarnate(&self) -> storage::Result<()> {
         self.incarnate().await
+    }
+
+    /// [`Self::reincarnate`], tried again with a growing pause while the
+    /// store fails (a deposition often comes with store trouble); the last
+    /// error after [`REINCARNATION_TRIES`].
+    async fn reincarnate_with_retries(&self) -> storage::Result<()> {
+        let mut pause = RETRY_FAILED_TICK;
+        let mut tries = 1;
+        loop {
+            match self.reincarnate().await {
+                Ok(()) => return Ok(()),
+                Err(err) if tries >= REINCARNATION_TRIES => return Err(err),
+                Err(err) => {
+                    tracing::warn!(error = %err, "registering again failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(self.config.lease);
+                    tries += 1;
+                }
+            }
+        }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -447,10 +471,10 @@ impl LeaseKeeper {
         let wall = crate::clock::now_ms();
         let mut held = self.held();
         held.shards.insert(seen.shard, epoch);
-        // Its owner did not release it (a claim of ours that landed unseen
-        // leaves the owner before it unknown): its fan-outs may be half done.
-        let unreleased = !seen.owner.is_empty() && epoch > 1;
-        if unreleased {
+        // It had an owner before, whose fan-outs may be half done: one that
+        // died, or one that released it while it was still looking after
+        // fan-outs it had itself taken over (released shards count too).
+        if epoch > 1 {
             held.adopted.push((seen.shard, wall));
         }
         Ok(())
@@ -467,9 +491,9 @@ impl LeaseKeeper {
         due.saturating_sub(self.clock.monotonic())
     }
 
-    /// The shards taken over from an owner that did not release them (one
-    /// that died may have left fan-outs unfinished), each with when it was
-    /// taken (wall ms), not yet marked [`Self::looked_after`].
+    /// The shards taken over from an earlier owner (one that died may have
+    /// left fan-outs unfinished), each with when it was taken (wall ms),
+    /// not yet marked [`Self::looked_after`].
     pub fn adopted(&self) -> Vec<(u16, u64)> {
         self.held().adopted.clone()
     }
@@ -504,7 +528,7 @@ impl LeaseKeeper {
                     Err(err) if self.deposed() => {
                         tracing::warn!(error = %err, "this instance lost its lease; serving again as a new incarnation");
                         metrics::counter!("chat_lease_reincarnations_total").increment(1);
-                        if let Err(err) = self.reincarnate().await {
+                        if let Err(err) = self.reincarnate_with_retries().await {
                             return err;
                         }
                         tracing::info!(instance = %self.instance(), "registered again");
