@@ -242,6 +242,17 @@ impl<T: Logged> Logs<T> {
         self.served(key).ok() == Some(epoch)
     }
 
+    /// `unavailable` unless `key` is still served under the lease of
+    /// `epoch`: a lease that ended `when` (before a write, during one, ...)
+    /// allows nothing more.
+    fn still_served(&self, key: &str, epoch: u64, when: &str) -> Result<()> {
+        if self.serves_at(key, epoch) {
+            return Ok(());
+        }
+        let reason = format!("the lease of {key:?} ended {when}");
+        Err(storage::Error::Unavailable(reason.into()).into())
+    }
+
     fn cached(&self) -> std::sync::MutexGuard<'_, Cached<T>> {
         // Only inserts, removes and relaxed counters under this lock:
         // nothing half done to recover from a panic.
@@ -377,20 +388,14 @@ impl<T: Logged> Logs<T> {
         let seq = next?;
         // Checked again right before the write goes out: the lease may have
         // ended while this waited for the writer lock or the ceiling.
-        if self.served(key)? != epoch {
-            return Err(storage::Error::Unavailable(
-                format!("the lease of {key:?} ended before its write").into(),
-            )
-            .into());
-        }
+        self.still_served(key, epoch, "before its write")?;
         let written = match write(seq, previous).await {
             // Not acked once the lease that allowed it is gone: a new owner
             // fences it off, or, if the lease comes back, it is settled.
-            Ok(_) if self.served(key).ok() != Some(epoch) => Err(storage::Error::Unavailable(
-                format!("the lease of {key:?} ended during its write").into(),
-            )
-            .into()),
-            other => other,
+            Ok(value) => self
+                .still_served(key, epoch, "during its write")
+                .map(|()| value),
+            failed => failed,
         };
         match written {
             Ok(value) => Ok(Appended {
@@ -426,12 +431,7 @@ impl<T: Logged> Logs<T> {
             let writer = format!("{}@{}", self.writer, log.epoch);
             // Checked right before: a process paused since its lease check
             // must not fence off what the owner since then wrote.
-            if self.served(key).ok() != Some(log.epoch) {
-                return Err(storage::Error::Unavailable(
-                    format!("the lease of {key:?} ended before its fence").into(),
-                )
-                .into());
-            }
+            self.still_served(key, log.epoch, "before its fence")?;
             self.store.fence_log(&id, &writer, head, ceiling).await?;
         }
         Ok(cursor)
@@ -466,12 +466,7 @@ impl<T: Logged> Logs<T> {
         let epoch = self.served(key)?;
         let log = self.log(key, epoch);
         let _writer = log.writer.lock().await;
-        if self.served(key)? != epoch {
-            return Err(storage::Error::Unavailable(
-                format!("the lease of {key:?} ended while waiting to write").into(),
-            )
-            .into());
-        }
+        self.still_served(key, epoch, "while waiting to write")?;
         work().await
     }
 
@@ -520,27 +515,19 @@ impl<T: Logged> Logs<T> {
         writer: &mut Writer<T>,
         unsettled: Unsettled<T>,
     ) -> Result<T> {
-        let lapsed = || -> crate::Error {
-            storage::Error::Unavailable(
-                format!("the lease of {key:?} ended around a re-issued write").into(),
-            )
-            .into()
+        let reissued = match self.still_served(key, epoch, "before a re-issued write") {
+            Ok(()) => match (unsettled.write)(unsettled.seq, unsettled.previous).await {
+                Ok(value) => self
+                    .still_served(key, epoch, "during a re-issued write")
+                    .map(|()| value),
+                failed => failed,
+            },
+            Err(lapsed) => Err(lapsed),
         };
-        if self.served(key).ok() != Some(epoch) {
+        if reissued.is_err() {
             writer.unsettled = Some(unsettled);
-            return Err(lapsed());
         }
-        match (unsettled.write)(unsettled.seq, unsettled.previous).await {
-            Ok(_) if self.served(key).ok() != Some(epoch) => {
-                writer.unsettled = Some(unsettled);
-                Err(lapsed())
-            }
-            Ok(value) => Ok(value),
-            Err(err) => {
-                writer.unsettled = Some(unsettled);
-                Err(err)
-            }
-        }
+        reissued
     }
 }
 

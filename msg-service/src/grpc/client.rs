@@ -141,7 +141,14 @@ impl RemoteMessageService {
 
     /// A request of `message`, marked when this client forwards for a replica.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        outgoing(self.forwarded, message)
+        let mut request = tonic::Request::new(message);
+        if self.forwarded {
+            request.metadata_mut().insert(
+                FORWARDED_KEY,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        request
     }
 
     /// Appends a stored message to the inboxes of `members` at the replica
@@ -177,13 +184,21 @@ impl RemoteMessageService {
     /// A read on `connection` (`client` or `bulk`, see the module docs),
     /// retried within the policy and the budget while the call itself fails
     /// (not while the breaker is open).
-    async fn read<T, F, Fut>(&self, lane: &Lane, name: &'static str, mut call: F) -> Result<T>
+    async fn read<M, T, F, Fut>(
+        &self,
+        lane: &Lane,
+        name: &'static str,
+        message: M,
+        mut call: F,
+    ) -> Result<T>
     where
-        F: FnMut(MessagesClient<Channel>) -> Fut,
+        M: Clone,
+        F: FnMut(MessagesClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         retry_when(name, &self.retry, &self.budget, is_call_failure, || {
-            unary_through(&lane.breaker, call(lane.client.clone()))
+            let request = self.request(message.clone());
+            unary_through(&lane.breaker, call(lane.client.clone(), request))
         })
         .await
     }
@@ -219,18 +234,6 @@ fn watch_service_recovery(breaker: &Breaker, endpoint: Endpoint) {
         let endpoint = endpoint.clone();
         async move { endpoint.connect().await.is_ok() }
     });
-}
-
-/// A request of `message`; `forwarded` marks it as a replica's.
-fn outgoing<T>(forwarded: bool, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if forwarded {
-        request.metadata_mut().insert(
-            FORWARDED_KEY,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-    }
-    request
 }
 
 /// Each member's outcome of a Deliver call; every one fails as the call
@@ -297,11 +300,12 @@ impl MessageApi for RemoteMessageService {
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
         let reply = self
-            .read(&self.main, "msg_service.sync", |mut c| {
-                let forwarded = self.forwarded;
-                let message = message.clone();
-                async move { c.sync(outgoing(forwarded, message)).await }
-            })
+            .read(
+                &self.main,
+                "msg_service.sync",
+                message,
+                |mut c, request| async move { c.sync(request).await },
+            )
             .await?;
         Ok(SyncResult {
             entries: decode(reply.entries.into_iter().map(entry_from_pb).collect())?,
@@ -315,11 +319,12 @@ impl MessageApi for RemoteMessageService {
             user: user.to_string(),
         };
         let reply = self
-            .read(&self.main, "msg_service.inbox_head", |mut c| {
-                let forwarded = self.forwarded;
-                let message = message.clone();
-                async move { c.inbox_head(outgoing(forwarded, message)).await }
-            })
+            .read(
+                &self.main,
+                "msg_service.inbox_head",
+                message,
+                |mut c, request| async move { c.inbox_head(request).await },
+            )
             .await?;
         Ok(reply.head)
     }
@@ -342,11 +347,12 @@ impl MessageApi for RemoteMessageService {
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         };
         let reply = self
-            .read(&self.bulk, "msg_service.history", |mut c| {
-                let forwarded = self.forwarded;
-                let message = message.clone();
-                async move { c.history(outgoing(forwarded, message)).await }
-            })
+            .read(
+                &self.bulk,
+                "msg_service.history",
+                message,
+                |mut c, request| async move { c.history(request).await },
+            )
             .await?;
         Ok(HistoryPage {
             messages: decode(reply.messages.into_iter().map(message_from_pb).collect())?,
@@ -360,11 +366,12 @@ impl MessageApi for RemoteMessageService {
             user: user.to_string(),
         };
         let reply = self
-            .read(&self.bulk, "msg_service.conversations", |mut c| {
-                let forwarded = self.forwarded;
-                let message = message.clone();
-                async move { c.conversations(outgoing(forwarded, message)).await }
-            })
+            .read(
+                &self.bulk,
+                "msg_service.conversations",
+                message,
+                |mut c, request| async move { c.conversations(request).await },
+            )
             .await?;
         decode(
             reply
@@ -381,11 +388,12 @@ impl MessageApi for RemoteMessageService {
             conv_id: conv.to_string(),
         };
         let reply = self
-            .read(&self.bulk, "msg_service.conversation", |mut c| {
-                let forwarded = self.forwarded;
-                let message = message.clone();
-                async move { c.get_conversation(outgoing(forwarded, message)).await }
-            })
+            .read(
+                &self.bulk,
+                "msg_service.conversation",
+                message,
+                |mut c, request| async move { c.get_conversation(request).await },
+            )
             .await?;
         decode(conversation_from_pb(reply))
     }

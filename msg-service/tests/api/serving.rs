@@ -74,6 +74,20 @@ fn shared() -> anyhow::Result<Shared> {
     })
 }
 
+/// Two instances, each serving its share: `a`, whose store fails by faults
+/// of its own (returned), and `b`, whose store does not.
+async fn a_faulty_and_b(shared: &Shared) -> anyhow::Result<(Instance, Arc<Faults>, Instance)> {
+    let (store, clock) = (&shared.store, &shared.clock);
+    let a_faults: Arc<Faults> = Arc::default();
+    let a = instance(store, &a_faults, clock, "a").await?;
+    let b = instance(store, &shared.faults, clock, "b").await?;
+    for _ in 0..2 {
+        a.keeper.tick().await?;
+        b.keeper.tick().await?;
+    }
+    Ok((a, a_faults, b))
+}
+
 /// Moves the clock `secs` on in steps of a renewal period, `survivor`
 /// ticking at each: it stays healthy while another instance falls silent.
 async fn outlive(clock: &ManualClock, survivor: &LeaseKeeper, secs: u64) -> anyhow::Result<()> {
@@ -226,15 +240,7 @@ async fn a_shard_that_comes_back_after_another_owner_wrote_carries_on_above_its_
 async fn a_fan_out_its_dead_owner_left_unfinished_is_finished_by_the_replica_that_takes_over()
 -> anyhow::Result<()> {
     let shared = shared()?;
-    let (store, clock) = (&shared.store, &shared.clock);
-    // a's store fails on its own, b's does not.
-    let a_faults: Arc<Faults> = Arc::default();
-    let a = instance(store, &a_faults, clock, "a").await?;
-    let b = instance(store, &shared.faults, clock, "b").await?;
-    for _ in 0..2 {
-        a.keeper.tick().await?;
-        b.keeper.tick().await?;
-    }
+    let (a, a_faults, b) = a_faulty_and_b(&shared).await?;
     let (alice, bob) = pair_in(&a.keeper, true);
     // Logged, then bob's append and the retry queue write fail: a send
     // nobody retries (its client gave up), its intent the only trace.
@@ -245,7 +251,7 @@ async fn a_fan_out_its_dead_owner_left_unfinished_is_finished_by_the_replica_tha
     assert_unavailable(send(&a.service, &alice, &bob, "m1", "orphan").await);
 
     // a dies; past its lease and the margin b takes its shards over.
-    outlive(clock, &b.keeper, 12).await?;
+    outlive(&shared.clock, &b.keeper, 12).await?;
     assert!(b.keeper.serves(inbox_shard(&bob)).is_some());
     let mut passes = b.service.retry_passes();
     let worker = b.service.start_retry_worker();
@@ -262,14 +268,8 @@ async fn a_fan_out_its_dead_owner_left_unfinished_is_finished_by_the_replica_tha
 async fn an_inbox_write_of_a_deposed_owner_that_lands_after_the_take_over_leaves_no_late_hole()
 -> anyhow::Result<()> {
     let shared = shared()?;
+    let (a, a_faults, b) = a_faulty_and_b(&shared).await?;
     let (store, clock) = (&shared.store, &shared.clock);
-    let a_faults: Arc<Faults> = Arc::default();
-    let a = instance(store, &a_faults, clock, "a").await?;
-    let b = instance(store, &shared.faults, clock, "b").await?;
-    for _ in 0..2 {
-        a.keeper.tick().await?;
-        b.keeper.tick().await?;
-    }
     let (alice, bob) = pair_in(&a.keeper, true);
     let (carol, _) = pair_in(&a.keeper, true);
     send(&a.service, &alice, &bob, "m1", "one").await?;
