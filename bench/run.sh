@@ -2,24 +2,42 @@
 # The benchmark suite: builds the release binaries, then with the load tester
 # (`loadtest`) measures, in one run on this machine:
 #   - pairs against the baseline relay (`relay`: WebSocket forwarding, no storage),
-#   - pairs against the single-machine server,
-#   - the same against the distributed mode on one machine (deploy/local/cluster.sh),
-#     each as a step search for the knee: the offered rate goes up step by step
-#     and "max" is the delivered rate of the highest step that delivered at
-#     least 95% of what it offered within the run; p99 is then measured at 50%
-#     of that rate,
+#   - pairs against the single-machine server (and at its knee once more
+#     with a typing indicator before every message), and the same with clients
+#     of protocol version 1 (`--sync-only`: they sync on every notify,
+#     ignoring the entries it carries): the before/after of that lever,
+#   - the same against the distributed mode on one machine (deploy/local/cluster.sh:
+#     by default 3 msg-service replicas on a Cassandra node),
+#     each as a step search for the knee: the offered rate goes up step by step;
+#     the knee is the highest step that delivered at least 95% of what it
+#     offered AND kept the delivery p99 within BENCH_P99_BOUND_MS (50 ms; the
+#     same bound for the relay and the server); the unbounded knee (95%
+#     delivered, whatever the latency: the figure before 2026-12) is reported
+#     too. The knee step is run BENCH_REPS (3) more times (the spread is
+#     reported) and p99 is measured at 50% of the knee's rate,
+#   - CPU per delivered message at the knee: the server's processes' CPU
+#     time over the run / messages delivered; the load generator's own too
+#     (on 2 cores it competes with the server),
 #   - catch-up entries/s (single-machine),
 #   - server memory per idle connection at 15,000 connections (several
 #     loadtest processes, several loopback source addresses),
 # prints one table with ratios, and ends with the machine-readable line
-#   RESULT pairs_ratio=<single/relay delivered msgs/s> p99_ms=<single p99 at 50%> kib_per_conn=<idle>
+#   RESULT pairs_ratio=<single/relay at the bounded knee> unbounded_ratio=<same, unbounded>
+#          p99_ms=<single p99 at 50%> cpu_us=<single server CPU per msg> kib_per_conn=<idle>
 #
 # Knobs (environment): BENCH_USERS (200), BENCH_DURATION (10 s),
-# BENCH_RELAY_STEPS ("100 150 200 250 300 400" msg/s per user), BENCH_SERVER_STEPS
-# ("10 20 30 40 50 60" msg/s per user), BENCH_IDLE (15000), BENCH_IDLE_PROCS (3),
-# BENCH_CATCH_UP (10000), BENCH_SKIP (comma list of relay,single,cluster,idle,catch-up).
+# BENCH_RELAY_STEPS ("50 100 150 200 250 300 400 500 600 800" msg/s per user),
+# BENCH_SERVER_STEPS ("5 10 15 20 30 40 50 60 80 100 120" msg/s per user),
+# BENCH_CLUSTER_STEPS ("1 2 3 5 10 15 20 30 40 60"), BENCH_P99_BOUND_MS (50), BENCH_REPS (3),
+# BENCH_CLUSTER_STORE (cassandra: 3 replicas; embedded: 1), BENCH_IDLE (15000),
+# BENCH_IDLE_PROCS (3), BENCH_CATCH_UP (10000), BENCH_FLAME (1: a flame graph of
+# the single-machine server during one more run at its knee, bench/flame.sh ->
+# bench/results/single-knee-flame.svg; 0: none), BENCH_SKIP (comma list of
+# relay,single,typing,single-v1,cluster,idle,catch-up).
 # JSON reports and plots land in bench/results/ (NAME-rRATE.json per step,
-# NAME-max.json is the knee).
+# NAME-rRATE.cpu per step: server and load generator CPU seconds; NAME-knee.json
+# is the bounded knee, NAME-max.json the unbounded one, NAME-repN.json the
+# repetitions).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,12 +46,20 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release"
 out="$root/bench/results"
 mkdir -p "$out"
 # Figures of an earlier run must not pass for this one's (a skipped step shows "-").
-rm -f "$out"/*.json "$out"/*.svg
+# The flame graph is kept in git (README dates it): a run replaces it only
+# when it makes a new one.
+find "$out" -maxdepth 1 -type f ! -name single-knee-flame.svg \
+  \( -name '*.json' -o -name '*.svg' -o -name '*.cpu' -o -name '*.folded' \) -delete
 
 users="${BENCH_USERS:-200}"
 duration="${BENCH_DURATION:-10}"
-relay_steps="${BENCH_RELAY_STEPS:-100 150 200 250 300 400}"
-server_steps="${BENCH_SERVER_STEPS:-10 20 30 40 50 60}"
+relay_steps="${BENCH_RELAY_STEPS:-50 100 150 200 250 300 400 500 600 800}"
+server_steps="${BENCH_SERVER_STEPS:-5 10 15 20 30 40 50 60 80 100 120}"
+cluster_steps="${BENCH_CLUSTER_STEPS:-1 2 3 5 10 15 20 30 40 60}"
+bound_ms="${BENCH_P99_BOUND_MS:-50}"
+reps="${BENCH_REPS:-3}"
+cluster_store="${BENCH_CLUSTER_STORE:-cassandra}"
+flame="${BENCH_FLAME:-1}"
 idle_conns="${BENCH_IDLE:-15000}"
 idle_procs="${BENCH_IDLE_PROCS:-3}"
 catch_up="${BENCH_CATCH_UP:-10000}"
@@ -73,39 +99,100 @@ start_gateway() {
 }
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-# pairs NAME URL RATE: runs pairs, leaves bench/results/NAME.json
+# The processes whose CPU time counts as the server's (set per section).
+server_pids=()
+# cpu_s: the server processes' CPU time (user + system) so far, in seconds.
+cpu_s() {
+  local ticks=0 pid
+  for pid in "${server_pids[@]}"; do
+    # Fields 14 and 15 (utime, stime), counted after the ")" ending the name.
+    ticks=$((ticks + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+  done
+  python3 -c "print($ticks / $(getconf CLK_TCK))"
+}
+
+# Extra loadtest flags of the runs (--sync-only for version-1 clients).
+pairs_flags=()
+# pairs NAME URL RATE: runs pairs, leaves bench/results/NAME.json and
+# NAME.cpu ("SERVER_CPU_S LOADGEN_CPU_S").
 pairs() {
   say "pairs on $1: $users users x $3 msg/s"
-  "$bin/loadtest" pairs --url "$2" --users "$users" --rate "$3" --duration "$duration" \
-    --drain-timeout 120 --json "$out/$1.json" --plot "$out/$1.svg" | tail -n 8 >&2
+  local before after
+  before="$(cpu_s)"
+  python3 "$root/bench/cpu_of.py" "$work/loadgen.cpu" \
+    "$bin/loadtest" pairs --url "$2" --users "$users" --rate "$3" --duration "$duration" \
+    --drain-timeout 120 --json "$out/$1.json" --plot "$out/$1.svg" "${pairs_flags[@]}" | tail -n 9 >&2
+  after="$(cpu_s)"
+  echo "$(python3 -c "print(round($after - $before, 3))") $(cat "$work/loadgen.cpu")" >"$out/$1.cpu"
 }
 delivered() { field "$out/$1.json" 'round(delivered_per_s, 1)'; }
+p99() { field "$out/$1.json" 'delivery_latency["p99_ms"]'; }
+# cpu_us NAME WHICH: CPU microseconds per delivered message of the server
+# (WHICH=1) or the load generator (WHICH=2) in run NAME.
+cpu_us() {
+  local cpu; cpu="$(cut -d' ' -f"$2" "$out/$1.cpu")"
+  field "$out/$1.json" "round($cpu * 1e6 / max(delivered, 1))"
+}
 # keeps_up NAME: whether the run delivered at least 95% of its offered rate.
 keeps_up() { [[ "$(field "$out/$1.json" 'delivered_per_s >= 0.95 * extra["offered_per_s"]')" == True ]]; }
+# p99_within_bound NAME: whether the run's delivery p99 is within the bound.
+p99_within_bound() { [[ "$(field "$out/$1.json" "delivery_latency['p99_ms'] <= $bound_ms")" == True ]]; }
+# copy_run FROM TO: run FROM's report and CPU figures, as TO's.
+copy_run() { cp "$out/$1.json" "$out/$2.json"; cp "$out/$1.cpu" "$out/$2.cpu"; }
 # knee NAME URL "RATES": pairs at each rate per user, lowest first, until a
-# step falls behind; NAME-max.json is the highest step that kept up (the
-# first step when none did, so the table still shows what was delivered).
+# step falls behind. NAME-knee.json is the highest step within the p99
+# bound (absent when none was), NAME-max.json the highest that kept up
+# whatever its latency (the first step when none did, so that the table
+# still shows what was delivered); the knee step then runs $reps more times
+# (NAME-repN.json).
 knee() {
-  local best=""
+  local bounded="" unbounded="" first=""
   for rate in $3; do
     pairs "$1-r$rate" "$2" "$rate"
-    [[ -z "$best" ]] && best="$rate"
+    [[ -z "$first" ]] && first="$rate"
     keeps_up "$1-r$rate" || break
-    best="$rate"
+    unbounded="$rate"
+    p99_within_bound "$1-r$rate" && bounded="$rate"
   done
-  cp "$out/$1-r$best.json" "$out/$1-max.json"
-  say "$1: knee at $best msg/s per user ($(delivered "$1-max") delivered/s)"
+  copy_run "$1-r${unbounded:-$first}" "$1-max"
+  if [[ -z "$bounded" ]]; then
+    say "$1: no step kept p99 <= $bound_ms ms; unbounded knee at ${unbounded:-none} msg/s per user"
+    return 0
+  fi
+  echo "$bounded" >"$work/$1.knee-rate"
+  copy_run "$1-r$bounded" "$1-knee"
+  for i in $(seq 1 "$reps"); do pairs "$1-rep$i" "$2" "$bounded"; done
+  say "$1: knee (p99 <= $bound_ms ms) at $bounded msg/s per user ($(delivered "$1-knee") delivered/s); unbounded at ${unbounded:-none}"
 }
-p99() { field "$out/$1.json" 'delivery_latency["p99_ms"]'; }
-half_rate() { python3 -c "print(round($1 / 2 / $users, 3))"; }
+# spread NAME: "min-max delivered/s, p99 min-max ms" over the knee and its repetitions.
+spread() {
+  [[ -f "$out/$1-knee.json" ]] || { echo "-"; return; }
+  python3 - "$out" "$1" "$reps" <<'PY'
+import json, sys
+out, name, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs = [json.load(open(f"{out}/{name}-knee.json"))]
+runs += [json.load(open(f"{out}/{name}-rep{i}.json")) for i in range(1, reps + 1)]
+rates = [r["delivered_per_s"] for r in runs]
+p99s = [r["delivery_latency"]["p99_ms"] for r in runs]
+print(f"{min(rates):.0f}-{max(rates):.0f}/s, p99 {min(p99s):.0f}-{max(p99s):.0f} ms ({len(runs)} runs)")
+PY
+}
+# half_rate NAME: the rate per user at 50% of NAME's bounded knee (else of
+# its unbounded one).
+half_rate() {
+  local knee="$1-knee"; [[ -f "$out/$knee.json" ]] || knee="$1-max"
+  python3 -c "print(round($(delivered "$knee") / 2 / $users, 3))"
+}
 
 say "cargo build --release (gateway, msg-service, loadtest)"
-cargo build --release --locked -p gateway -p msg-service -p loadtest >&2
+# Built as cluster.sh builds them (the same features), so that its build is a no-op.
+cargo build --release --locked -p gateway -p msg-service >&2
+cargo build --release --locked -p loadtest >&2
 
 if ! skipped relay; then
   port="$(free_port)"
   RUST_LOG=warn "$bin/relay" --listen "127.0.0.1:$port" >"$work/relay.log" 2>&1 &
-  relay_pid=$!; pids+=("$relay_pid")
+  relay_pid=$!; pids+=("$relay_pid"); server_pids=("$relay_pid")
   sleep 0.5
   knee relay "ws://127.0.0.1:$port/v1/ws" "$relay_steps"
   stop "$relay_pid"
@@ -113,8 +200,30 @@ fi
 
 if ! skipped single; then
   start_gateway
+  server_pids=("$gw_pid")
   knee single "ws://127.0.0.1:$gw_port/v1/ws" "$server_steps"
-  pairs single-half "ws://127.0.0.1:$gw_port/v1/ws" "$(half_rate "$(delivered single-max)")"
+  pairs single-half "ws://127.0.0.1:$gw_port/v1/ws" "$(half_rate single)"
+  if [[ "$flame" == 1 && -f "$work/single.knee-rate" ]]; then
+    say "flame graph of the single-machine server at its knee"
+    bench/flame.sh "$gw_pid" "$duration" "$out/single-knee-flame.svg" &
+    flame_pid=$!
+    pairs single-flame "ws://127.0.0.1:$gw_port/v1/ws" "$(cat "$work/single.knee-rate")"
+    wait "$flame_pid"
+  fi
+  if ! skipped typing && [[ -f "$work/single.knee-rate" ]]; then
+    # The cost of typing indicators: the knee's rate again, every client
+    # sending one before each message (protocol 1.1; the server drops those
+    # within 3 s of the last, so about one in 3 s per user goes out).
+    pairs_flags=(--typing)
+    pairs single-typing "ws://127.0.0.1:$gw_port/v1/ws" "$(cat "$work/single.knee-rate")"
+    pairs_flags=()
+  fi
+  if ! skipped single-v1; then
+    pairs_flags=(--sync-only)
+    knee single-v1 "ws://127.0.0.1:$gw_port/v1/ws" "$server_steps"
+    pairs single-v1-half "ws://127.0.0.1:$gw_port/v1/ws" "$(half_rate single-v1)"
+    pairs_flags=()
+  fi
   if ! skipped catch-up; then
     say "catch-up: $catch_up entries"
     "$bin/loadtest" catch-up --url "ws://127.0.0.1:$gw_port/v1/ws" --entries "$catch_up" --senders 20 \
@@ -124,12 +233,16 @@ if ! skipped single; then
 fi
 
 if ! skipped cluster; then
-  say "cluster: redis, msg-service, two gateways, HAProxy"
-  CLUSTER_DIR="$work/cluster" CLUSTER_STORE=embedded CLUSTER_PROFILE=release CLUSTER_MSG_FLAGS="--send-rate 100000 --send-burst 100000" \
+  say "cluster ($cluster_store store): redis, msg-service, two gateways, HAProxy"
+  CLUSTER_DIR="$work/cluster" CLUSTER_STORE="$cluster_store" CLUSTER_PROFILE=release \
+    CLUSTER_MSG_FLAGS="--send-rate 100000 --send-burst 100000" \
     RUST_LOG=warn deploy/local/cluster.sh up >/dev/null
   lb="$(cat "$work/cluster/lb.url")"
-  knee cluster "ws://${lb#http://}/v1/ws" "$server_steps"
-  pairs cluster-half "ws://${lb#http://}/v1/ws" "$(half_rate "$(delivered cluster-max)")"
+  # Every process of the cluster is the server's, Cassandra's JVMs included.
+  server_pids=()
+  for pid_file in "$work"/cluster/*.pid; do server_pids+=("$(cat "$pid_file")"); done
+  knee cluster "ws://${lb#http://}/v1/ws" "$cluster_steps"
+  pairs cluster-half "ws://${lb#http://}/v1/ws" "$(half_rate cluster)"
   CLUSTER_DIR="$work/cluster" deploy/local/cluster.sh down >/dev/null
 fi
 
@@ -163,24 +276,33 @@ fi
 # --- the table
 value() { [[ -f "$out/$1.json" ]] && "${@:2}" "$1" || echo "-"; }
 ratio() { python3 -c "a, b = '$1', '$2'; print('-' if '-' in (a, b) else round(float(a) / float(b), 3))"; }
-relay_max="$(value relay-max delivered)"
-single_max="$(value single-max delivered)"
-cluster_max="$(value cluster-max delivered)"
-single_p99="$(value single-half p99)"
-cluster_p99="$(value cluster-half p99)"
-relay_p99="$(value relay-max p99)"
+cpu() { [[ -f "$out/$1.cpu" ]] && cpu_us "$1" "$2" || echo "-"; }
 catch_up_rate="$( [[ -f "$out/catch-up.json" ]] && field "$out/catch-up.json" 'round(extra["entries_per_s"])' || echo -)"
 kib="$( [[ -f "$out/idle.json" ]] && field "$out/idle.json" 'kib_per_conn' || echo -)"
+relay_knee="$(value relay-knee delivered)"
+relay_max="$(value relay-max delivered)"
 
 echo
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $users users in pairs, $duration s per run"
-printf '%-34s %14s %12s %10s\n' "" "delivered/s" "p99 ms" "vs relay"
-printf '%-34s %14s %12s %10s\n' "relay baseline (no storage)" "$relay_max" "$relay_p99" "1"
-printf '%-34s %14s %12s %10s\n' "single-machine, max" "$single_max" "$(value single-max p99)" "$(ratio "$single_max" "$relay_max")"
-printf '%-34s %14s %12s %10s\n' "single-machine, 50% of max" "$(value single-half delivered)" "$single_p99" ""
-printf '%-34s %14s %12s %10s\n' "distributed on one machine, max" "$cluster_max" "$(value cluster-max p99)" "$(ratio "$cluster_max" "$relay_max")"
-printf '%-34s %14s %12s %10s\n' "distributed, 50% of max" "$(value cluster-half delivered)" "$cluster_p99" ""
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $users users in pairs, $duration s per run; knee: >= 95% delivered and p99 <= $bound_ms ms"
+printf '%-24s %9s %7s %7s %30s %10s %7s %7s %9s %9s\n' "" "knee/s" "p99 ms" "x relay" "knee spread" "unbnd/s" "x relay" "p99@50%" "srv us/m" "gen us/m"
+row() {
+  local name="$1" label="$2" half="$3"
+  local knee; knee="$(value "$name-knee" delivered)"
+  local max; max="$(value "$name-max" delivered)"
+  local half_p99="-"; [[ -n "$half" ]] && half_p99="$(value "$half" p99)"
+  printf '%-24s %9s %7s %7s %30s %10s %7s %7s %9s %9s\n' "$label" "$knee" "$(value "$name-knee" p99)" \
+    "$(ratio "$knee" "$relay_knee")" "$(spread "$name")" "$max" "$(ratio "$max" "$relay_max")" "$half_p99" \
+    "$(cpu "$name-knee" 1)" "$(cpu "$name-knee" 2)"
+}
+row relay "relay (no storage)" ""
+row single "single machine" single-half
+row single-v1 "single, v1 clients" single-v1-half
+row cluster "distributed ($cluster_store)" cluster-half
+echo "(knee/s: delivered msgs/s at the bounded knee; unbnd/s: at the unbounded one; p99@50%: delivery p99 at half the knee's rate; srv/gen us/m: server / load generator CPU microseconds per delivered message at the knee)"
+if [[ -f "$out/single-typing.json" ]]; then
+  echo "typing before every message at the single knee: $(value single-typing delivered)/s delivered, p99 $(value single-typing p99) ms, server $(cpu single-typing 1) us/msg (the knee's runs without: $(spread single), $(cpu single-knee 1) us/msg)"
+fi
 echo "catch-up (single): $catch_up_rate entries/s"
 echo "memory per idle connection (single, $idle_conns): $kib KiB"
 echo "JSON reports and plots: bench/results/"
-echo "RESULT pairs_ratio=$(ratio "$single_max" "$relay_max") p99_ms=$single_p99 kib_per_conn=$kib"
+echo "RESULT pairs_ratio=$(ratio "$(value single-knee delivered)" "$relay_knee") unbounded_ratio=$(ratio "$(value single-max delivered)" "$relay_max") p99_ms=$(value single-half p99) cpu_us=$(cpu single-knee 1) kib_per_conn=$kib"

@@ -247,9 +247,19 @@ async function newUserPage(browser, name, contextOptions = {}) {
   // Every WebSocket frame, to check retries keep their client_msg_id.
   page.frames_sent = [];
   page.frames_received = [];
+  // Both directions in the order they went.
+  page.frames = [];
   page.on("websocket", (ws) => {
-    ws.on("framesent", (f) => page.frames_sent.push(parseFrame(f.payload)));
-    ws.on("framereceived", (f) => page.frames_received.push(parseFrame(f.payload)));
+    ws.on("framesent", (f) => {
+      const frame = parseFrame(f.payload);
+      page.frames_sent.push(frame);
+      page.frames.push({ dir: "out", frame, at: Date.now() });
+    });
+    ws.on("framereceived", (f) => {
+      const frame = parseFrame(f.payload);
+      page.frames_received.push(frame);
+      page.frames.push({ dir: "in", frame, at: Date.now() });
+    });
   });
   pages.set(name, page);
   return { context, page };
@@ -388,9 +398,43 @@ async function main() {
       assert.deepEqual(mine, [dm[0]], "only alice's own message is styled as hers");
     });
 
-    await step("bob goes offline (context closed); alice sends three messages while he is away", async () => {
+    await step("bob's reply reached alice inside its notify (protocol 1.1) and was shown without a sync", async () => {
+      const log = alice.page.frames;
+      const at = log.findIndex(
+        (x) => x.dir === "in" && x.frame.type === "notify" && (x.frame.entries || []).some((e) => e.body === dm[1]),
+      );
+      assert.ok(at >= 0, "a notify carried bob's reply");
+      const syncs = log.slice(at).filter((x) => x.dir === "out" && x.frame.type === "sync");
+      assert.deepEqual(syncs, [], "no sync after that notify");
+    });
+
+    await step("bob types in the direct chat: alice sees \"bob is typing...\" (protocol 1.1), and it goes away", async () => {
+      // Bob's reply just sent one: indicators go at most every 3 s.
+      const last = bob.page.frames.filter((x) => x.dir === "out" && x.frame.type === "typing").pop();
+      if (last) await new Promise((r) => setTimeout(r, Math.max(0, last.at + 3100 - Date.now())));
+      const before = bob.page.frames_sent.length;
+      await bob.page.getByLabel("Message", { exact: true }).fill("I am writing someth");
+      await until("alice to see bob typing", async () =>
+        (await alice.page.locator("#typing").textContent()) === "bob is typing...");
+      const typed = bob.page.frames_sent.slice(before).filter((f) => f.type === "typing");
+      assert.equal(typed.length, 1, "one indicator for the burst of input");
+      assert.equal(typed[0].conv_id, "dm:alice:bob");
+      await bob.page.getByLabel("Message", { exact: true }).fill("");
+      await until("the indicator to go away", async () =>
+        (await alice.page.locator("#typing").textContent()) === "", 8000);
+    });
+
+    const bobsDot = () => convButton(alice.page, "bob").locator(".presence-dot");
+    await step("alice sees bob online (protocol 1.1 presence): a green dot and \"online\" under the chat title", async () => {
+      await until("bob's dot to be online", async () => (await bobsDot().getAttribute("class")) === "presence-dot online");
+      assert.match(await alice.page.locator("#chat-sub").textContent(), /online/);
+    });
+
+    await step("bob goes offline (context closed): alice sees \"last seen\"; she sends three messages while he is away", async () => {
       await bob.context.close();
       pages.delete("bob");
+      await until("bob's dot to go grey", async () => (await bobsDot().getAttribute("class")) === "presence-dot");
+      assert.match(await alice.page.locator("#chat-sub").textContent(), /last seen/);
       for (let i = 3; i <= 5; i++) {
         dm.push(`while bob is away (${i})`);
         await sendByKeyboard(alice.page, dm[dm.length - 1]);
@@ -417,6 +461,58 @@ async function main() {
       const seqs = await page.$$eval("#message-list .msg", (els) => els.map((e) => Number(e.dataset.convSeq)));
       assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), "conv_seq ascending");
       assert.equal(new Set(seqs).size, seqs.length, "no conv_seq twice");
+    });
+
+    await step("alice edits one of her messages and recalls another (protocol 1.1): both views show them changed in place", async () => {
+      const page = alice.page;
+      const mine = (text) => page.locator("#message-list .msg.mine")
+        .filter({ has: page.locator(".msg-body", { hasText: text }) });
+      const [edited, recalled] = [dm.length - 1, dm.length - 2];
+      page.once("dialog", (dialog) => dialog.accept("while bob was away (edited)"));
+      await mine(dm[edited]).getByRole("button", { name: "Edit" }).click();
+      await mine(dm[recalled]).getByRole("button", { name: "Recall" }).click();
+      dm[edited] = "while bob was away (edited)";
+      dm[recalled] = "message recalled";
+      for (const [who, view] of [["alice", page], ["bob", bob2.page]]) {
+        await expectBodies(view, dm, `${who}'s view after the edit and the recall`);
+        assert.equal(await view.locator("#message-list .msg.edited").count(), 1, "one message marked edited");
+        assert.equal(await view.locator("#message-list .msg.recalled").count(), 1, "one message marked recalled");
+      }
+      const sent = page.frames_sent.filter((f) => f.type === "recall" || f.type === "edit");
+      assert.deepEqual(sent.map((f) => f.type), ["edit", "recall"]);
+      assert.equal(await mine(dm[edited]).getByRole("button", { name: "Recall" }).isVisible(), true,
+        "an edited message can still be recalled");
+      assert.equal(await page.locator("#message-list .msg.recalled button:visible").count(), 0,
+        "a recalled message offers nothing");
+    });
+
+    await step("read receipts (protocol 1.1): bob's open chat marks alice's messages read, she sees \"Read\"; after a reload bob's unread count comes from the server", async () => {
+      const page = alice.page;
+      const lastOfMine = () => page.locator("#message-list .msg.mine").last();
+      await until("alice's newest message to show Read", async () =>
+        (await lastOfMine().getAttribute("data-read")) === "true");
+      assert.equal(await lastOfMine().locator(".msg-status").textContent(), "Read");
+      const reads = bob2.page.frames_sent.filter((f) => f.type === "read");
+      assert.ok(reads.length >= 1, "bob's phone sent a read");
+      assert.ok(reads.every((f) => f.conv_id === "dm:alice:bob"), "for the chat it showed");
+
+      await bob2.page.locator("#back").click();
+      for (const text of ["for later (a)", "for later (b)"]) {
+        dm.push(text);
+        await sendByKeyboard(page, text);
+      }
+      await expectAllSent(page);
+      assert.equal(await lastOfMine().getAttribute("data-read"), "false", "not read yet");
+      const badge = () => convButton(bob2.page, "alice").locator(".badge");
+      await until("bob's badge to count 2", async () => (await badge().textContent()) === "2");
+      await bob2.page.reload();
+      // This tab saw them arrive before the reload; only the server can count them now.
+      await until("the badge after the reload", async () => (await badge().textContent()) === "2");
+      await convButton(bob2.page, "alice").click();
+      await expectBodies(bob2.page, dm, "bob's view after the reload");
+      await until("alice to see her newest read", async () =>
+        (await lastOfMine().getAttribute("data-read")) === "true");
+      assert.equal(await badge().count(), 0, "no badge once the chat is open");
     });
 
     const group = ["team hello from alice"];
@@ -528,7 +624,10 @@ async function main() {
 
     await step("a send whose ack is lost is resent after the reconnect with the same client_msg_id, and shows once", async () => {
       // dave's socket goes through a proxy in the test that swallows one ack
-      // and closes the page's side, as a network failure would.
+      // and closes the page's side, as a network failure would. The notify
+      // of dave's own inbox that comes just before the ack is swallowed too:
+      // it carries the stored entry (protocol 1.1), which would tell the page
+      // that its send landed without the ack.
       const dave = await newUserPage(browser, "dave");
       const proxy = { sent: [], received: [], armed: false, dropped: null };
       await dave.page.routeWebSocket(/\/v1\/ws/, (ws) => {
@@ -540,6 +639,7 @@ async function main() {
         upstream.onMessage((message) => {
           const frame = parseFrame(message);
           proxy.received.push(frame);
+          if (proxy.armed && !proxy.dropped && frame.type === "notify") return;
           if (proxy.armed && !proxy.dropped && frame.type === "ack") {
             proxy.dropped = frame;
             ws.close({ code: 4001, reason: "test: connection lost before the ack" });

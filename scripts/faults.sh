@@ -13,7 +13,11 @@
 #
 # Scenarios: redis (kill -9 redis-server, restart), gateway (kill -9 one
 # gateway; clients reconnect through HAProxy), msg-service (kill -9, restart
-# on the same data), store-stall (the store's writes stall for 3 s through
+# on the same data), gateway-stop, redis-stop and msg-service-stop (SIGSTOP
+# for FAULTS_STOP_S (8) s, then SIGCONT: HAProxy must cut the paused
+# gateway's sockets so its clients reconnect elsewhere; with Redis paused,
+# notifies must still come, by the gateways' polling; with msg-service
+# paused, sends are refused and retried), store-stall (the store's writes stall for 3 s through
 # msg-service's fault hook; the history endpoint is timed meanwhile),
 # half-fanout (every 5th inbox append fails for 3 s: fan-outs fail part-way;
 # then `msg-service audit` over the whole run must find nothing missing),
@@ -51,7 +55,7 @@ users="${FAULTS_USERS:-20}"
 max_wait_ms="${FAULTS_MAX_WAIT_MS:-5000}"
 rate="${FAULTS_RATE:-5}"
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(redis gateway msg-service history-flood)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(redis gateway msg-service gateway-stop redis-stop msg-service-stop history-flood)
 
 work="$(mktemp -d)"
 export CLUSTER_DIR="$work/cluster" CLUSTER_PROFILE="$profile"
@@ -80,6 +84,9 @@ inject() {
     redis) "$cluster" kill9 redis; sleep 2; "$cluster" restart redis ;;
     gateway) "$cluster" kill9 gateway1; sleep 2; "$cluster" restart gateway1 ;;
     msg-service) "$cluster" kill9 msg-service; sleep 2; "$cluster" restart msg-service ;;
+    gateway-stop) paused gateway1 "${FAULTS_STOP_S:-8}" ;;
+    redis-stop) paused redis "${FAULTS_STOP_S:-8}" ;;
+    msg-service-stop) paused msg-service "${FAULTS_STOP_S:-8}" ;;
     store-stall)
       echo stall_writes >"$fault_file"
       sleep 0.5  # the hook reads the file every 100 ms
@@ -109,6 +116,15 @@ inject() {
       mark restarting; "$cluster" restart cassandra2; mark back ;;
     *) echo "faults: unknown scenario $1" >&2; exit 2 ;;
   esac
+}
+
+# SIGSTOP of part $1 for $2 s, then SIGCONT: a process that hangs instead of
+# dying (the load balancer and the clients must not wait on it).
+paused() {
+  local pid; pid="$(cat "$CLUSTER_DIR/$1.pid")"
+  kill -STOP "$pid"; mark killed
+  sleep "$2"
+  kill -CONT "$pid"; mark back
 }
 
 # The chat_shards_held gauges of replicas $@, summed (from their /metrics).
@@ -387,6 +403,9 @@ import json, sys
 r = json.load(open(sys.argv[1])); v = r["verdict"]
 waited, bound = r["after_ack_latency"]["max_ms"], float(sys.argv[4])
 verdict = "" if waited <= bound else f" (over {bound / 1000:.0f} s: FAILED)"
+if verdict:
+    print(f"faults: the message that waited longest: {json.dumps(r.get('slowest_after_ack'))}",
+          file=sys.stderr)
 print(f"| {sys.argv[2]} | {r['sent']} | {r['acked']} | {v['delivered']} of {v['expected']} | {v['lost']} | "
       f"{v['duplicated']} | {waited / 1000:.2f} s{verdict} | {sys.argv[3]} |")
 sys.exit(1 if verdict else 0)

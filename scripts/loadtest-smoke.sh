@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A short run of every load test scenario against a running server, each
+# A short run of every load test scenario against a running server (pairs
+# and groups also edit and recall some of their messages), each
 # failing (exit 1) on a lost, duplicated or out-of-order message.
 #   CHAT_JWT_SECRET=... scripts/loadtest-smoke.sh ws://127.0.0.1:PORT/v1/ws
 # Numbers stay within the server's default per-user send rate (20/s, burst 50).
@@ -17,8 +18,8 @@ run() {
   "$loadtest" "$name" --url "$url" --ramp 0.5 --drain-timeout 20 --json "$out/$name.json" "$@"
 }
 
-run pairs --users 20 --rate 5 --duration 3 --plot "$out/pairs.svg"
-run groups --groups 3 --members 5 --rate 2 --duration 3
+run pairs --users 20 --rate 5 --duration 3 --changes 4 --plot "$out/pairs.svg"
+run groups --groups 3 --members 5 --rate 2 --duration 3 --changes 3
 run idle --connections 200 --duration 1
 run reconnect-storm --users 40 --rate 2 --duration 2 --backlog 3 --jitter-ms 500
 run catch-up --entries 400 --senders 10

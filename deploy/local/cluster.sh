@@ -48,10 +48,24 @@ cassandra_home="${CASSANDRA_DIR:-$root/../shared/cassandra}"
 # `up` records where the nodes' scripts are: `down` stops them with those.
 [ -f "$dir/cassandra.home" ] && cassandra_home="$(cat "$dir/cassandra.home")"
 
-# A free TCP port (on address $1; default 127.0.0.1).
+# A free TCP port (on address $1; default 127.0.0.1), never one handed out
+# before by this `up` (listed in $dir/ports.used): a port is free again the
+# moment free_port's socket closes, so two parts could otherwise get the same.
 free_port() {
-  python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' \
-    "${1:-127.0.0.1}"
+  python3 - "${1:-127.0.0.1}" "$dir/ports.used" <<'PY'
+import os, socket, sys
+address, used_file = sys.argv[1], sys.argv[2]
+used = set(open(used_file).read().split()) if os.path.exists(used_file) else set()
+while True:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        port = str(s.getsockname()[1])
+    if port not in used:
+        break
+with open(used_file, "a") as f:
+    f.write(port + "\n")
+print(port)
+PY
 }
 
 # Whether pid $1 still runs. `kill -0` alone also succeeds on a zombie (exited,
@@ -78,6 +92,16 @@ wait_for() {
   done
   echo "cluster: $name not ready after $((tries / 5)) s; its log:" >&2; tail -n 30 "$dir/$name.log" >&2
   return 1
+}
+
+# After part $1 failed to start on port $3: whether to try another port
+# (its log matches grep pattern $2, and attempt $4 of 3 was not the last);
+# then its log is cleared for the next attempt.
+port_was_taken() {
+  local name="$1" pattern="$2" port="$3" attempt="$4"
+  grep -qi "$pattern" "$dir/$name.log" && [ "$attempt" -lt 3 ] || return 1
+  echo "cluster: $name: port $port was taken; trying another" >&2
+  : >"$dir/$name.log"
 }
 
 # start NAME PROBE CMD...: runs CMD in the background; remembers how (for restart).
@@ -262,6 +286,7 @@ up() {
   local cargo_flags=(); [ "$profile" = release ] && cargo_flags=(--release)
   (cd "$root" && cargo build --quiet "${cargo_flags[@]}" -p gateway -p msg-service)
   mkdir -p "$dir"
+  : >"$dir/ports.used"
   # A part that fails to start leaves nothing running behind it.
   trap 'echo "cluster: up failed; stopping what started" >&2; down' ERR
   local redis_port msg_port msg_lb_port gw1_port gw2_port lb_port secret
@@ -336,19 +361,26 @@ up() {
       if wait_for "gateway$n" "$(cat "$dir/gateway$n.pid")" "curl -fsS http://127.0.0.1:$port/readyz"; then
         break
       fi
-      grep -qi "already in use" "$dir/gateway$n.log" && [ "$attempt" -lt 3 ] || false
-      echo "cluster: gateway$n: port $port was taken; trying another" >&2
-      : >"$dir/gateway$n.log"
+      port_was_taken "gateway$n" "already in use" "$port" "$attempt" || false
       port=$(free_port)
     done
     if [ "$n" = 1 ]; then gw1_port=$port; else gw2_port=$port; fi
   done
 
-  sed -e "s/@LB_PORT@/$lb_port/" -e "s/@GW1_PORT@/$gw1_port/" -e "s/@GW2_PORT@/$gw2_port/" \
-    "$root/deploy/local/haproxy.cfg.tmpl" >"$dir/haproxy.cfg"
-  haproxy -c -q -f "$dir/haproxy.cfg"
-  start haproxy "curl -fsS http://127.0.0.1:$lb_port/readyz" haproxy -db -f "$dir/haproxy.cfg"
-  wait_for haproxy "$(cat "$dir/haproxy.pid")" "curl -fsS http://127.0.0.1:$lb_port/readyz"
+  # A port can also be taken as the source port of an outgoing connection
+  # between free_port and the bind: then another one (unless CLUSTER_PORT
+  # fixed it).
+  for attempt in 1 2 3; do
+    sed -e "s/@LB_PORT@/$lb_port/" -e "s/@GW1_PORT@/$gw1_port/" -e "s/@GW2_PORT@/$gw2_port/" \
+      "$root/deploy/local/haproxy.cfg.tmpl" >"$dir/haproxy.cfg"
+    haproxy -c -q -f "$dir/haproxy.cfg"
+    start haproxy "curl -fsS http://127.0.0.1:$lb_port/readyz" haproxy -db -f "$dir/haproxy.cfg"
+    if wait_for haproxy "$(cat "$dir/haproxy.pid")" "curl -fsS http://127.0.0.1:$lb_port/readyz"; then
+      break
+    fi
+    [ -z "${CLUSTER_PORT:-}" ] && port_was_taken haproxy "cannot bind socket" "$lb_port" "$attempt" || false
+    lb_port=$(free_port)
+  done
 
   printf 'gw1=http://127.0.0.1:%s\ngw2=http://127.0.0.1:%s\nmsg=%s\nredis=%s\n' \
     "$gw1_port" "$gw2_port" "$msg_url" "$redis_url" >"$dir/endpoints"

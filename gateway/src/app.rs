@@ -26,7 +26,11 @@ fn rest_routes(dev_auth: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(rest::add_members))
         .routes(routes!(rest::remove_member))
         .routes(routes!(rest::history, rest::send))
-        .routes(routes!(rest::sync));
+        .routes(routes!(rest::recall))
+        .routes(routes!(rest::edit))
+        .routes(routes!(rest::mark_read))
+        .routes(routes!(rest::sync))
+        .routes(routes!(rest::presence));
     if dev_auth {
         router = router.routes(routes!(rest::dev_token));
     }
@@ -63,7 +67,7 @@ fn product_info() -> Info {
 
 /// The description of the REST API in `/openapi.json`.
 const DESCRIPTION: &str = "The REST API of the chat backend: conversations and their members, \
-    history, sending over HTTP and long-poll sync. Real-time delivery uses the WebSocket \
+    history, sending over HTTP, long-poll sync and presence. Real-time delivery uses the WebSocket \
     protocol at GET /v1/ws (PROTOCOL.md). Errors are {\"code\",\"message\"} bodies.";
 
 /// Every route of the gateway.
@@ -78,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/app.css", get(ops::demo_style))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/lbz", get(ops::lbz))
         .route("/metrics", get(ops::metrics))
         .route(
             "/openapi.json",

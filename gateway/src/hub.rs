@@ -1,13 +1,17 @@
 //! Notify routing on this gateway: the users with a socket or a long poll
-//! here, each with a watch of their inbox head, fed by this gateway's one
-//! subscription to the notify bus.
+//! here, each with a watch of their inbox head and a way to push a frame to
+//! each of their sockets (typing indicators, presence changes), fed by this
+//! gateway's one subscription to the notify bus; and the presence changes
+//! this gateway sees (a user's first device here, their last one anywhere).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use msg_service::MessageApi;
-use proto::{Seq, UserId};
-use storage::{GatewayId, NotifyBus, Presence};
+use proto::{PresenceOf, Seq, ServerFrame, UserId};
+use storage::{BusMessage, GatewayId, Inline, NotifyBus, Presence, PresenceChange, Typing};
+
+use crate::head::Head;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,20 +27,40 @@ pub struct PresenceTimes {
 /// Head polls after the presence store answers again (one per check).
 const CATCH_UP_POLLS: u32 = 3;
 
+/// Pushes one frame (JSON) to one socket, best effort: dropped when the
+/// socket's queue is full or it is gone.
+pub type Push = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A user's inbox head as this gateway last heard it, and who listens.
 struct Listener {
-    head: watch::Sender<Seq>,
+    head: watch::Sender<Head>,
     count: usize,
+    /// The user's sockets here, by registration number.
+    pushes: Vec<(u64, Push)>,
+}
+
+/// A socket watching a user's presence: the state it was last told.
+struct Watcher {
+    push: Push,
+    online: bool,
 }
 
 /// The users listening on this gateway.
 pub struct Hub {
     gateway: GatewayId,
     presence: Arc<dyn Presence>,
+    /// Where presence changes go: every gateway.
+    bus: Arc<dyn NotifyBus>,
+    /// By watched user, the sockets (registration numbers) watching them.
+    watchers: Mutex<HashMap<UserId, HashMap<u64, Watcher>>>,
+    /// By socket, the users it watches.
+    watching: Mutex<HashMap<u64, Vec<UserId>>>,
     users: Mutex<HashMap<UserId, Listener>>,
     /// Users whose presence claim failed: no notify can reach them until
     /// they are claimed again (at the next check, not the next refresh).
     unclaimed: Mutex<HashSet<UserId>>,
+    /// Numbers the registrations that can be pushed to.
+    next_push: std::sync::atomic::AtomicU64,
 }
 
 /// A registration of one socket or poll; unregisters when dropped.
@@ -44,17 +68,35 @@ pub struct Registration {
     hub: Arc<Hub>,
     user: UserId,
     /// Changes whenever the user's inbox head moves.
-    pub head: watch::Receiver<Seq>,
+    pub head: watch::Receiver<Head>,
+    /// Its number among the user's sockets that can be pushed to.
+    push: Option<u64>,
+}
+
+impl Registration {
+    /// The socket's number (a socket's registration has one).
+    pub fn socket(&self) -> Option<u64> {
+        self.push
+    }
 }
 
 impl Hub {
-    /// A hub for the gateway named `gateway`.
-    pub fn new(gateway: GatewayId, presence: Arc<dyn Presence>) -> Arc<Self> {
+    /// A hub for the gateway named `gateway`; presence changes go out on
+    /// `bus`.
+    pub fn new(
+        gateway: GatewayId,
+        presence: Arc<dyn Presence>,
+        bus: Arc<dyn NotifyBus>,
+    ) -> Arc<Self> {
         Arc::new(Hub {
             gateway,
             presence,
+            bus,
+            watchers: Mutex::default(),
+            watching: Mutex::default(),
             users: Mutex::new(HashMap::new()),
             unclaimed: Mutex::new(HashSet::new()),
+            next_push: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -65,22 +107,47 @@ impl Hub {
     /// Listens for `user`'s head; presence learns this gateway holds the
     /// user when its first listener here registers.
     pub async fn register(self: &Arc<Self>, user: &UserId) -> Registration {
+        self.register_with(user, None).await
+    }
+
+    /// [`Self::register`] for a socket, which also gets the frames pushed
+    /// to the user's sockets through `push`.
+    pub async fn register_socket(self: &Arc<Self>, user: &UserId, push: Push) -> Registration {
+        self.register_with(user, Some(push)).await
+    }
+
+    async fn register_with(self: &Arc<Self>, user: &UserId, push: Option<Push>) -> Registration {
+        let number = push.as_ref().map(|_| {
+            self.next_push
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
         let (head, first) = {
             let mut users = self.users();
             let listener = users.entry(user.clone()).or_insert_with(|| Listener {
-                head: watch::channel(0).0,
+                head: watch::channel(Head::default()).0,
                 count: 0,
+                pushes: Vec::new(),
             });
             listener.count += 1;
+            if let (Some(number), Some(push)) = (number, push) {
+                listener.pushes.push((number, push));
+            }
             (listener.head.subscribe(), listener.count == 1)
         };
         if first {
             self.announce(user).await;
+            self.tell_everyone(PresenceChange {
+                user: user.clone(),
+                online: true,
+                last_seen: None,
+            })
+            .await;
         }
         Registration {
             hub: Arc::clone(self),
             user: user.clone(),
             head,
+            push: number,
         }
     }
 
@@ -100,12 +167,16 @@ impl Hub {
         }
     }
 
-    /// Drops one listener; true when it was the user's last one here.
-    fn unregister(&self, user: &UserId) -> bool {
+    /// Drops one listener (and its push); true when it was the user's last
+    /// one here.
+    fn unregister(&self, user: &UserId, push: Option<u64>) -> bool {
         let mut users = self.users();
         let Some(listener) = users.get_mut(user) else {
             return false;
         };
+        if let Some(number) = push {
+            listener.pushes.retain(|(n, _)| *n != number);
+        }
         listener.count -= 1;
         if listener.count > 0 {
             return false;
@@ -127,6 +198,108 @@ impl Hub {
         }
         if self.is_listening(user) {
             self.announce(user).await;
+            return;
+        }
+        self.gone_if_nowhere(user).await;
+    }
+
+    /// The user's last device here left: if no gateway holds one either,
+    /// the user is offline from now, and every gateway is told.
+    async fn gone_if_nowhere(&self, user: &UserId) {
+        match self.presence.gateways(user).await {
+            Ok(gateways) if gateways.is_empty() => {}
+            Ok(_) => return,
+            Err(err) => {
+                tracing::debug!(error = %err, %user, "presence lookup failed; offline not told");
+                return;
+            }
+        }
+        let now = now_ms();
+        if let Err(err) = self.presence.set_last_seen(user, now).await {
+            tracing::warn!(error = %err, %user, "last_seen not saved");
+        }
+        self.tell_everyone(PresenceChange {
+            user: user.clone(),
+            online: false,
+            last_seen: Some(now),
+        })
+        .await;
+    }
+
+    async fn tell_everyone(&self, change: PresenceChange) {
+        if let Err(err) = self.bus.broadcast(change.into()).await {
+            tracing::debug!(error = %err, "a presence change was not broadcast");
+        }
+    }
+
+    /// Socket `socket` (a registration number) now watches `users`, each
+    /// in the state it was just told; its earlier list is dropped.
+    pub fn watch(&self, socket: u64, push: &Push, users: &[PresenceOf]) {
+        self.unwatch(socket);
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        for seen in users {
+            let watcher = Watcher {
+                push: Arc::clone(push),
+                online: seen.online,
+            };
+            watchers
+                .entry(seen.user.clone())
+                .or_default()
+                .insert(socket, watcher);
+        }
+        let names = users.iter().map(|seen| seen.user.clone()).collect();
+        self.watching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(socket, names);
+    }
+
+    /// Socket `socket` watches nobody any more.
+    pub fn unwatch(&self, socket: u64) {
+        let users = self
+            .watching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&socket)
+            .unwrap_or_default();
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        for user in users {
+            if let Some(sockets) = watchers.get_mut(&user) {
+                sockets.remove(&socket);
+                if sockets.is_empty() {
+                    watchers.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// A user came online or went offline: every socket here watching them
+    /// that was told otherwise hears of it.
+    pub fn presence_changed(&self, change: &PresenceChange) {
+        let mut pushes = Vec::new();
+        {
+            let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(sockets) = watchers.get_mut(&change.user) else {
+                return;
+            };
+            for watcher in sockets.values_mut() {
+                if watcher.online != change.online {
+                    watcher.online = change.online;
+                    pushes.push(Arc::clone(&watcher.push));
+                }
+            }
+        }
+        if pushes.is_empty() {
+            return;
+        }
+        let frame = ServerFrame::Presence(PresenceOf {
+            user: change.user.clone(),
+            online: change.online,
+            last_seen: change.last_seen,
+        })
+        .to_json();
+        for push in pushes {
+            push(&frame);
         }
     }
 
@@ -221,7 +394,7 @@ impl Hub {
     async fn poll_heads_of(&self, heads: &dyn MessageApi, users: &[UserId]) {
         for user in users {
             match heads.inbox_head(user).await {
-                Ok(head) => self.notify(user, head),
+                Ok(head) => self.notify(user, head, None),
                 Err(err) => {
                     tracing::debug!(error = %err, %user, "head poll failed");
                     return;
@@ -231,15 +404,28 @@ impl Hub {
     }
 
     /// A notify arrived: wake the user's listeners if the head moved up.
-    pub fn notify(&self, user: &UserId, head: Seq) {
+    pub fn notify(&self, user: &UserId, head: Seq, inline: Option<&Inline>) {
         if let Some(listener) = self.users().get(user) {
-            listener.head.send_if_modified(|current| {
-                let moved = head > *current;
-                if moved {
-                    *current = head;
-                }
-                moved
-            });
+            listener
+                .head
+                .send_if_modified(|current| current.advance(head, inline));
+        }
+    }
+
+    /// Someone is typing: pushes the indicator to every socket of `typing.to`
+    /// here.
+    pub fn typing(&self, typing: &Typing) {
+        let pushes: Vec<Push> = match self.users().get(&typing.to) {
+            Some(listener) => listener.pushes.iter().map(|(_, p)| Arc::clone(p)).collect(),
+            None => return,
+        };
+        let frame = ServerFrame::Typing {
+            conv_id: typing.conv_id.clone(),
+            from: typing.from.clone(),
+        }
+        .to_json();
+        for push in pushes {
+            push(&frame);
         }
     }
 
@@ -256,7 +442,9 @@ impl Hub {
             tokio::select! {
                 () = stop.cancelled() => return,
                 note = subscription.recv() => match note {
-                    Some(note) => self.notify(&note.user, note.head),
+                    Some(BusMessage::Head(note)) => self.notify(&note.user, note.head, note.inline.as_ref()),
+                    Some(BusMessage::Typing(typing)) => self.typing(&typing),
+                    Some(BusMessage::Presence(change)) => self.presence_changed(&change),
                     None => return,
                 },
             }
@@ -264,9 +452,20 @@ impl Hub {
     }
 }
 
+/// Wall-clock Unix ms (0 before 1970).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
-        if !self.hub.unregister(&self.user) {
+        if let Some(socket) = self.push {
+            self.hub.unwatch(socket);
+        }
+        if !self.hub.unregister(&self.user, self.push) {
             return;
         }
         let (hub, user) = (Arc::clone(&self.hub), self.user.clone());
@@ -328,6 +527,12 @@ mod tests {
             self.checks.send_modify(|n| *n += 1);
             Ok("one".into())
         }
+        async fn set_last_seen(&self, user: &UserId, at_ms: u64) -> Result<()> {
+            self.inner.set_last_seen(user, at_ms).await
+        }
+        async fn last_seen(&self, user: &UserId) -> Result<Option<u64>> {
+            self.inner.last_seen(user).await
+        }
     }
 
     fn user(name: &str) -> UserId {
@@ -354,7 +559,11 @@ mod tests {
             ServiceConfig::default(),
         ));
         let gateway = GatewayId("gw-1".into());
-        let hub = Hub::new(gateway.clone(), Arc::clone(&presence) as _);
+        let hub = Hub::new(
+            gateway.clone(),
+            Arc::clone(&presence) as _,
+            Arc::new(InProcessBus::default()),
+        );
         let stop = CancellationToken::new();
         // The refresh is far away: only the checks can claim bob in time.
         let times = PresenceTimes {
@@ -386,7 +595,7 @@ mod tests {
         presence.refreshes.send_replace(true);
 
         tokio::time::timeout(Duration::from_secs(5), registration.head.changed()).await??;
-        assert_eq!(*registration.head.borrow(), 1);
+        assert_eq!(registration.head.borrow().seq, 1);
         assert_eq!(presence.gateways(&bob).await?, [gateway]);
         stop.cancel();
         watcher.await?;

@@ -95,6 +95,20 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// The load balancer's check: 200 while ready; 404 while alive but not
+/// taking new sockets (draining, or a required dependency down), which
+/// HAProxy's `http-check disable-on-404` reads as "send nothing new, keep
+/// the sockets" (a drain stays graceful). No answer at all means the
+/// process is dead or paused: HAProxy marks it down and, with
+/// `on-marked-down shutdown-sessions`, cuts its sockets, so their clients
+/// reconnect to another gateway instead of waiting on a frozen one.
+pub async fn lbz(State(state): State<AppState>) -> StatusCode {
+    match state.readiness().ready {
+        true => StatusCode::OK,
+        false => StatusCode::NOT_FOUND,
+    }
+}
+
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (

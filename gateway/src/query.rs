@@ -42,6 +42,11 @@ struct RawHistory {
 }
 
 #[derive(Deserialize)]
+struct RawPresence {
+    users: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct RawSync {
     since: Option<String>,
     limit: Option<String>,
@@ -91,6 +96,18 @@ pub fn sync_params(raw: Option<&str>) -> Result<SyncParams> {
     })
 }
 
+/// Parses the query of `GET /v1/presence`: `users`, comma-separated, at
+/// most 100 (protocol 1.1).
+pub fn presence_params(raw: Option<&str>) -> Result<Vec<proto::UserId>> {
+    let q: RawPresence = decode(raw)?;
+    let users = q
+        .users
+        .ok_or(Error::Invalid(ProtoError::MissingField("users")))?;
+    Ok(proto::presence_users(
+        users.split(',').filter(|user| !user.is_empty()).map(Ok),
+    )?)
+}
+
 /// An optional non-negative integer query parameter.
 fn query_u64(value: Option<&str>, name: &'static str) -> Result<Option<Seq>> {
     value
@@ -108,6 +125,23 @@ fn query_u64(value: Option<&str>, name: &'static str) -> Result<Option<Seq>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_takes_up_to_a_hundred_distinct_valid_users() {
+        let users = presence_params(Some("users=bob,carol,bob")).expect("valid");
+        let names: Vec<&str> = users.iter().map(|u| u.as_str()).collect();
+        assert_eq!(names, ["bob", "carol"]);
+        let hundred: Vec<String> = (0..100).map(|i| format!("u{i}")).collect();
+        let query = format!("users={}", hundred.join(","));
+        assert_eq!(
+            presence_params(Some(&query)).expect("100 is fine").len(),
+            100
+        );
+        let query = format!("users={},u100", hundred.join(","));
+        assert!(presence_params(Some(&query)).is_err(), "101 is refused");
+        assert!(presence_params(None).is_err(), "users is required");
+        assert!(presence_params(Some("users=bad%20id")).is_err());
+    }
 
     #[test]
     fn history_defaults_to_the_newest_fifty_and_caps_the_limit_at_two_hundred() {

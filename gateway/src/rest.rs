@@ -46,6 +46,25 @@ pub async fn list_conversations(
     Ok(Json(ConversationList { conversations }))
 }
 
+/// Who of these users is online, as the caller may see them (protocol
+/// 1.1): users who share no conversation with the caller always come back
+/// offline with no `last_seen`.
+#[utoipa::path(get, path = "/v1/presence", tag = "presence",
+    params(("users" = String, Query, description = "user ids, comma-separated, at most 100")),
+    responses((status = 200, body = PresenceList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn presence(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<PresenceList>> {
+    let users = crate::query::presence_params(raw.as_deref())?;
+    let answer = state.presences.query(&state.api, &user, &users).await?;
+    Ok(Json(PresenceList {
+        presence: answer.into_iter().map(|(seen, _)| seen).collect(),
+    }))
+}
+
 /// Creates a group; the caller is a member.
 #[utoipa::path(post, path = "/v1/conversations", tag = "conversations", request_body = CreateGroup,
     responses((status = 201, body = ConversationSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -188,8 +207,101 @@ pub async fn send(
         body.kind.as_deref(),
         body.body,
     )?;
-    admit_send(&state, &user)?;
-    Ok(Json(send_checked(&state, &user, request).await?))
+    Ok(Json(admitted_send(&state, &user, request).await?))
+}
+
+/// Recalls one's own message (protocol 1.1): stored and fanned out like a
+/// message; answers the fields of an `ack`.
+#[utoipa::path(post, path = "/v1/conversations/{conv_id}/messages/{conv_seq}/recall", tag = "messages",
+    request_body = RecallBody,
+    params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>"),
+        ("conv_seq" = u64, Path, description = "the message to recall")),
+    responses((status = 200, body = AckSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not a member, not the sender, not a text message, or past the recall window"),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn recall(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path((conv_id, conv_seq)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RecallBody>,
+) -> Result<Json<Ack>> {
+    let refers_to = parse_conv_seq(&conv_seq)?;
+    let request = SendRequest::recall(
+        body.client_msg_id.as_deref(),
+        Some(&conv_id),
+        Some(refers_to),
+    )?;
+    Ok(Json(admitted_send(&state, &user, request).await?))
+}
+
+/// Edits one's own message (protocol 1.1): an `edit` entry with the new
+/// body, stored and fanned out like a message; answers the fields of an `ack`.
+#[utoipa::path(patch, path = "/v1/conversations/{conv_id}/messages/{conv_seq}", tag = "messages",
+    request_body = EditBody,
+    params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>"),
+        ("conv_seq" = u64, Path, description = "the message to edit")),
+    responses((status = 200, body = AckSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not a member, not the sender, not a text message, recalled, or past the edit window"),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn edit(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path((conv_id, conv_seq)): Path<(String, String)>,
+    JsonBody(body): JsonBody<EditBody>,
+) -> Result<Json<Ack>> {
+    let refers_to = parse_conv_seq(&conv_seq)?;
+    let request = SendRequest::edit(
+        body.client_msg_id.as_deref(),
+        Some(&conv_id),
+        Some(refers_to),
+        body.body,
+    )?;
+    Ok(Json(admitted_send(&state, &user, request).await?))
+}
+
+/// Moves the caller's read marker (protocol 1.1): never back, at most to
+/// the conversation's last message; answers the marker as it now stands.
+#[utoipa::path(post, path = "/v1/conversations/{conv_id}/read", tag = "conversations",
+    request_body = ReadBody,
+    params(("conv_id" = String, Path, description = "dm:<a>:<b> or g:<id>")),
+    responses((status = 200, body = ReadSchema), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn mark_read(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(conv_id): Path<String>,
+    JsonBody(body): JsonBody<ReadBody>,
+) -> Result<Json<ReadSchema>> {
+    let conv = parse_conv(&conv_id)?;
+    let conv_seq = body
+        .conv_seq
+        .ok_or(proto::ProtoError::MissingField("conv_seq"))?;
+    let marker = state.api.mark_read(&user, &conv, conv_seq).await?;
+    Ok(Json(ReadSchema {
+        conv_id: conv.to_string(),
+        conv_seq: marker,
+    }))
+}
+
+/// A message's conv_seq from a path segment.
+fn parse_conv_seq(segment: &str) -> Result<u64> {
+    match segment.parse::<u64>() {
+        Ok(seq) if seq > 0 => Ok(seq),
+        _ => Err(proto::ProtoError::InvalidField {
+            field: "conv_seq",
+            reason: "must be a positive integer".into(),
+        }
+        .into()),
+    }
+}
+
+/// A send, a recall or an edit over REST: charged to the send rate, then made.
+async fn admitted_send(state: &AppState, user: &UserId, request: SendRequest) -> Result<Ack> {
+    admit_send(state, user)?;
+    send_checked(state, user, request).await
 }
 
 /// Charges one send to `user`'s send rate on this gateway (WebSocket frames

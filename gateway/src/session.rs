@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, watch};
 use crate::budget::FrameBudget;
 use crate::close::{CloseReason, Closer, close_code, for_read_error};
 use crate::error::Error;
+use crate::head::Head;
+use crate::hub::Push;
 use crate::slots::Slot;
 use crate::state::AppState;
 
@@ -40,9 +42,22 @@ where
     R: Stream<Item = Result<Message, E>> + Unpin + Send + 'static,
     E: std::error::Error + Send + 'static,
 {
-    let registration = state.hub.register(&user).await;
-    metrics::gauge!("chat_ws_connections").increment(1.0);
     let (out, queue) = mpsc::channel(state.limits.outgoing_queue.max(1));
+    // Weak: the hub must not keep the writer's queue open after the session.
+    let pushed_to = out.downgrade();
+    let push: Push = Arc::new(move |frame: &str| {
+        if let Some(out) = pushed_to.upgrade() {
+            // Best effort: a full queue drops the frame (a typing indicator).
+            let _ = out.try_send(Outgoing::Frame(frame.to_owned()));
+        }
+    });
+    let registration = state.hub.register_socket(&user, Arc::clone(&push)).await;
+    let me = Me {
+        user: user.clone(),
+        socket: registration.socket(),
+        push,
+    };
+    metrics::gauge!("chat_ws_connections").increment(1.0);
     let closer = Arc::new(Closer::default());
     let writer = tokio::spawn(write_loop(
         sink,
@@ -56,7 +71,7 @@ where
         queued,
         out.clone(),
         state.clone(),
-        user.clone(),
+        me,
         Arc::clone(&closer),
     ));
     let mut stream = stream;
@@ -221,10 +236,22 @@ where
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-/// A parsed frame waiting for its answer, in arrival order.
+/// Who a session is, as its answers need it.
+struct Me {
+    user: UserId,
+    /// Its registration number in the hub (for presence watches).
+    socket: Option<u64>,
+    /// Pushes a frame to this socket.
+    push: Push,
+}
+
+/// A parsed frame waiting for its answer, in arrival order. The frame is
+/// boxed: the request channel allocates its first block of 32 slots when
+/// the socket opens, so each slot's size is paid by every idle socket
+/// (~150 bytes a slot unboxed, ~40 boxed).
 struct Request {
     rid: Option<Rid>,
-    frame: ClientFrame,
+    frame: Box<ClientFrame>,
 }
 
 /// Checks one text frame as it arrives: the request to queue, or the answer
@@ -238,10 +265,19 @@ fn admit(state: &AppState, user: &UserId, text: &str) -> Result<Request, ServerF
     match frame {
         ClientFrame::Ping => Err(ServerFrame::Pong { rid }),
         ClientFrame::Send(_) => match crate::rest::admit_send(state, user) {
-            Ok(()) => Ok(Request { rid, frame }),
+            Ok(()) => Ok(Request {
+                rid,
+                frame: Box::new(frame),
+            }),
             Err(refused) => Err(refused.to_frame(rid)),
         },
-        ClientFrame::Sync(_) => Ok(Request { rid, frame }),
+        ClientFrame::Sync(_)
+        | ClientFrame::Typing(_)
+        | ClientFrame::Presence { .. }
+        | ClientFrame::Read { .. } => Ok(Request {
+            rid,
+            frame: Box::new(frame),
+        }),
     }
 }
 
@@ -251,7 +287,7 @@ async fn answer_loop(
     mut queued: mpsc::Receiver<Request>,
     out: mpsc::Sender<Outgoing>,
     state: AppState,
-    user: UserId,
+    me: Me,
     closer: Arc<Closer>,
 ) {
     loop {
@@ -262,7 +298,9 @@ async fn answer_loop(
                 None => return,
             },
         };
-        let reply = answer(&state, &user, request).await;
+        let Some(reply) = answer(&state, &me, request).await else {
+            continue;
+        };
         if out.try_send(Outgoing::Frame(reply.to_json())).is_err() {
             metrics::counter!("chat_slow_client_closes_total").increment(1);
             return closer.close(CloseReason::NOT_READING);
@@ -270,12 +308,30 @@ async fn answer_loop(
     }
 }
 
-/// Answers one admitted request.
-async fn answer(state: &AppState, user: &UserId, request: Request) -> ServerFrame {
+/// Answers one admitted request (a typing indicator only when refused).
+async fn answer(state: &AppState, me: &Me, request: Request) -> Option<ServerFrame> {
     let Request { rid, frame } = request;
+    let frame = *frame;
+    let user = &me.user;
     let answer =
         match frame {
-            ClientFrame::Ping => return ServerFrame::Pong { rid },
+            ClientFrame::Ping => return Some(ServerFrame::Pong { rid }),
+            ClientFrame::Presence { users, watch } => {
+                presence(state, me, &users, watch).await.map(|presence| {
+                    ServerFrame::PresenceResult {
+                        rid: rid.clone(),
+                        presence,
+                    }
+                })
+            }
+            ClientFrame::Typing(conv) => {
+                return state
+                    .typing
+                    .typing(&state.api, user, conv)
+                    .await
+                    .err()
+                    .map(|err| err.to_frame(rid));
+            }
             ClientFrame::Sync(sync) => state
                 .api
                 .sync(user, sync.since, sync.limit)
@@ -285,6 +341,16 @@ async fn answer(state: &AppState, user: &UserId, request: Request) -> ServerFram
                     result,
                 })
                 .map_err(Error::from),
+            ClientFrame::Read { conv, conv_seq } => state
+                .api
+                .mark_read(user, &conv, conv_seq)
+                .await
+                .map(|marker| ServerFrame::ReadAck {
+                    rid: rid.clone(),
+                    conv_id: conv,
+                    conv_seq: marker,
+                })
+                .map_err(Error::from),
             ClientFrame::Send(request) => crate::rest::send_checked(state, user, request)
                 .await
                 .map(|ack| ServerFrame::Ack {
@@ -292,7 +358,28 @@ async fn answer(state: &AppState, user: &UserId, request: Request) -> ServerFram
                     ack,
                 }),
         };
-    answer.unwrap_or_else(|err| err.to_frame(rid))
+    Some(answer.unwrap_or_else(|err| err.to_frame(rid)))
+}
+
+/// A presence request: the answer, and with `watch` the socket watches
+/// the users it may see (a later request replaces the list).
+async fn presence(
+    state: &AppState,
+    me: &Me,
+    users: &[UserId],
+    watch: bool,
+) -> Result<Vec<proto::PresenceOf>, Error> {
+    let answer = state.presences.query(&state.api, &me.user, users).await?;
+    if let Some(socket) = me.socket {
+        // Only the users it may see: a stranger's changes never reach it.
+        let watched: Vec<_> = answer
+            .iter()
+            .filter(|(_, visible)| watch && *visible)
+            .map(|(seen, _)| seen.clone())
+            .collect();
+        state.hub.watch(socket, &me.push, &watched);
+    }
+    Ok(answer.into_iter().map(|(seen, _)| seen).collect())
 }
 
 fn frame_type(frame: &ClientFrame) -> &'static str {
@@ -300,19 +387,25 @@ fn frame_type(frame: &ClientFrame) -> &'static str {
         ClientFrame::Send(_) => "send",
         ClientFrame::Sync(_) => "sync",
         ClientFrame::Ping => "ping",
+        ClientFrame::Typing(_) => "typing",
+        ClientFrame::Presence { .. } => "presence",
+        ClientFrame::Read { .. } => "read",
     }
 }
 
 async fn write_loop<S>(
     mut sink: S,
     mut queue: mpsc::Receiver<Outgoing>,
-    mut head: watch::Receiver<Seq>,
+    mut head: watch::Receiver<Head>,
     state: AppState,
     closer: Arc<Closer>,
 ) where
     S: Sink<Message> + Unpin,
 {
     let mut goaway_sent = false;
+    // The head of the last notify sent: the next carries only the entries
+    // above it (the client took the ones before or synced past them).
+    let mut notified: Seq = 0;
     // Pings make a live client's WebSocket stack answer with a pong, which
     // the reader counts as a sign of life; three per idle timeout.
     let mut pings = tokio::time::interval(ping_interval(state.limits.idle_timeout));
@@ -328,7 +421,12 @@ async fn write_loop<S>(
                 Message::Text(goaway(&state).into())
             }
             changed = head.changed() => match changed {
-                Ok(()) => Message::Text(ServerFrame::Notify { head: *head.borrow_and_update() }.to_json().into()),
+                Ok(()) => {
+                    let now = head.borrow_and_update();
+                    let frame = now.notify_frame(notified);
+                    notified = now.seq;
+                    Message::Text(frame.into())
+                }
                 Err(_) => break,
             },
             outgoing = queue.recv() => match outgoing {
@@ -391,4 +489,19 @@ fn goaway(state: &AppState) -> String {
         reconnect_after_ms: delay,
     }
     .to_json()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open socket pays 32 slots of its request channel up front
+    /// (tokio's block size): a queued request stays a few words, whatever
+    /// the largest client frame is.
+    #[test]
+    fn a_queued_request_is_small_whatever_the_frame() {
+        let (request, frame) = (size_of::<Request>(), size_of::<ClientFrame>());
+        assert!(request <= 48, "a request is {request} bytes");
+        assert!(frame > request, "boxing pays: a frame is {frame} bytes");
+    }
 }

@@ -28,9 +28,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hub::{Hub, PresenceTimes};
 use crate::linger::Lingering;
+use crate::presence::Presences;
 use crate::read_rate::ReadRate;
 use crate::slots::Slots;
 use crate::state::{AppState, Limits, WatchedBreaker};
+use crate::typing::Typist;
 
 /// How often presence claims are renewed (well within Redis' 90 s TTL).
 /// History reads one user may have in flight at once; a client paging
@@ -86,7 +88,9 @@ impl App {
                 rand::rng().random::<u32>()
             )
         }));
-        let hub = Hub::new(gateway, presence);
+        let typing = Arc::new(Typist::new(Arc::clone(&bus), Arc::clone(&presence)));
+        let presences = Arc::new(Presences::new(Arc::clone(&presence)));
+        let hub = Hub::new(gateway, presence, Arc::clone(&bus));
         if config.dev_auth() {
             tracing::warn!(
                 "DEV AUTH IS ON: POST /v1/dev/token mints a token for anyone. Turn it off (--dev-auth false) in production."
@@ -95,6 +99,8 @@ impl App {
         let state = AppState {
             api,
             hub,
+            typing,
+            presences,
             auth: Arc::new(auth),
             slots: Slots::new(config.max_connections_per_user as usize),
             history_slots: Slots::new(HISTORY_READS_PER_USER),
@@ -221,6 +227,7 @@ fn single_machine(config: &Config) -> Result<Parts> {
         Arc::new(store),
         config.service.store_guard(&config.breakers),
     );
+    store.watch_recovery();
     let watched = vec![WatchedBreaker {
         breaker: store.breaker().clone(),
         required: false,

@@ -12,8 +12,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::hub::Hub;
+use crate::presence::Presences;
 use crate::read_rate::ReadRate;
 use crate::slots::Slots;
+use crate::typing::Typist;
 
 /// Limits enforced at the edge (PROTOCOL.md, "Limits").
 #[derive(Debug, Clone)]
@@ -58,6 +60,10 @@ pub struct AppState {
     pub api: Arc<dyn MessageApi>,
     /// Notify routing to local sockets and polls.
     pub hub: Arc<Hub>,
+    /// Typing indicators: sent to the other members, extra ones dropped.
+    pub typing: Arc<Typist>,
+    /// Presence queries.
+    pub presences: Arc<Presences>,
     /// Token verification.
     pub auth: Arc<Auth>,
     /// Open connections per user (sockets and waiting long polls).

@@ -1,13 +1,16 @@
-// The demo chat client and reference client of PROTOCOL.md (version 1).
+// The demo chat client and reference client of PROTOCOL.md (version 1, and
+// the entries inline in `notify` of version 1.1).
 // Plain JavaScript, no build step, served by the gateway at /app.js.
 //
 // How it follows the protocol:
 // - One WebSocket per tab (`/v1/ws?token=...&device=...`). The sync key (the
 //   highest inbox seq processed) is kept per user and device in localStorage
-//   and only ever moved forward by `sync_result` entries, never by acks.
+//   and only ever moved forward by received entries, never by acks.
 // - It syncs on every connect and whenever `notify` says the head moved past
-//   its seq, paging while `more` is true. Entries are deduplicated by
-//   (sender, client_msg_id) and shown in conv_seq order.
+//   its seq, paging while `more` is true; a notify that carries its entries
+//   down to the seq it holds (`prev` <= seq, no sync running) is taken
+//   instead. Entries are deduplicated by (sender, client_msg_id) and shown in
+//   conv_seq order.
 // - Reconnects use exponential backoff with jitter; `goaway` is honoured by
 //   reconnecting after `reconnect_after_ms`.
 // - Sends go one at a time from an outbox (kept in sessionStorage, so a reload
@@ -15,6 +18,10 @@
 //   after `retry_after_ms` on `unavailable`/`rate_limited`, and after a
 //   reconnect when no ack arrived. The server's dedup makes retries safe.
 // - History is read over REST, newest page first, older pages on scrolling up.
+// - Typing in the message box sends `typing` (at most every 3 s per
+//   conversation); others' indicators show under the chat title.
+// - The peers of direct chats are watched with `presence`: a dot in the
+//   list, "online" or "last seen" under the chat title.
 "use strict";
 
 (() => {
@@ -27,6 +34,13 @@
   const BACKOFF_BASE_MS = 500;
   const BACKOFF_MAX_MS = 10000;
   const REQUEST_TIMEOUT_MS = 15000;
+  // The server's default windows for changing one's own message (protocol 1.1).
+  const RECALL_WINDOW_MS = 2 * 60 * 1000;
+  const EDIT_WINDOW_MS = 15 * 60 * 1000;
+  // Typing indicators: sent at most this often per conversation, and shown
+  // this long after the last one came.
+  const TYPING_EVERY_MS = 3000;
+  const TYPING_SHOWN_MS = 5000;
   const PING_EVERY_MS = 25000;
   const FIRST_CONNECT_GRACE_MS = 1500;
 
@@ -78,6 +92,14 @@
     localOrder: 0,
     /** Whether this tab has synced up to the head once (for unread counts). */
     caughtUp: false,
+    /** conv_id -> (user -> when their "typing" shows until, ms). */
+    typing: new Map(),
+    /** conv_id -> when this tab last said it was typing there (ms). */
+    typingSent: new Map(),
+    /** user -> {online, last_seen} of the direct chats' peers (watched). */
+    presence: new Map(),
+    /** The peers this connection watches, joined (to ask again on change). */
+    watched: "",
   };
 
   const conn = {
@@ -178,6 +200,10 @@
         olderCursor: undefined, // `before` of the next older page; null: none
         loadingOlder: false,
         unread: 0,
+        readUpTo: 0, // this user's read marker (protocol 1.1)
+        readAsked: 0, // the highest marker asked for by this tab
+        peerRead: 0, // a direct chat's peer's marker, from read receipts
+        changes: new Map(), // conv_seq -> recalls and edits of a message not here yet
         lastTs: 0,
         lastBody: "",
       };
@@ -202,6 +228,9 @@
     conv.members = c.members;
     conv.title = c.title;
     conv.known = true;
+    if (typeof c.read_up_to === "number") conv.readUpTo = Math.max(conv.readUpTo, c.read_up_to);
+    // The server counts what this tab did not see arrive (before a reload).
+    if (typeof c.unread === "number" && !chatVisible(conv.conv_id)) conv.unread = c.unread;
     return conv;
   }
 
@@ -221,6 +250,7 @@
       for (const c of data.conversations) mergeConv(c);
       renderConvList();
       if (state.openConv) renderChatHead();
+      watchPeers();
     } catch (err) {
       console.warn("listing conversations failed:", err.message);
     }
@@ -230,8 +260,48 @@
 
   const msgKey = (from, cmid) => `${from} ${cmid}`;
 
-  /** Adds or updates a message (from sync, history, ack or a local send). */
+  const isChange = (m) => m.kind === "recall" || m.kind === "edit";
+
+  /** Folds a recall or an edit (protocol 1.1) into the message it names. */
+  function foldChange(msg, change) {
+    if (change.kind === "recall") {
+      msg.recalled = true;
+      msg.body = "";
+    } else if (!msg.recalled && change.conv_seq > (msg.editedAt || 0)) {
+      msg.body = change.body;
+      msg.editedAt = change.conv_seq;
+    }
+  }
+
+  /** A recall or an edit: applied to its message, or kept until it arrives. */
+  function applyChange(conv, change) {
+    const target = Array.from(conv.messages.values()).find((m) => m.conv_seq === change.ref);
+    if (target) {
+      foldChange(target, change);
+      previewOf(conv, target);
+      return;
+    }
+    const waiting = conv.changes.get(change.ref) || [];
+    waiting.push(change);
+    conv.changes.set(change.ref, waiting);
+  }
+
+  function previewOf(conv, msg) {
+    if (msg.ts && msg.ts >= conv.lastTs) {
+      conv.lastTs = msg.ts;
+      const text = msg.recalled ? "message recalled" : msg.body;
+      conv.lastBody = `${msg.from === state.user ? "You" : msg.from}: ${text}`;
+    }
+  }
+
+  /** Adds or updates a message (from sync, history, ack or a local send);
+   * a recall or an edit is folded into its message instead. */
   function putMessage(conv, m) {
+    if (m.kind === "read") return null;
+    if (isChange(m)) {
+      applyChange(conv, m);
+      return null;
+    }
     const key = msgKey(m.from, m.client_msg_id);
     let msg = conv.messages.get(key);
     if (!msg) {
@@ -256,11 +326,11 @@
         msg.state = "sent";
         msg.note = "";
       }
+      for (const change of conv.changes.get(m.conv_seq) || []) foldChange(msg, change);
+      conv.changes.delete(m.conv_seq);
     }
-    if (msg.ts && msg.ts >= conv.lastTs) {
-      conv.lastTs = msg.ts;
-      conv.lastBody = `${msg.from === state.user ? "You" : msg.from}: ${msg.body}`;
-    }
+    if (m.recalled) foldChange(msg, { kind: "recall" });
+    previewOf(conv, msg);
     return msg;
   }
 
@@ -277,13 +347,53 @@
     return state.openConv === convId && document.visibilityState === "visible";
   }
 
+  /** A read entry (protocol 1.1): this user's marker moved (on any
+   * device), or the peer's in a direct chat (a read receipt). */
+  function applyRead(conv, entry) {
+    if (entry.from !== state.user) {
+      conv.peerRead = Math.max(conv.peerRead, entry.ref);
+      return;
+    }
+    conv.readUpTo = Math.max(conv.readUpTo, entry.ref);
+    const left = Array.from(conv.messages.values())
+      .filter((m) => m.from !== state.user && m.conv_seq > conv.readUpTo && !m.recalled).length;
+    conv.unread = Math.min(conv.unread, left);
+  }
+
+  /** Tells the server this chat is read up to its newest message from
+   * someone else, once it is on screen. */
+  function markRead(conv) {
+    let newest = 0;
+    for (const m of conv.messages.values()) {
+      if (m.from !== state.user && m.conv_seq > newest) newest = m.conv_seq;
+    }
+    if (newest <= conv.readUpTo || newest <= conv.readAsked || !conn.online) return;
+    conv.readAsked = newest;
+    request({ type: "read", conv_id: conv.conv_id, conv_seq: newest })
+      .then((reply) => {
+        if (reply.type === "read_ack") conv.readUpTo = Math.max(conv.readUpTo, reply.conv_seq);
+        else conv.readAsked = 0;
+      })
+      .catch(() => { conv.readAsked = 0; });
+  }
+
   /** One inbox entry from `sync_result`. */
   function applyEntry(entry) {
     const conv = ensureConv(entry.conv_id);
+    if (isChange(entry)) {
+      applyChange(conv, entry);
+      return;
+    }
+    if (entry.kind === "read") {
+      applyRead(conv, entry);
+      return;
+    }
     const isNew = !conv.messages.has(msgKey(entry.from, entry.client_msg_id))
       || conv.messages.get(msgKey(entry.from, entry.client_msg_id)).conv_seq == null;
     putMessage(conv, entry);
     if (entry.from === state.user) dropFromOutbox(entry.client_msg_id);
+    // Their message is what they were typing.
+    if (state.typing.get(entry.conv_id)?.delete(entry.from)) renderTyping();
     // Unread counts only what arrives after the first catch-up of this tab.
     if (isNew && state.caughtUp && entry.from !== state.user && !chatVisible(entry.conv_id)) {
       conv.unread += 1;
@@ -330,6 +440,7 @@
       conn.goawayAt = 0;
       conn.online = true;
       conn.everConnected = true;
+      state.watched = "";
       updateConnUi();
       startHeartbeat(ws);
       syncNow();
@@ -436,6 +547,72 @@
     });
   }
 
+  // --------------------------------------------------------------- presence
+
+  // Watches the peers of the direct chats (at most 100): asked again when
+  // that list changes or after a reconnect; changes come as `presence`.
+  async function watchPeers() {
+    const peers = [...new Set([...state.convs.values()]
+      .filter((c) => c.kind === "dm")
+      .map((c) => c.members.find((m) => m !== state.user))
+      .filter(Boolean))].sort().slice(0, 100);
+    const key = peers.join(",");
+    if (!peers.length || key === state.watched || !conn.online) return;
+    state.watched = key;
+    try {
+      const reply = await request({ type: "presence", users: peers, watch: true });
+      if (reply.type !== "presence_result") throw new Error(reply.message || reply.code);
+      for (const p of reply.presence) state.presence.set(p.user, { online: p.online, last_seen: p.last_seen });
+      renderConvList();
+      renderChatHead();
+    } catch (err) {
+      state.watched = "";
+      console.warn("presence failed:", err.message);
+    }
+  }
+
+  function peerOf(conv) {
+    return conv.kind === "dm" ? conv.members.find((m) => m !== state.user) : null;
+  }
+
+  function presenceText(user) {
+    const p = state.presence.get(user);
+    if (!p) return "";
+    if (p.online) return "online";
+    return p.last_seen ? `last seen ${new Date(p.last_seen).toLocaleTimeString()}` : "offline";
+  }
+
+  // ----------------------------------------------------------------- typing
+
+  // Someone else types in a conversation: shown for a few seconds after
+  // their last indicator (they come at most every 3 s while typing).
+  function showTyping(frame) {
+    if (typeof frame.conv_id !== "string" || typeof frame.from !== "string") return;
+    if (!state.typing.has(frame.conv_id)) state.typing.set(frame.conv_id, new Map());
+    state.typing.get(frame.conv_id).set(frame.from, Date.now() + TYPING_SHOWN_MS);
+    renderTyping();
+    setTimeout(renderTyping, TYPING_SHOWN_MS + 50);
+  }
+
+  function renderTyping() {
+    const now = Date.now();
+    const users = state.openConv && state.typing.get(state.openConv);
+    const names = users ? [...users].filter(([, until]) => until > now).map(([user]) => user) : [];
+    $("typing").textContent = !names.length ? ""
+      : names.length === 1 ? `${names[0]} is typing...` : `${names.join(", ")} are typing...`;
+  }
+
+  // This tab types in the open conversation: tell the others, at most once
+  // every 3 s per conversation (the server drops extra ones anyway).
+  function sayTyping() {
+    const conv = state.openConv;
+    if (!conv || !conn.online || !conn.ws) return;
+    const last = state.typingSent.get(conv) || 0;
+    if (Date.now() - last < TYPING_EVERY_MS) return;
+    state.typingSent.set(conv, Date.now());
+    conn.ws.send(JSON.stringify({ type: "typing", conv_id: conv }));
+  }
+
   function failPending(err) {
     for (const { reject, timer } of conn.pending.values()) {
       clearTimeout(timer);
@@ -460,7 +637,19 @@
     }
     switch (frame.type) {
       case "notify":
-        if (typeof frame.head !== "number" || frame.head > state.seq) syncNow();
+        if (typeof frame.head === "number" && frame.head <= state.seq) break;
+        if (takesInline(frame)) applyEntries(frame.entries.filter((e) => e.seq > state.seq));
+        else syncNow();
+        break;
+      case "typing":
+        showTyping(frame);
+        break;
+      case "presence":
+        if (typeof frame.user === "string") {
+          state.presence.set(frame.user, { online: !!frame.online, last_seen: frame.last_seen });
+          renderConvList();
+          renderChatHead();
+        }
         break;
       case "goaway": {
         // The server is draining: reconnect after about that delay.
@@ -482,6 +671,37 @@
 
   // ------------------------------------------------------------------- sync
 
+  // A notify's entries are every entry above its `prev`: those above our
+  // seq are all we lack, if `prev` reaches down to it. While a sync runs it
+  // moves the seq itself; the notify then only asks for another round.
+  function takesInline(frame) {
+    return (
+      !syncing &&
+      Array.isArray(frame.entries) &&
+      typeof frame.prev === "number" &&
+      typeof frame.head === "number" &&
+      frame.prev <= state.seq &&
+      frame.entries.every((e) => typeof e.seq === "number")
+    );
+  }
+
+  // Applies entries above the sync key in seq order and moves the key.
+  function applyEntries(entries) {
+    const touched = new Set();
+    for (const entry of entries) {
+      if (entry.seq <= state.seq) continue;
+      applyEntry(entry);
+      touched.add(entry.conv_id);
+      state.seq = entry.seq;
+    }
+    if (touched.size) {
+      storage.set("localStorage", seqKey(), String(state.seq));
+      renderConvList();
+      if (state.openConv && touched.has(state.openConv)) renderMessages();
+      updateTitle();
+    }
+  }
+
   async function syncNow() {
     if (syncing) {
       syncAgain = true;
@@ -500,19 +720,7 @@
             }
             throw new Error(reply.message || reply.code);
           }
-          const touched = new Set();
-          for (const entry of reply.entries) {
-            if (entry.seq <= state.seq) continue;
-            applyEntry(entry);
-            touched.add(entry.conv_id);
-            state.seq = entry.seq;
-          }
-          if (reply.entries.length) {
-            storage.set("localStorage", seqKey(), String(state.seq));
-            renderConvList();
-            if (state.openConv && touched.has(state.openConv)) renderMessages();
-            updateTitle();
-          }
+          applyEntries(reply.entries);
           if (!reply.more) break;
         }
       } while (syncAgain);
@@ -708,7 +916,18 @@
       body.className = "msg-body";
       const status = document.createElement("div");
       status.className = "msg-status";
-      li.append(meta, body, status);
+      const actions = document.createElement("div");
+      actions.className = "msg-actions";
+      const edit = document.createElement("button");
+      edit.type = "button";
+      edit.textContent = "Edit";
+      edit.addEventListener("click", () => editMessage(msg));
+      const recall = document.createElement("button");
+      recall.type = "button";
+      recall.textContent = "Recall";
+      recall.addEventListener("click", () => changeMessage(msg, { type: "recall" }));
+      actions.append(edit, recall);
+      li.append(meta, body, status, actions);
       msg.el = li;
     }
     const li = msg.el;
@@ -716,18 +935,30 @@
     li.classList.toggle("mine", mine);
     li.dataset.key = msg.key;
     if (msg.conv_seq != null) li.dataset.convSeq = String(msg.conv_seq);
-    const [meta, body, status] = li.children;
+    const [meta, body, status, actions] = li.children;
     meta.children[0].textContent = mine ? "You" : msg.from;
     const time = meta.children[1];
     if (msg.ts) {
       time.dateTime = new Date(msg.ts).toISOString();
       time.textContent = fmtTime(msg.ts);
     }
-    body.textContent = msg.body;
+    body.textContent = msg.recalled ? "message recalled" : msg.body;
+    li.classList.toggle("recalled", Boolean(msg.recalled));
+    li.classList.toggle("edited", Boolean(msg.editedAt) && !msg.recalled);
+    // The server has the last word on the windows; these only hide buttons
+    // that could no longer work.
+    const age = msg.ts ? Date.now() - msg.ts : Infinity;
+    const changeable = mine && msg.conv_seq != null && !msg.recalled;
+    actions.children[0].hidden = !(changeable && age < EDIT_WINDOW_MS);
+    actions.children[1].hidden = !(changeable && age < RECALL_WINDOW_MS);
+    actions.hidden = actions.children[0].hidden && actions.children[1].hidden;
     if (mine) {
       const st = msg.state || "sent";
       li.dataset.state = st;
-      let text = st === "sent" ? "Sent" : st === "failed" ? "Not sent" : "Sending…";
+      const conv = state.convs.get(state.openConv);
+      const read = st === "sent" && conv && conv.kind === "dm" && msg.conv_seq <= conv.peerRead;
+      li.dataset.read = String(Boolean(read));
+      let text = read ? "Read" : st === "sent" ? "Sent" : st === "failed" ? "Not sent" : "Sending…";
       if (st === "sending" && !conn.online) text = "Waiting for connection…";
       if (msg.note) text = msg.note;
       status.textContent = text;
@@ -738,6 +969,34 @@
       status.hidden = true;
     }
     return li;
+  }
+
+  /** Sends a recall or an edit of one's own message; its entry, once it
+   * comes back through the inbox, changes the message in every view. */
+  async function changeMessage(msg, change) {
+    const frame = {
+      ...change,
+      client_msg_id: `${change.type}-${randomHex(8)}`,
+      conv_id: state.openConv,
+      ref: msg.conv_seq,
+    };
+    let refused;
+    try {
+      const reply = await request(frame);
+      if (reply.type === "error") refused = reply.message || reply.code;
+    } catch (err) {
+      refused = err.message;
+    }
+    if (refused) {
+      msg.note = `Could not ${change.type}: ${refused}`;
+      renderMessagesIfOpen();
+    }
+  }
+
+  function editMessage(msg) {
+    const body = window.prompt("Edit your message", msg.body);
+    if (body == null || body.trim() === "" || body === msg.body) return;
+    changeMessage(msg, { type: "edit", body });
   }
 
   function renderHistoryStatus() {
@@ -788,6 +1047,7 @@
       renderConvList();
       updateTitle();
     }
+    if (conv && chatVisible(conv.conv_id)) markRead(conv);
   }
 
   function renderMessagesIfOpen() {
@@ -811,6 +1071,15 @@
       name.textContent = (conv.kind === "group" ? "# " : "") + convName(conv);
       button.append(name);
       let label = convName(conv) + (conv.kind === "group" ? " (group)" : "");
+      const peer = peerOf(conv);
+      if (peer && state.presence.has(peer)) {
+        const online = state.presence.get(peer).online;
+        const dot = document.createElement("span");
+        dot.className = "presence-dot" + (online ? " online" : "");
+        dot.title = presenceText(peer);
+        button.append(dot);
+        label += online ? ", online" : "";
+      }
       if (conv.unread) {
         const badge = document.createElement("span");
         badge.className = "badge";
@@ -834,10 +1103,12 @@
   function renderChatHead() {
     const conv = state.openConv && state.convs.get(state.openConv);
     $("chat-title").textContent = conv ? (conv.kind === "group" ? "# " : "") + convName(conv) : "No conversation open";
+    const seen = conv && peerOf(conv) ? presenceText(peerOf(conv)) : "";
     $("chat-sub").textContent = !conv ? "Pick a conversation, open a direct chat or create a group."
-      : conv.kind === "group" ? `Group: ${conv.members.join(", ")}` : "Direct chat";
+      : conv.kind === "group" ? `Group: ${conv.members.join(", ")}` : "Direct chat" + (seen ? ` · ${seen}` : "");
     $("composer-input").disabled = !conv;
     $("composer-send").disabled = !conv;
+    renderTyping();
   }
 
   function updateTitle() {
@@ -1049,6 +1320,7 @@
     $("composer-input").addEventListener("keydown", (e) => {
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) submitComposer(e);
     });
+    $("composer-input").addEventListener("input", sayTyping);
     $("back").addEventListener("click", closeConversation);
     $("banner-retry").addEventListener("click", reconnectNow);
     $("load-older").addEventListener("click", () => {

@@ -18,7 +18,7 @@ use tokio::time::{MissedTickBehavior, sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::checker::{Acks, MsgKey, Receipts};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, SlowDelivery, Stats};
 use crate::target::{Target, Ws};
 
 /// The phases of a run, moved forward by the scenario.
@@ -114,6 +114,18 @@ struct Pending {
     /// The scheduled send time (latency is measured from it).
     scheduled: Instant,
     attempts: u32,
+    /// An edit or a recall of this client's message (protocol 1.1), not
+    /// a new message.
+    change: Option<Change>,
+}
+
+/// A change of one of a client's own messages.
+#[derive(Debug, Clone, Copy)]
+struct Change {
+    /// `edit` or `recall`.
+    kind: &'static str,
+    /// The conv_seq of the message it changes.
+    refers_to: u64,
 }
 
 /// Sends that got `unavailable` or `rate_limited` give up after this many tries.
@@ -155,6 +167,8 @@ struct Client {
     sync_wanted: bool,
     retries: Vec<(Instant, Pending)>,
     sent_new: u64,
+    /// Messages of this client acked so far (every Nth gets a change).
+    acked_new: u64,
     /// The unix time of `Instant` `base`, to stamp bodies with send times.
     base: (Instant, u128),
     reconnect_started: Option<Instant>,
@@ -193,6 +207,7 @@ impl Client {
             sync_wanted: false,
             retries: Vec::new(),
             sent_new: 0,
+            acked_new: 0,
             base: (Instant::now(), unix_micros()),
             reconnect_started: None,
             caught_up: None,
@@ -311,16 +326,7 @@ impl Client {
             }
             Step::Frame(Some(Ok(_))) => {}
             Step::SendDue(at) => {
-                // A tick selected just as the send phase ended must not send:
-                // the drain may already have seen no unacked send and moved
-                // on, and the peer would stop before this message reached it.
-                // Counted first, then the phase read; the drain sets the
-                // phase, then reads the count; the fences make at least one
-                // side see the other (store, fence, load on both sides).
-                Counters::bump(&self.counters().unacked);
-                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-                if *self.phase.borrow() != Phase::Send {
-                    Counters::drop_one(&self.counters().unacked);
+                if !self.count_in_send_phase() {
                     return;
                 }
                 self.sent_new += 1;
@@ -328,6 +334,7 @@ impl Client {
                     client_msg_id: format!("{}-{}", self.spec.user, self.sent_new),
                     scheduled: at,
                     attempts: 0,
+                    change: None,
                 };
                 self.send(pending).await;
             }
@@ -381,6 +388,11 @@ impl Client {
                     MsgKey::new(&self.spec.user, &pending.client_msg_id),
                     recipients,
                 );
+                if pending.change.is_none() {
+                    self.acked_new += 1;
+                    self.maybe_change(&pending.client_msg_id, ack.conv_seq)
+                        .await;
+                }
             }
             ServerFrame::SyncResult { rid, result } => {
                 self.record_entries(&result.entries);
@@ -396,11 +408,11 @@ impl Client {
                     self.synced_to_head();
                 }
             }
-            ServerFrame::Notify { head } => {
-                if head > self.receipts.last_seq() {
-                    self.request_sync().await;
-                }
-            }
+            ServerFrame::Notify {
+                head,
+                prev,
+                entries,
+            } => self.on_notify(head, prev, entries).await,
             ServerFrame::Error {
                 rid,
                 code,
@@ -430,6 +442,36 @@ impl Client {
                     .await;
             }
             ServerFrame::Pong { .. } => {}
+            ServerFrame::Typing { .. } => Counters::bump(&self.counters().typing_received),
+            ServerFrame::PresenceResult { .. }
+            | ServerFrame::Presence(_)
+            | ServerFrame::ReadAck { .. } => {}
+        }
+    }
+
+    /// Takes the entries a notify carries when they reach down to this
+    /// client's sync key (they are every entry above `prev`, so those above
+    /// the key are all it lacks) and no sync is under way; else syncs.
+    async fn on_notify(
+        &mut self,
+        head: u64,
+        prev: Option<u64>,
+        entries: Option<Vec<proto::Entry>>,
+    ) {
+        let key = self.receipts.last_seq();
+        if head <= key {
+            return;
+        }
+        let takes = self.shared.target.takes_notify_entries() && self.sync_rid.is_none();
+        match (prev, entries) {
+            (Some(prev), Some(entries)) if takes && prev <= key => {
+                let fresh: Vec<proto::Entry> =
+                    entries.into_iter().filter(|e| e.seq > key).collect();
+                self.record_entries(&fresh);
+                Counters::bump(&self.counters().notifies_taken);
+                self.synced_to_head();
+            }
+            _ => self.request_sync().await,
         }
     }
 
@@ -470,13 +512,21 @@ impl Client {
             let new = self.receipts.record(entry.seq, key.clone());
             if new && message.from.as_str() != self.spec.user {
                 if let Some(waited) = self.shared.stats.handoffs.delivered(&key) {
-                    self.shared.stats.record_after_ack(waited);
+                    self.shared.stats.record_after_ack(waited, || SlowDelivery {
+                        from: message.from.to_string(),
+                        to: self.spec.user.clone(),
+                        client_msg_id: message.client_msg_id.to_string(),
+                        seq: entry.seq,
+                        delivered_at_ms: u64::try_from(now / 1000).unwrap_or(0),
+                        ..SlowDelivery::default()
+                    });
                 }
-                let sent = body_sent_at(&message.body).unwrap_or(now);
-                let micros = u64::try_from(now.saturating_sub(sent)).unwrap_or(u64::MAX);
-                self.shared
-                    .stats
-                    .record_delivery(Duration::from_micros(micros));
+                let latency = body_sent_at(&message.body).map(|sent| {
+                    Duration::from_micros(
+                        u64::try_from(now.saturating_sub(sent)).unwrap_or(u64::MAX),
+                    )
+                });
+                self.shared.stats.record_delivery(latency);
             }
         }
     }
@@ -490,6 +540,7 @@ impl Client {
         let frame = json!({"type": "sync", "rid": rid, "since": self.receipts.last_seq(), "limit": SYNC_LIMIT});
         if self.write(frame.to_string()).await {
             self.sync_rid = Some(rid);
+            Counters::bump(&self.counters().syncs);
         }
     }
 
@@ -511,10 +562,97 @@ impl Client {
             Destination::Conv(conv) => frame["conv_id"] = json!(conv),
             Destination::None => return,
         }
+        if let Some(change) = pending.change {
+            let Some(conv) = self.conv_id() else {
+                return;
+            };
+            frame = match change.kind {
+                "recall" => {
+                    json!({"type": "recall", "rid": rid, "client_msg_id": pending.client_msg_id,
+                    "conv_id": conv, "ref": change.refers_to})
+                }
+                _ => json!({"type": "edit", "rid": rid, "client_msg_id": pending.client_msg_id,
+                    "conv_id": conv, "ref": change.refers_to, "body": frame["body"]}),
+            };
+        }
+        if self.shared.target.types_before_sending() && pending.attempts == 1 {
+            self.say_typing().await;
+        }
         self.sends_by_rid.insert(rid, pending);
         if self.write(frame.to_string()).await {
             Counters::bump(&self.counters().sent);
         }
+    }
+
+    /// Every Nth acked message of this client is changed (`--changes N`,
+    /// protocol 1.1): edited, or, every other time, recalled. The change is
+    /// a send of its own, acked and checked exactly once like a message.
+    async fn maybe_change(&mut self, client_msg_id: &str, conv_seq: u64) {
+        let Some(every) = self.shared.target.change_every() else {
+            return;
+        };
+        if !self.acked_new.is_multiple_of(every) {
+            return;
+        }
+        if !self.count_in_send_phase() {
+            return;
+        }
+        let kind = match (self.acked_new / every) % 2 {
+            0 => "recall",
+            _ => "edit",
+        };
+        let pending = Pending {
+            client_msg_id: format!("{client_msg_id}.{kind}"),
+            scheduled: Instant::now(),
+            attempts: 0,
+            change: Some(Change {
+                kind,
+                refers_to: conv_seq,
+            }),
+        };
+        self.send(pending).await;
+    }
+
+    /// Counts one more unacked send if the send phase is still on; whether
+    /// it was. A send started just as the phase ended must not go out: the
+    /// drain may already have seen no unacked send and moved on, and the
+    /// peer would stop before the message reached it. Counted first, then
+    /// the phase read; the drain sets the phase, then reads the count; the
+    /// fences make at least one side see the other (store, fence, load on
+    /// both sides).
+    fn count_in_send_phase(&self) -> bool {
+        Counters::bump(&self.counters().unacked);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if *self.phase.borrow() != Phase::Send {
+            Counters::drop_one(&self.counters().unacked);
+            return false;
+        }
+        true
+    }
+
+    /// The conversation this client sends to.
+    fn conv_id(&self) -> Option<String> {
+        match &self.spec.to {
+            Destination::Peer(peer) => {
+                let (a, b) = match self.spec.user.as_str() < peer.as_str() {
+                    true => (self.spec.user.as_str(), peer.as_str()),
+                    false => (peer.as_str(), self.spec.user.as_str()),
+                };
+                Some(format!("dm:{a}:{b}"))
+            }
+            Destination::Conv(conv) => Some(conv.clone()),
+            Destination::None => None,
+        }
+    }
+
+    /// A typing indicator in the conversation it sends to (no reply; the
+    /// server drops those within 3 s of the last).
+    async fn say_typing(&mut self) {
+        let Some(conv) = self.conv_id() else {
+            return;
+        };
+        self.write(json!({"type": "typing", "conv_id": conv}).to_string())
+            .await;
     }
 
     fn rid(&mut self) -> u64 {

@@ -181,6 +181,11 @@ async fn handle(
 ) -> ServerFrame {
     match frame {
         ClientFrame::Ping => ServerFrame::Pong { rid },
+        ClientFrame::Typing(_) | ClientFrame::Presence { .. } | ClientFrame::Read { .. } => error(
+            rid,
+            ErrorCode::BadRequest,
+            "the relay forwards messages only",
+        ),
         ClientFrame::Sync(_) => ServerFrame::SyncResult {
             rid,
             result: SyncResult {
@@ -211,6 +216,8 @@ async fn handle(
                 kind: send.kind,
                 body: send.body,
                 ts: now_ms(),
+                refers_to: send.refers_to,
+                recalled: false,
             };
             let ack = Ack {
                 client_msg_id: message.client_msg_id.clone(),

@@ -33,6 +33,12 @@ pub struct Report {
     pub reconnects: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
+    /// Syncs the clients requested.
+    pub syncs: u64,
+    /// Notifies whose entries the clients took instead of syncing.
+    pub notifies_taken: u64,
+    /// Typing indicators the clients received.
+    pub typing_received: u64,
     /// The exactly-once check.
     pub verdict: Verdict,
     /// Latencies, errors and timeline.
@@ -68,6 +74,11 @@ impl Report {
             self.delivered_per_s,
             self.reconnects,
             self.connect_failures
+        );
+        let _ = writeln!(
+            out,
+            "syncs {}  notifies whose entries were taken {}  typing indicators received {}",
+            self.syncs, self.notifies_taken, self.typing_received
         );
         let _ = writeln!(
             out,
@@ -174,7 +185,7 @@ mod tests {
     fn report() -> Report {
         let stats = Stats::default();
         for second in 1..=3 {
-            stats.record_delivery(Duration::from_millis(second * 10));
+            stats.record_delivery(Some(Duration::from_millis(second * 10)));
             stats.tick(second);
         }
         Report {
@@ -187,6 +198,9 @@ mod tests {
             delivered_per_s: 1.0,
             reconnects: 0,
             connect_failures: 0,
+            syncs: 0,
+            notifies_taken: 0,
+            typing_received: 0,
             verdict: Verdict::default(),
             latency: stats.snapshot(),
             extra: BTreeMap::new(),

@@ -40,6 +40,12 @@ pub struct Counters {
     pub unacked: AtomicU64,
     /// Clients that completed a sync after [`crate::client::Phase::Reconnect`].
     pub caught_up: AtomicU64,
+    /// Syncs requested.
+    pub syncs: AtomicU64,
+    /// Notifies whose entries a client took instead of syncing.
+    pub notifies_taken: AtomicU64,
+    /// Typing indicators received.
+    pub typing_received: AtomicU64,
 }
 
 impl Counters {
@@ -76,6 +82,7 @@ struct Histograms {
     ack: Histogram<u64>,
     delivered: Histogram<u64>,
     after_ack: Histogram<u64>,
+    slowest_after_ack: Option<SlowDelivery>,
     /// Deliveries since the last timeline point.
     recent: Histogram<u64>,
     errors: BTreeMap<String, u64>,
@@ -100,6 +107,7 @@ impl Default for Stats {
                 ack: histogram(),
                 delivered: histogram(),
                 after_ack: histogram(),
+                slowest_after_ack: None,
                 recent: histogram(),
                 errors: BTreeMap::new(),
                 timeline: Vec::new(),
@@ -129,9 +137,14 @@ impl Stats {
         self.with(|h| h.ack.saturating_record(micros(latency)));
     }
 
-    /// Records a send->delivered latency of a message from another user.
-    pub fn record_delivery(&self, latency: Duration) {
+    /// Records a delivered message from another user, with its send->delivered
+    /// latency when its body carries its send time.
+    pub fn record_delivery(&self, latency: Option<Duration>) {
         Counters::bump(&self.counters.delivered);
+        // A recall has no body to carry its send time: counted, not timed.
+        let Some(latency) = latency else {
+            return;
+        };
         let us = micros(latency);
         self.with(|h| {
             h.delivered.saturating_record(us);
@@ -139,9 +152,22 @@ impl Stats {
         });
     }
 
-    /// Records how long a delivered message waited after its ack.
-    pub fn record_after_ack(&self, wait: Duration) {
-        self.with(|h| h.after_ack.saturating_record(micros(wait)));
+    /// Records how long a delivered message waited after its ack; the
+    /// longest wait is kept with the message, to look it up in the logs.
+    pub fn record_after_ack(&self, wait: Duration, message: impl FnOnce() -> SlowDelivery) {
+        self.with(|h| {
+            h.after_ack.saturating_record(micros(wait));
+            let waited_ms = ms(micros(wait));
+            if h.slowest_after_ack
+                .as_ref()
+                .is_none_or(|s| s.waited_ms < waited_ms)
+            {
+                h.slowest_after_ack = Some(SlowDelivery {
+                    waited_ms,
+                    ..message()
+                });
+            }
+        });
     }
 
     /// Counts an error frame (or a failed HTTP call) by its code.
@@ -175,6 +201,7 @@ impl Stats {
             ack_latency: Percentiles::of(&h.ack),
             delivery_latency: Percentiles::of(&h.delivered),
             after_ack_latency: Percentiles::of(&h.after_ack),
+            slowest_after_ack: h.slowest_after_ack.clone(),
             errors: h.errors.clone(),
             timeline: h.timeline.clone(),
         })
@@ -214,6 +241,24 @@ impl Percentiles {
     }
 }
 
+/// One delivered message and how long it waited after its ack: enough to
+/// find it in the servers' logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlowDelivery {
+    /// Ack->delivered (ms).
+    pub waited_ms: f64,
+    /// Its sender.
+    pub from: String,
+    /// The recipient that waited.
+    pub to: String,
+    /// Its client_msg_id.
+    pub client_msg_id: String,
+    /// Its seq in the recipient's inbox.
+    pub seq: u64,
+    /// When the recipient got it (Unix ms).
+    pub delivered_at_ms: u64,
+}
+
 /// The recorded latencies and errors at the end of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -224,6 +269,8 @@ pub struct Snapshot {
     /// Ack->delivered: how long an acked message waited for each recipient
     /// (0 when it arrived before the ack).
     pub after_ack_latency: Percentiles,
+    /// The message that waited longest after its ack, if any did.
+    pub slowest_after_ack: Option<SlowDelivery>,
     /// Errors by code.
     pub errors: BTreeMap<String, u64>,
     /// One point per second of the run.
@@ -238,7 +285,7 @@ mod tests {
     fn percentiles_come_from_the_recorded_latencies() {
         let stats = Stats::default();
         for ms in 1..=100 {
-            stats.record_delivery(Duration::from_millis(ms));
+            stats.record_delivery(Some(Duration::from_millis(ms)));
         }
         let snap = stats.snapshot();
         assert_eq!(snap.delivery_latency.count, 100);
@@ -262,10 +309,10 @@ mod tests {
     #[test]
     fn a_tick_covers_only_the_deliveries_since_the_last_one() {
         let stats = Stats::default();
-        stats.record_delivery(Duration::from_millis(500));
+        stats.record_delivery(Some(Duration::from_millis(500)));
         assert_eq!(stats.tick(1).delivered, 1);
-        stats.record_delivery(Duration::from_millis(2));
-        stats.record_delivery(Duration::from_millis(2));
+        stats.record_delivery(Some(Duration::from_millis(2)));
+        stats.record_delivery(Some(Duration::from_millis(2)));
         let point = stats.tick(2);
         assert_eq!(point.delivered, 2);
         assert!(point.p99_ms < 3.0, "{point:?}");

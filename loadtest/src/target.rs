@@ -43,6 +43,13 @@ pub struct Target {
     sources: Vec<IpAddr>,
     tokens: TokenSource,
     http: reqwest::Client,
+    /// Whether clients take the entries a notify carries (protocol 1.1)
+    /// instead of syncing.
+    notify_entries: bool,
+    /// Whether clients send a typing indicator before each message.
+    typing: bool,
+    /// Every Nth acked message of a client is edited or recalled.
+    change_every: Option<u64>,
 }
 
 impl Target {
@@ -70,7 +77,45 @@ impl Target {
             sources,
             tokens,
             http,
+            notify_entries: true,
+            typing: false,
+            change_every: None,
         })
+    }
+
+    /// Clients send a typing indicator before each message (protocol 1.1).
+    pub fn typing_before_sending(mut self) -> Self {
+        self.typing = true;
+        self
+    }
+
+    /// Whether clients send a typing indicator before each message.
+    pub fn types_before_sending(&self) -> bool {
+        self.typing
+    }
+
+    /// Every `n`th acked message of each client is then edited or, every
+    /// other time, recalled (protocol 1.1); 0 changes none.
+    pub fn changing_every(mut self, n: u64) -> Self {
+        self.change_every = (n > 0).then_some(n);
+        self
+    }
+
+    /// How often clients change one of their messages, if at all.
+    pub fn change_every(&self) -> Option<u64> {
+        self.change_every
+    }
+
+    /// Clients sync on every notify, as a version-1 client does, ignoring
+    /// the entries it carries.
+    pub fn syncing_only(mut self) -> Self {
+        self.notify_entries = false;
+        self
+    }
+
+    /// Whether clients take the entries a notify carries.
+    pub fn takes_notify_entries(&self) -> bool {
+        self.notify_entries
     }
 
     /// The HTTP base (`http://host:port`) of target `index`.

@@ -1,7 +1,9 @@
 //! Send throughput of the message service: sends/s through `MessageApi::send`
 //! for 1 and 64 concurrent senders (each in a DM with its own peer, so the
-//! inboxes are distinct) and for 64 senders into one group of 8, each with
-//! fsync on every ack (group commit) and without (the OS-buffers baseline).
+//! inboxes are distinct), for 64 senders into one group of 8 and for 8
+//! senders into one group of 500 (the largest: inbox appends/s is the
+//! figure there), each with fsync on every ack (group commit) and without
+//! (the OS-buffers baseline).
 //!
 //! Each case runs for `BENCH_SECS` seconds (default 3) on a fresh data dir.
 //! Run with `cargo bench -p msg-service --bench send_throughput`.
@@ -30,7 +32,7 @@ struct Case {
     shape: Shape,
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 4] = [
     Case {
         name: "1 sender, dm",
         senders: 1,
@@ -46,7 +48,22 @@ const CASES: [Case; 3] = [
         senders: 64,
         shape: Shape::Group(8),
     },
+    Case {
+        name: "8 senders, 1 group of 500",
+        senders: 8,
+        shape: Shape::Group(500),
+    },
 ];
+
+impl Shape {
+    /// The inboxes one send appends to.
+    fn fan_out(self) -> usize {
+        match self {
+            Shape::Dms => 2,
+            Shape::Group(members) => members,
+        }
+    }
+}
 
 /// A 100-byte message.
 const BODY: &str = concat!(
@@ -99,8 +116,16 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<26} {:<10} {:>8} {:>7} {:>9} {:>8} {:>8} {:>12}",
-        "case", "durability", "sends", "secs", "sends/s", "p50 ms", "p99 ms", "fsyncs/send"
+        "{:<26} {:<10} {:>8} {:>7} {:>9} {:>11} {:>8} {:>8} {:>12}",
+        "case",
+        "durability",
+        "sends",
+        "secs",
+        "sends/s",
+        "appends/s",
+        "p50 ms",
+        "p99 ms",
+        "fsyncs/send"
     );
     let mut ratios = Vec::new();
     for case in &CASES {
@@ -119,12 +144,13 @@ fn main() -> anyhow::Result<()> {
 
 fn print_row(case: &Case, durability: &str, o: &Outcome) {
     println!(
-        "{:<26} {:<10} {:>8} {:>7.2} {:>9.0} {:>8.2} {:>8.2} {:>12.2}",
+        "{:<26} {:<10} {:>8} {:>7.2} {:>9.0} {:>11.0} {:>8.2} {:>8.2} {:>12.2}",
         case.name,
         durability,
         o.sends,
         o.elapsed.as_secs_f64(),
         o.rate(),
+        o.rate() * case.shape.fan_out() as f64,
         o.percentile_ms(0.5),
         o.percentile_ms(0.99),
         o.fsyncs as f64 / o.sends as f64,
@@ -147,7 +173,12 @@ async fn run_case(
             bus: Arc::new(InProcessBus::default()),
             presence: Arc::new(InProcessPresence::default()),
         },
-        ServiceConfig::default(),
+        // The write path is measured, not the per-user send limit.
+        ServiceConfig {
+            send_rate: 1_000_000,
+            send_burst: 1_000_000,
+            ..ServiceConfig::default()
+        },
     ));
     let routes = routes(&service, case).await?;
     for (i, (sender, target)) in routes.iter().enumerate() {

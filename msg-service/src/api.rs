@@ -1,5 +1,7 @@
 //! The message service's interface as gateways see it, and its result types.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use proto::{Ack, ConvId, ConvKind, HistoryMessage, SendRequest, Seq, SyncResult, UserId};
 use serde::Serialize;
@@ -20,7 +22,18 @@ pub struct Conversation {
     pub title: Option<String>,
     /// The highest conv_seq of its log (0 when empty).
     pub last_conv_seq: Seq,
+    /// The caller's read marker (protocol 1.1; 0: nothing read).
+    pub read_up_to: Seq,
+    /// Text messages after the caller's marker that others sent, counted
+    /// exactly up to [`UNREAD_COUNTED`] (that many means "or more").
+    pub unread: u32,
+    /// In a group, every member's marker (0 for one who read nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<BTreeMap<UserId, Seq>>,
 }
+
+/// Unread messages are counted exactly up to this many.
+pub const UNREAD_COUNTED: u32 = 100;
 
 /// A page of a conversation's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +91,10 @@ pub trait MessageApi: Send + Sync + 'static {
         conv: &ConvId,
         member: &UserId,
     ) -> Result<Conversation>;
+    /// Moves the caller's read marker in a conversation up to `conv_seq`
+    /// (at most its last message; never back) and answers the marker as it
+    /// now stands (protocol 1.1).
+    async fn mark_read(&self, user: &UserId, conv: &ConvId, conv_seq: Seq) -> Result<Seq>;
     /// Makes everything durable (at shutdown).
     async fn flush(&self) -> Result<()>;
 }

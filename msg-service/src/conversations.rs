@@ -23,7 +23,7 @@ impl Core {
         let ids = self.backends.store.user_conversations(user).await?;
         let mut conversations = Vec::with_capacity(ids.len());
         for conv in ids {
-            if let Some(view) = self.view(&conv).await? {
+            if let Some(view) = self.view(user, &conv).await? {
                 conversations.push(view);
             }
         }
@@ -36,14 +36,14 @@ impl Core {
         conv: &ConvId,
     ) -> Result<Conversation> {
         self.check_member(user, conv).await?;
-        match self.view(conv).await? {
+        match self.view(user, conv).await? {
             Some(view) => Ok(view),
             // A member of a dm that has no message yet: it exists implicitly.
             None => self.empty_dm_view(conv),
         }
     }
 
-    #[tracing::instrument(skip_all, fields(user = %creator), err)]
+    #[tracing::instrument(skip_all, fields(user = %creator), err(Debug))]
     pub(crate) async fn new_group(
         &self,
         creator: &UserId,
@@ -66,7 +66,7 @@ impl Core {
             created_at: now_ms(),
         };
         store.put_conversation(&meta).await?;
-        self.view(&conv).await?.ok_or(Error::Forbidden)
+        self.view(creator, &conv).await?.ok_or(Error::Forbidden)
     }
 
     /// A fresh group id in a shard this instance serves, so that any
@@ -83,7 +83,7 @@ impl Core {
 
     /// Checks the cap and adds as the conversation's writer: no other
     /// membership change (nor a send's member read) comes in between.
-    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err)]
+    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err(Debug))]
     pub(crate) async fn add_group_members(
         &self,
         caller: &UserId,
@@ -99,12 +99,12 @@ impl Core {
             Ok::<_, Error>(self.backends.store.add_members(conv, &new).await?)
         };
         self.conversations.exclusive(&conv_key(conv), add).await?;
-        self.view(conv).await?.ok_or(Error::Forbidden)
+        self.view(caller, conv).await?.ok_or(Error::Forbidden)
     }
 
     /// Removes as the conversation's writer: a send either read the members
     /// before (and the member gets its message) or after (and does not).
-    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err)]
+    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err(Debug))]
     pub(crate) async fn remove_group_member(
         &self,
         caller: &UserId,
@@ -118,7 +118,7 @@ impl Core {
         self.conversations
             .exclusive(&conv_key(conv), remove)
             .await?;
-        self.view(conv).await?.ok_or(Error::Forbidden)
+        self.view(caller, conv).await?.ok_or(Error::Forbidden)
     }
 
     /// The members of a group the caller belongs to; a dm's members are fixed.
@@ -144,15 +144,23 @@ impl Core {
         Ok(())
     }
 
-    /// The conversation as callers see it, if it exists.
-    async fn view(&self, conv: &ConvId) -> Result<Option<Conversation>> {
+    /// The conversation as `caller` sees it, if it exists: with the
+    /// caller's read marker and unread count, and in a group every
+    /// member's marker.
+    async fn view(&self, caller: &UserId, conv: &ConvId) -> Result<Option<Conversation>> {
         let store = &self.backends.store;
         let Some(meta) = store.conversation(conv).await? else {
             return Ok(None);
         };
+        let members = store.members(conv).await?;
+        let last_conv_seq = self.listed_conv_head(conv).await?;
+        let reads = self.reads(caller, conv, &members, last_conv_seq).await?;
         Ok(Some(Conversation {
-            members: store.members(conv).await?,
-            last_conv_seq: self.listed_conv_head(conv).await?,
+            members,
+            last_conv_seq,
+            read_up_to: reads.read_up_to,
+            unread: reads.unread,
+            read: (meta.kind == ConvKind::Group).then_some(reads.everyone),
             conv_id: meta.conv_id,
             kind: meta.kind,
             title: meta.title,
@@ -162,7 +170,7 @@ impl Core {
     /// A conversation's visible head where it is served; in a list made
     /// at another replica, the head in the store (it may count a message
     /// whose send is still in flight: history stops below it until then).
-    async fn listed_conv_head(&self, conv: &ConvId) -> Result<proto::Seq> {
+    pub(crate) async fn listed_conv_head(&self, conv: &ConvId) -> Result<proto::Seq> {
         if self.conversations.serves(&conv_key(conv)) {
             return self.visible_conv_head(conv).await;
         }
@@ -177,6 +185,9 @@ impl Core {
             members: vec![a, b],
             title: None,
             last_conv_seq: 0,
+            read_up_to: 0,
+            unread: 0,
+            read: None,
         })
     }
 }

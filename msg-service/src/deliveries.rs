@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
-use proto::{HistoryMessage, Seq, UserId};
+use proto::{HistoryMessage, MessageKind, Seq, UserId};
 
 use crate::Result;
 use crate::grpc::RemoteMessageService;
@@ -24,6 +24,11 @@ impl Core {
         message: &HistoryMessage,
         pass: Pass,
     ) -> Vec<Result<Seq>> {
+        // A recall reaches no inbox before its message is blanked in the log.
+        if let Err(err) = self.recall_in_log(message).await {
+            tracing::warn!(error = %err, conv = %message.conv_id, "a recall could not blank its message");
+            return members.iter().map(|_| Err(recall_unfinished())).collect();
+        }
         let Some(routes) = &self.routes else {
             return self.fan_out_here(members, message, pass).await;
         };
@@ -40,9 +45,17 @@ impl Core {
             }
         }
         let local: Vec<UserId> = here.iter().map(|&i| members[i].clone()).collect();
-        let remote = join_all(away.into_values().map(|(peer, indexes)| async move {
+        let remote = join_all(away.into_iter().map(|(addr, (peer, indexes))| async move {
             let batch: Vec<UserId> = indexes.iter().map(|&i| members[i].clone()).collect();
-            (indexes, peer.deliver(message, &batch).await)
+            let shards: Vec<u16> = batch.iter().map(inbox_shard).collect();
+            // A replica that dies or pauses mid-call does not answer: once
+            // its shards moved, the batch fails at once (to be retried at
+            // the new owners), not at the call's deadline.
+            let results = tokio::select! {
+                results = peer.deliver(message, &batch) => results,
+                () = routes.moved_from(&addr, &shards) => batch.iter().map(|_| Err(moved_away())).collect(),
+            };
+            (indexes, results)
         }));
         let (local, remote) = tokio::join!(self.fan_out_here(&local, message, pass), remote);
         for (i, outcome) in here.into_iter().zip(local) {
@@ -70,6 +83,9 @@ impl Core {
         message: &HistoryMessage,
         members: &[UserId],
     ) -> Vec<Result<Seq>> {
+        if message.kind == MessageKind::Read {
+            return self.fan_out_here(members, message, Pass::Always).await;
+        }
         let stored = self
             .backends
             .store
@@ -131,6 +147,7 @@ impl Core {
             .lock(&(user, &message.conv_id, message.conv_seq))
             .await;
         let look = match pass {
+            Pass::Always => false,
             Pass::Resume => true,
             Pass::First { conv_epoch } => !self
                 .conversations
@@ -166,6 +183,9 @@ pub(crate) enum Pass {
     /// Any later one (a client's retry, the retry queue, recovery, a
     /// Deliver call): each inbox is looked at first.
     Resume,
+    /// An entry that is in no conversation's log (a `read` entry): appended
+    /// without a look; a repeat is another entry saying the same.
+    Always,
 }
 
 /// A Deliver of a message its log does not hold: not appended, and said so
@@ -182,6 +202,15 @@ fn not_in_log(message: &HistoryMessage) -> crate::Error {
 }
 
 /// Every member is given a route or an outcome above; kept total anyway.
+fn moved_away() -> crate::Error {
+    storage::Error::Unavailable("the inbox moved to another replica during its append".into())
+        .into()
+}
+
+fn recall_unfinished() -> crate::Error {
+    storage::Error::Unavailable("the recalled message could not be blanked yet".into()).into()
+}
+
 fn not_routed() -> crate::Error {
     storage::Error::Unavailable("no route to the inbox's owner".into()).into()
 }

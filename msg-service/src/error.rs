@@ -15,6 +15,10 @@ pub enum Error {
     /// so that existence is never revealed).
     #[error("not a member of this conversation")]
     Forbidden,
+    /// A member may not make this change (protocol 1.1: a recall or an
+    /// edit of a message that is not theirs, not text, or past its window).
+    #[error("{0}")]
+    NotAllowed(&'static str),
     /// A dependency is down; retry later with the same ids.
     #[error("temporarily unavailable, retry later")]
     Unavailable {
@@ -82,7 +86,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Invalid(err) => err.code(),
-            Error::Forbidden => ErrorCode::Forbidden,
+            Error::Forbidden | Error::NotAllowed(_) => ErrorCode::Forbidden,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable { .. } => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,

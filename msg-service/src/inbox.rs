@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use proto::{Entry, HistoryMessage, Seq, UserId};
-use storage::WriteTicket;
+use storage::{Inline, WriteTicket};
 
 use crate::logs::{Announce, Logged, Write};
 use crate::service::{Core, inbox_key};
@@ -38,8 +38,14 @@ impl Core {
         message: &HistoryMessage,
     ) -> Result<Seq> {
         let store = &self.backends.store;
+        self.recall_in_inbox(user, message).await?;
         let load_head = || async { Ok(store.inbox_head(user).await?) };
-        let tag = format!("{}\0{}", message.conv_id, message.conv_seq);
+        // The entry's identity: its sender's idempotency key (a read entry,
+        // which has no conv_seq, names its marker in it).
+        let tag = format!(
+            "{}\0{}\0{}",
+            message.conv_id, message.from, message.client_msg_id
+        );
         let write = inbox_write(self.backends.clone(), user.clone(), message.clone());
         let appended = self
             .inboxes
@@ -87,8 +93,22 @@ pub(crate) fn announcer(backends: Backends) -> Announce<InboxWrite> {
                 tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
                 drop_cache(&backends, &user).await;
             }
-            notifier.notify(&user, entry.seq).await;
+            let inline = inline_entry(previous, &entry);
+            notifier.notify(&user, entry.seq, inline).await;
         })
+    })
+}
+
+/// Bodies up to this size go inline in the notify (protocol 1.1: "small",
+/// up to about 4 KiB in all with the entry's other fields); a larger one is
+/// fetched by the client's sync.
+const INLINE_BODY_MAX: usize = 3 * 1024;
+
+/// The entry as a notify carries it, when it is small.
+fn inline_entry(previous: Seq, entry: &Entry) -> Option<Inline> {
+    (entry.message.body.len() <= INLINE_BODY_MAX).then(|| Inline {
+        prev: previous,
+        entries: vec![entry.clone()],
     })
 }
 

@@ -73,6 +73,7 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     // around a remote store that stalls.
     let guard = config.service.store_guard(&config.breakers);
     let store = Arc::new(GuardedStore::new(store, guard));
+    store.watch_recovery();
     let url = config.redis.context("--redis is required")?;
     let options = RedisOptions {
         breaker: config.breakers.config(),

@@ -42,9 +42,10 @@ const BATCH: usize = 100;
 /// The retry worker's tuning.
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
-    /// The first backoff after a failed retry; doubled per attempt.
+    /// The shortest wait after a failed retry (the wait is a quarter of
+    /// how long the item has been queued, within these two).
     pub backoff: Duration,
-    /// The longest backoff.
+    /// The longest wait after a failed retry.
     pub max_backoff: Duration,
     /// How long the worker waits between passes when nothing is enqueued.
     pub poll: Duration,
@@ -89,7 +90,18 @@ impl RetryWorker {
         let cancel = CancellationToken::new();
         let signals = Arc::clone(&core.retry);
         let poll = core.config.retry.poll;
-        let task = tokio::spawn(run(Arc::downgrade(core), signals, poll, cancel.clone()));
+        let membership = core
+            .routes
+            .as_ref()
+            .map(|routes| routes.keeper().membership());
+        let worker = run(
+            Arc::downgrade(core),
+            signals,
+            membership,
+            poll,
+            cancel.clone(),
+        );
+        let task = tokio::spawn(worker);
         RetryWorker {
             cancel,
             task: Some(task),
@@ -115,13 +127,19 @@ impl Drop for RetryWorker {
 
 /// Holds the service only during a pass: between passes a dropped service
 /// (and its store) is let go, and the worker ends.
+///
+/// A replica also passes at once when its keeper's `membership` changes,
+/// taking every item as due: the fan-outs that failed for want of an
+/// owner that died may go through now, not after their backoff.
 async fn run(
     core: Weak<Core>,
     signals: Arc<RetrySignals>,
+    mut membership: Option<watch::Receiver<u64>>,
     poll: Duration,
     cancel: CancellationToken,
 ) {
     let mut recovered = false;
+    let mut all_due = false;
     while !cancel.is_cancelled() {
         let Some(strong) = core.upgrade() else {
             return;
@@ -133,7 +151,7 @@ async fn run(
         if !recovered || replica {
             recovered = recover(&strong, &cancel).await;
         }
-        if let Err(err) = strong.retry_pass(&cancel).await {
+        if let Err(err) = strong.retry_pass(&cancel, all_due).await {
             tracing::warn!(error = %err, "retry queue pass failed; trying again later");
         }
         // Only once recovery is done: until then the previous process's
@@ -146,11 +164,24 @@ async fn run(
         }
         drop(strong);
         signals.passes.send_modify(|n| *n += 1);
-        tokio::select! {
+        all_due = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = signals.kick.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-        }
+            _ = signals.kick.notified() => false,
+            _ = tokio::time::sleep(poll) => false,
+            () = changed(&mut membership) => true,
+        };
+    }
+}
+
+/// Returns when `membership` changes; never without one (or once its
+/// keeper is gone).
+async fn changed(membership: &mut Option<watch::Receiver<u64>>) {
+    let gone = match membership {
+        Some(rx) => rx.changed().await.is_err(),
+        None => true,
+    };
+    if gone {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -239,8 +270,9 @@ impl Core {
     }
 
     /// One pass from the checkpoint to the end of the queue; then the next
-    /// pass starts from the front.
-    async fn retry_pass(&self, cancel: &CancellationToken) -> Result<()> {
+    /// pass starts from the front. `all_due`: items still in their backoff
+    /// are tried too.
+    async fn retry_pass(&self, cancel: &CancellationToken, all_due: bool) -> Result<()> {
         let store = &self.backends.store;
         // Replicas share the queue: one's checkpoint would make another's
         // pass start behind items it owns. Theirs start at the front.
@@ -262,7 +294,7 @@ impl Core {
                 // Items still in their backoff are passed over without a
                 // checkpoint write (one durable write each, every poll,
                 // during an outage); a restart passes over them again.
-                if self.retry_item(item).await? && !replica {
+                if self.retry_item(item, all_due).await? && !replica {
                     store.save_retry_checkpoint(Some(&key)).await?;
                 }
                 cursor = Some(key);
@@ -274,10 +306,10 @@ impl Core {
         self.report_depth().await
     }
 
-    /// Retries one item if its backoff is over (whether it did); keeps
-    /// what still fails.
-    async fn retry_item(&self, item: RetryItem) -> Result<bool> {
-        if item.not_before > now_ms() {
+    /// Retries one item if its backoff is over, or `all_due` (whether it
+    /// did); keeps what still fails.
+    async fn retry_item(&self, item: RetryItem, all_due: bool) -> Result<bool> {
+        if item.not_before > now_ms() && !all_due {
             return Ok(false);
         }
         if !self.conversations.serves(&conv_key(&item.key.conv_id)) {
@@ -302,7 +334,7 @@ impl Core {
             return Ok(true);
         }
         let attempts = item.attempts.saturating_add(1);
-        let backoff = self.retry_backoff(attempts);
+        let backoff = self.retry_backoff(item.key.enqueued_at);
         let kept = RetryItem {
             members: still,
             attempts,
@@ -313,9 +345,16 @@ impl Core {
         Ok(true)
     }
 
-    fn retry_backoff(&self, attempts: u32) -> u64 {
+    /// The wait before an item queued at `enqueued_at` (wall ms) is tried
+    /// again. It grows with the item's age, not with its failed tries:
+    /// during an outage the tries fail fast (an open breaker) and many at
+    /// once, and a backoff doubled per try would hold a fan-out back for
+    /// seconds after the outage ended. Waiting a quarter of its age keeps
+    /// that to a quarter of the outage.
+    fn retry_backoff(&self, enqueued_at: u64) -> u64 {
         let retry = &self.config.retry;
-        jittered(capped_backoff(retry.backoff, retry.max_backoff, attempts))
+        let age = now_ms().saturating_sub(enqueued_at);
+        jittered(backoff_for_age(retry.backoff, retry.max_backoff, age))
     }
 
     /// Appends a stored message to these members' inboxes where it is not
@@ -379,11 +418,11 @@ fn failed_members(results: Vec<(UserId, Result<Seq>)>) -> Vec<UserId> {
         .collect()
 }
 
-/// Exponential backoff in milliseconds: `base` doubled per attempt, capped.
-fn capped_backoff(base: Duration, max: Duration, attempts: u32) -> u64 {
+/// A quarter of `age_ms`, at least `base` and at most `max`, in milliseconds.
+fn backoff_for_age(base: Duration, max: Duration, age_ms: u64) -> u64 {
     let base = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
     let max = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-    base.saturating_mul(1u64 << attempts.min(20)).min(max)
+    (age_ms / 4).max(base).min(max)
 }
 
 /// Half the backoff plus a random part of the other half ("equal jitter"):
@@ -399,11 +438,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_per_attempt_up_to_the_cap() {
+    fn backoff_is_a_quarter_of_the_age_between_the_floor_and_the_cap() {
         let (base, max) = (Duration::from_millis(200), Duration::from_secs(60));
-        assert_eq!(capped_backoff(base, max, 0), 200);
-        assert_eq!(capped_backoff(base, max, 3), 1_600);
-        assert_eq!(capped_backoff(base, max, 40), 60_000);
+        assert_eq!(backoff_for_age(base, max, 0), 200);
+        assert_eq!(backoff_for_age(base, max, 3_000), 750);
+        assert_eq!(backoff_for_age(base, max, 3_600_000), 60_000);
     }
 
     #[test]

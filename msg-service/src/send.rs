@@ -17,7 +17,7 @@ use crate::service::{Core, conv_key};
 use crate::{Error, Result};
 
 impl Core {
-    #[tracing::instrument(skip_all, fields(user = %sender), err)]
+    #[tracing::instrument(skip_all, fields(user = %sender), err(Debug))]
     pub(crate) async fn send_message(&self, sender: &UserId, request: SendRequest) -> Result<Ack> {
         let conv = target_conv(sender, &request.target)?;
         let (appended, _turn) = match self.log_once(sender, &conv, request).await? {
@@ -181,6 +181,8 @@ impl Core {
             kind: request.kind,
             body: request.body,
             ts: now_ms(),
+            refers_to: request.refers_to,
+            recalled: false,
         };
         // A direct conversation's members are fixed by its id: it is made to
         // exist before the writer's turn, so that its sends do not hold the
@@ -190,7 +192,13 @@ impl Core {
             self.ensure_dm(conv, &a, &b).await?;
         }
         let prepare = || async {
-            let members = self.members_for_send(sender, conv).await?;
+            let mut members = self.members_for_send(sender, conv).await?;
+            // A recall also reaches whoever got the message and has left.
+            for had_it in self.check_change(sender, &template).await? {
+                if !members.contains(&had_it) {
+                    members.push(had_it);
+                }
+            }
             let store = Arc::clone(&self.backends.store);
             Ok(posting(store, &self.in_flight, template, members))
         };

@@ -54,6 +54,10 @@ pub struct ServiceConfig {
     /// Deadline of a call forwarded to another replica (below the gateways'
     /// own, so that they get the owner's answer, not a timeout).
     pub peer_timeout: std::time::Duration,
+    /// How long after a message its sender may recall it.
+    pub recall_window: std::time::Duration,
+    /// How long after a message its sender may edit it.
+    pub edit_window: std::time::Duration,
 }
 
 impl Default for ServiceConfig {
@@ -72,6 +76,8 @@ impl Default for ServiceConfig {
             history_runtime: None,
             max_cached_logs: 200_000,
             peer_timeout: std::time::Duration::from_secs(4),
+            recall_window: std::time::Duration::from_secs(120),
+            edit_window: std::time::Duration::from_secs(900),
         }
     }
 }
@@ -118,6 +124,8 @@ pub(crate) struct Core {
     /// of the message), so a duplicate `client_msg_id` sent twice at once
     /// stores one message. Not held through the fan-out.
     pub(crate) senders: Stripes,
+    /// One user's read marks, one at a time (protocol 1.1).
+    pub(crate) readers: Stripes,
     /// One fan-out at a time per message.
     pub(crate) fanout_turns: FanoutTurns,
     /// Serializes the look-then-append of one message into one inbox (see
@@ -226,6 +234,7 @@ impl MessageService {
                 queue_late_fanout(Arc::clone(store), Arc::clone(&retry)),
             ),
             senders: Stripes::new(1024),
+            readers: Stripes::new(1024),
             fanout_turns: FanoutTurns::default(),
             deliveries: Stripes::new(1024),
             send_limit: SendLimiter::new(config.send_rate, config.send_burst),
@@ -387,6 +396,12 @@ impl crate::MessageApi for MessageService {
 
     async fn conversation(&self, user: &UserId, conv: &ConvId) -> Result<crate::Conversation> {
         self.core.get_conversation(user, conv).await
+    }
+
+    async fn mark_read(&self, user: &UserId, conv: &ConvId, conv_seq: Seq) -> Result<Seq> {
+        let (user, conv) = (user.clone(), conv.clone());
+        self.detached(|core| async move { core.mark_read(&user, &conv, conv_seq).await })
+            .await
     }
 
     async fn create_group(

@@ -62,6 +62,15 @@ pub struct ServiceArgs {
     #[arg(long, env = "CHAT_MAX_CACHED_LOGS", default_value_t = 200_000,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_cached_logs: u64,
+
+    /// How long after a message its sender may recall it, in seconds
+    /// (protocol 1.1).
+    #[arg(long, env = "CHAT_RECALL_WINDOW_SECS", default_value_t = 120)]
+    pub recall_window_secs: u64,
+
+    /// How long after a message its sender may edit it, in seconds.
+    #[arg(long, env = "CHAT_EDIT_WINDOW_SECS", default_value_t = 900)]
+    pub edit_window_secs: u64,
 }
 
 impl ServiceArgs {
@@ -76,6 +85,8 @@ impl ServiceArgs {
             fanout_bulkhead: self.bulkhead_fanout,
             history_runtime: self.history_runtime(),
             max_cached_logs: usize::try_from(self.max_cached_logs).unwrap_or(usize::MAX),
+            recall_window: Duration::from_secs(self.recall_window_secs),
+            edit_window: Duration::from_secs(self.edit_window_secs),
             ..ServiceConfig::default()
         }
     }

@@ -7,7 +7,7 @@ use crate::Result;
 use crate::service::Core;
 
 impl Core {
-    #[tracing::instrument(skip_all, fields(user = %user, since), err)]
+    #[tracing::instrument(skip_all, fields(user = %user, since), err(Debug))]
     pub(crate) async fn sync_inbox(
         &self,
         user: &UserId,

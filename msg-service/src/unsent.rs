@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use proto::{Seq, UserId};
-use storage::{Notification, NotifyBus, Presence};
+use storage::{Inline, Notification, NotifyBus, Presence};
 
 /// How often kept notifies are tried again.
 const RESEND_EVERY: Duration = Duration::from_millis(200);
@@ -60,17 +60,19 @@ impl Notifier {
         }
     }
 
-    /// Tells the gateways holding `user` that its inbox head moved; if that
-    /// fails, keeps it and tries again until it goes.
-    pub(crate) async fn notify(&self, user: &UserId, head: Seq) {
-        if !self.try_notify(user, head).await {
+    /// Tells the gateways holding `user` that its inbox head moved, with
+    /// the new entries when `inline` has them; if that fails, keeps the head
+    /// and tries again until it goes (without the entries: the client
+    /// syncs).
+    pub(crate) async fn notify(&self, user: &UserId, head: Seq, inline: Option<Inline>) {
+        if !self.try_notify(user, head, inline).await {
             self.unsent.keep(user.clone(), head);
             self.start_resending();
         }
     }
 
     /// Whether every gateway holding `user` was told.
-    async fn try_notify(&self, user: &UserId, head: Seq) -> bool {
+    async fn try_notify(&self, user: &UserId, head: Seq, inline: Option<Inline>) -> bool {
         let gateways = match self.presence.gateways(user).await {
             Ok(gateways) => gateways,
             Err(err) => {
@@ -83,8 +85,9 @@ impl Notifier {
             let note = Notification {
                 user: user.clone(),
                 head,
+                inline: inline.clone(),
             };
-            if let Err(err) = self.bus.publish(&gateway, note).await {
+            if let Err(err) = self.bus.publish(&gateway, note.into()).await {
                 tracing::warn!(error = %err, %gateway, "notify publish failed; kept for later");
                 sent = false;
             }
@@ -106,7 +109,7 @@ impl Notifier {
             let kept: Vec<(UserId, Seq)> = self.unsent.heads().drain().collect();
             let mut kept = kept.into_iter();
             for (user, head) in kept.by_ref() {
-                if self.try_notify(&user, head).await {
+                if self.try_notify(&user, head, None).await {
                     metrics::counter!("chat_notifies_resent_total").increment(1);
                 } else {
                     // Redis still fails: the rest waits for the next round.

@@ -5,7 +5,8 @@ use serde_json::{Map, Value};
 
 use crate::Seq;
 use crate::error::{ErrorCode, ProtoError, excerpt};
-use crate::messages::{Ack, SendRequest, SyncResult, clamp_sync_limit};
+use crate::ids::{ConvId, UserId};
+use crate::messages::{Ack, Entry, SendRequest, SyncResult, clamp_sync_limit};
 
 /// A request id chosen by the client, echoed on the reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,12 +30,45 @@ pub struct SyncFrame {
 /// A validated client frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
-    /// Send a message.
+    /// Send a message, or (protocol 1.1) recall or edit one: each is
+    /// appended and fanned out like a message and answered with an `ack`.
     Send(SendRequest),
     /// Fetch inbox entries.
     Sync(SyncFrame),
     /// Application-level ping.
     Ping,
+    /// The caller is typing in a conversation (protocol 1.1; no reply).
+    Typing(ConvId),
+    /// The caller has read a conversation up to a conv_seq (protocol 1.1).
+    Read {
+        /// The conversation.
+        conv: ConvId,
+        /// Read up to here.
+        conv_seq: Seq,
+    },
+    /// Who of these users is online (protocol 1.1), and with `watch`,
+    /// tell this connection when that changes.
+    Presence {
+        /// At most [`MAX_PRESENCE_USERS`], distinct.
+        users: Vec<UserId>,
+        /// Watch them until the socket closes or the next `presence`.
+        watch: bool,
+    },
+}
+
+/// Users one `presence` request may name.
+pub const MAX_PRESENCE_USERS: usize = 100;
+
+/// One user's presence as the caller may see it (protocol 1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceOf {
+    /// Whose.
+    pub user: UserId,
+    /// Whether any device of theirs is connected.
+    pub online: bool,
+    /// When their last device left (Unix ms), when offline and known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
 }
 
 /// A frame that could not be accepted, with the `rid` to answer it with.
@@ -96,8 +130,33 @@ fn salvage_rid(text: &str) -> Option<Rid> {
 fn parse_by_type(kind: &str, object: &Map<String, Value>) -> Result<ClientFrame, ProtoError> {
     match kind {
         "send" => parse_send(object).map(ClientFrame::Send),
+        "recall" => SendRequest::recall(
+            optional_str(object, "client_msg_id")?,
+            optional_str(object, "conv_id")?,
+            optional_u64(object, "ref")?,
+        )
+        .map(ClientFrame::Send),
+        "edit" => SendRequest::edit(
+            optional_str(object, "client_msg_id")?,
+            optional_str(object, "conv_id")?,
+            optional_u64(object, "ref")?,
+            optional_str(object, "body")?.map(str::to_owned),
+        )
+        .map(ClientFrame::Send),
         "sync" => parse_sync(object).map(ClientFrame::Sync),
         "ping" => Ok(ClientFrame::Ping),
+        "typing" => parse_typing(object).map(ClientFrame::Typing),
+        "presence" => parse_presence(object),
+        "read" => {
+            let conv =
+                optional_str(object, "conv_id")?.ok_or(ProtoError::MissingField("conv_id"))?;
+            let conv_seq =
+                optional_u64(object, "conv_seq")?.ok_or(ProtoError::MissingField("conv_seq"))?;
+            Ok(ClientFrame::Read {
+                conv: ConvId::parse(conv)?,
+                conv_seq,
+            })
+        }
         other => Err(ProtoError::UnknownType(excerpt(other))),
     }
 }
@@ -110,6 +169,58 @@ fn parse_send(object: &Map<String, Value>) -> Result<SendRequest, ProtoError> {
         optional_str(object, "kind")?,
         optional_str(object, "body")?.map(str::to_owned),
     )
+}
+
+fn parse_presence(object: &Map<String, Value>) -> Result<ClientFrame, ProtoError> {
+    let users = match object.get("users") {
+        Some(Value::Array(users)) => users,
+        Some(_) => {
+            return Err(ProtoError::invalid_field(
+                "users",
+                "must be an array of user ids",
+            ));
+        }
+        None => return Err(ProtoError::MissingField("users")),
+    };
+    let watch = match object.get("watch") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(watch)) => *watch,
+        Some(_) => return Err(ProtoError::invalid_field("watch", "must be true or false")),
+    };
+    let users = presence_users(users.iter().map(|user| match user {
+        Value::String(user) => Ok(user.as_str()),
+        _ => Err(ProtoError::invalid_field(
+            "users",
+            "must be an array of user ids",
+        )),
+    }))?;
+    Ok(ClientFrame::Presence { users, watch })
+}
+
+/// The users of a presence request (a frame's or a query string's): at most
+/// [`MAX_PRESENCE_USERS`], each a valid id; repeats are dropped.
+pub fn presence_users<'a>(
+    users: impl Iterator<Item = Result<&'a str, ProtoError>>,
+) -> Result<Vec<UserId>, ProtoError> {
+    let mut parsed: Vec<UserId> = Vec::new();
+    for user in users {
+        let user = UserId::parse(user?)?;
+        if !parsed.contains(&user) {
+            if parsed.len() == MAX_PRESENCE_USERS {
+                return Err(ProtoError::invalid_field(
+                    "users",
+                    "at most 100 users per request",
+                ));
+            }
+            parsed.push(user);
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_typing(object: &Map<String, Value>) -> Result<ConvId, ProtoError> {
+    let conv = optional_str(object, "conv_id")?.ok_or(ProtoError::MissingField("conv_id"))?;
+    ConvId::parse(conv)
 }
 
 fn parse_sync(object: &Map<String, Value>) -> Result<SyncFrame, ProtoError> {
@@ -175,6 +286,14 @@ pub enum ServerFrame {
     Notify {
         /// The new head.
         head: Seq,
+        /// With `entries`: the head they follow (protocol 1.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prev: Option<Seq>,
+        /// Every entry with `prev < seq <= head`, ascending, when the
+        /// server attached them (protocol 1.1): a client whose sync key is
+        /// `prev` takes them instead of syncing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entries: Option<Vec<Entry>>,
     },
     /// A request failed.
     Error {
@@ -193,6 +312,33 @@ pub enum ServerFrame {
     Goaway {
         /// Suggested delay before reconnecting.
         reconnect_after_ms: u64,
+    },
+    /// The answer to a `presence` request (protocol 1.1).
+    PresenceResult {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        /// One per user asked about, in the order asked.
+        presence: Vec<PresenceOf>,
+    },
+    /// A watched user came online or went offline (protocol 1.1).
+    Presence(PresenceOf),
+    /// The caller's read marker as it now stands (protocol 1.1).
+    ReadAck {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        /// The conversation.
+        conv_id: ConvId,
+        /// The marker.
+        conv_seq: Seq,
+    },
+    /// Another member is typing in a conversation (protocol 1.1).
+    Typing {
+        /// The conversation.
+        conv_id: ConvId,
+        /// Who types.
+        from: UserId,
     },
 }
 

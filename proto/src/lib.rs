@@ -7,7 +7,10 @@ mod ids;
 mod messages;
 
 pub use error::{ErrorCode, MAX_QUOTED_CHARS, ProtoError, Result, excerpt};
-pub use frames::{ClientFrame, FrameError, Rid, ServerFrame, SyncFrame, parse_client_frame};
+pub use frames::{
+    ClientFrame, FrameError, MAX_PRESENCE_USERS, PresenceOf, Rid, ServerFrame, SyncFrame,
+    parse_client_frame, presence_users,
+};
 pub use ids::{ClientMsgId, ConvId, ConvKind, DeviceId, UserId};
 pub use messages::{
     Ack, DEFAULT_SYNC_LIMIT, Entry, HistoryMessage, MAX_BODY_BYTES, MAX_SYNC_LIMIT, MessageKind,

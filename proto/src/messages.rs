@@ -14,13 +14,46 @@ pub const MAX_SYNC_LIMIT: usize = 500;
 /// Entries per sync when the client gives no limit.
 pub const DEFAULT_SYNC_LIMIT: usize = 100;
 
-/// The kind of a message; version 1 knows only text.
+/// The kind of a message: version 1 knows only text; protocol 1.1 adds
+/// recall and edit, which name the message they change in `ref`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     /// A text message.
     #[default]
     Text,
+    /// The sender withdrew message `ref`.
+    Recall,
+    /// The sender replaced the body of message `ref`.
+    Edit,
+    /// `from` has read the conversation up to conv_seq `ref` (inbox only).
+    Read,
+}
+
+impl MessageKind {
+    /// The kind's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Recall => "recall",
+            MessageKind::Edit => "edit",
+            MessageKind::Read => "read",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Result<Self, ProtoError> {
+        match name {
+            "text" => Ok(MessageKind::Text),
+            "recall" => Ok(MessageKind::Recall),
+            "edit" => Ok(MessageKind::Edit),
+            "read" => Ok(MessageKind::Read),
+            other => Err(ProtoError::invalid_field(
+                "kind",
+                format!("unknown kind `{}`", crate::error::excerpt(other)),
+            )),
+        }
+    }
 }
 
 /// A message of a conversation's log, as history returns it.
@@ -28,7 +61,9 @@ pub enum MessageKind {
 pub struct HistoryMessage {
     /// The conversation.
     pub conv_id: ConvId,
-    /// Its position in the conversation's log.
+    /// Its position in the conversation's log (none, so 0 and left out,
+    /// in a `read` entry, which is in inboxes only).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub conv_seq: Seq,
     /// The sender.
     pub from: UserId,
@@ -36,10 +71,33 @@ pub struct HistoryMessage {
     pub client_msg_id: ClientMsgId,
     /// The message's kind.
     pub kind: MessageKind,
-    /// The message's text.
+    /// The message's text (empty once recalled, and in a recall).
     pub body: String,
     /// Server time, milliseconds since the Unix epoch.
     pub ts: u64,
+    /// A recall's or an edit's message: its conv_seq.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub refers_to: Option<Seq>,
+    /// The sender withdrew this message: its body is gone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub recalled: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn is_zero(value: &Seq) -> bool {
+    *value == 0
+}
+
+impl HistoryMessage {
+    /// This message as it is once recalled: no body, marked recalled.
+    pub fn recalled(mut self) -> Self {
+        self.body.clear();
+        self.recalled = true;
+        self
+    }
 }
 
 /// An entry of a user's inbox: a message with the inbox seq it got there.
@@ -96,8 +154,10 @@ pub struct SendRequest {
     pub target: Target,
     /// The message's kind.
     pub kind: MessageKind,
-    /// The text: non-empty, at most [`MAX_BODY_BYTES`].
+    /// The text: non-empty, at most [`MAX_BODY_BYTES`] (empty in a recall).
     pub body: String,
+    /// The conv_seq of the message a recall or an edit changes.
+    pub refers_to: Option<Seq>,
 }
 
 impl SendRequest {
@@ -122,12 +182,13 @@ impl SendRequest {
                 ));
             }
         };
-        let kind = match kind {
-            None | Some("text") => MessageKind::Text,
+        // A recall or an edit has its own request, which names its message.
+        let kind = match kind.map(MessageKind::parse).transpose()? {
+            None | Some(MessageKind::Text) => MessageKind::Text,
             Some(other) => {
                 return Err(ProtoError::invalid_field(
                     "kind",
-                    format!("unknown kind `{}`", crate::error::excerpt(other)),
+                    format!("a {} is its own request, not a send", other.as_str()),
                 ));
             }
         };
@@ -138,6 +199,62 @@ impl SendRequest {
             target,
             kind,
             body,
+            refers_to: None,
+        })
+    }
+
+    /// Checks a recall of message `refers_to` of `conv_id`.
+    pub fn recall(
+        client_msg_id: Option<&str>,
+        conv_id: Option<&str>,
+        refers_to: Option<Seq>,
+    ) -> Result<Self, ProtoError> {
+        Self::change(
+            client_msg_id,
+            conv_id,
+            refers_to,
+            MessageKind::Recall,
+            String::new(),
+        )
+    }
+
+    /// Checks an edit of message `refers_to` of `conv_id` to `body`.
+    pub fn edit(
+        client_msg_id: Option<&str>,
+        conv_id: Option<&str>,
+        refers_to: Option<Seq>,
+        body: Option<String>,
+    ) -> Result<Self, ProtoError> {
+        let body = body.ok_or(ProtoError::MissingField("body"))?;
+        check_body(&body)?;
+        Self::change(client_msg_id, conv_id, refers_to, MessageKind::Edit, body)
+    }
+
+    fn change(
+        client_msg_id: Option<&str>,
+        conv_id: Option<&str>,
+        refers_to: Option<Seq>,
+        kind: MessageKind,
+        body: String,
+    ) -> Result<Self, ProtoError> {
+        let client_msg_id =
+            ClientMsgId::parse(client_msg_id.ok_or(ProtoError::MissingField("client_msg_id"))?)?;
+        let conv = ConvId::parse(conv_id.ok_or(ProtoError::MissingField("conv_id"))?)?;
+        let refers_to = match refers_to.ok_or(ProtoError::MissingField("ref"))? {
+            0 => {
+                return Err(ProtoError::invalid_field(
+                    "ref",
+                    "must be a conv_seq (>= 1)",
+                ));
+            }
+            seq => seq,
+        };
+        Ok(SendRequest {
+            client_msg_id,
+            target: Target::Conv(conv),
+            kind,
+            body,
+            refers_to: Some(refers_to),
         })
     }
 }

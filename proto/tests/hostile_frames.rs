@@ -19,6 +19,12 @@ const VALID: &[&str] = &[
     r#"{"type":"sync","rid":2,"since":18,"limit":100}"#,
     r#"{"type":"ping","rid":3}"#,
     r#"{"type":"send","client_msg_id":"x","conv_id":"g:abcdef","body":"group"}"#,
+    r#"{"type":"typing","conv_id":"dm:alice:bob"}"#,
+    r#"{"type":"typing","rid":4,"conv_id":"g:abcdef"}"#,
+    r#"{"type":"presence","rid":5,"users":["bob","carol"],"watch":true}"#,
+    r#"{"type":"recall","rid":6,"client_msg_id":"c-44","conv_id":"dm:alice:bob","ref":7}"#,
+    r#"{"type":"edit","rid":7,"client_msg_id":"c-45","conv_id":"g:abcdef","ref":7,"body":"hi!"}"#,
+    r#"{"type":"read","rid":8,"conv_id":"dm:alice:bob","conv_seq":7}"#,
 ];
 const FIELDS: &[&str] = &[
     "type",
@@ -30,6 +36,10 @@ const FIELDS: &[&str] = &[
     "to",
     "kind",
     "body",
+    "users",
+    "watch",
+    "ref",
+    "conv_seq",
 ];
 
 /// A value of any JSON type, biased towards what the fields expect.
@@ -41,7 +51,11 @@ fn value(m: &mut Mutator, depth: u32) -> Value {
         2 => json!(rng.random::<u64>()),
         3 => json!(rng.random::<i64>()),
         4 => json!(rng.random::<f64>() * 1e20),
-        5 => json!(["send", "sync", "ping", "pong", "SEND", ""][rng.random_range(0..6)]),
+        5 => json!(
+            [
+                "send", "sync", "ping", "pong", "typing", "presence", "recall", "edit", "SEND", ""
+            ][rng.random_range(0..10)]
+        ),
         6 => json!(
             ["dm:alice:bob", "dm:bob:alice", "dm:a:a", "g:x", "g:", "dm:"][rng.random_range(0..6)]
         ),

@@ -158,3 +158,48 @@ fn error_codes_map_to_their_http_status() {
         "\"not_found\""
     );
 }
+
+#[test]
+fn the_recall_and_edit_examples_of_version_1_1_parse_as_sends_of_their_kind() {
+    let recall =
+        r#"{"type":"recall","rid":5,"client_msg_id":"c-44","conv_id":"dm:alice:bob","ref":7}"#;
+    let edit = r#"{"type":"edit","rid":6,"client_msg_id":"c-45","conv_id":"dm:alice:bob","ref":7,"body":"hi!"}"#;
+    for (text, kind, body) in [
+        (recall, proto::MessageKind::Recall, ""),
+        (edit, proto::MessageKind::Edit, "hi!"),
+    ] {
+        let (_, frame) = parse_client_frame(text).expect("valid");
+        let ClientFrame::Send(change) = frame else {
+            panic!("not a send: {frame:?}")
+        };
+        assert_eq!((change.kind, change.body.as_str()), (kind, body));
+        assert_eq!(change.refers_to, Some(7));
+        assert_eq!(
+            change.target,
+            Target::Conv(ConvId::parse("dm:alice:bob").expect("valid id"))
+        );
+    }
+    let no_ref = r#"{"type":"recall","client_msg_id":"c","conv_id":"dm:alice:bob"}"#;
+    assert!(parse_client_frame(no_ref).is_err());
+    let empty_edit =
+        r#"{"type":"edit","client_msg_id":"c","conv_id":"dm:alice:bob","ref":7,"body":""}"#;
+    assert!(parse_client_frame(empty_edit).is_err());
+    let recall_by_send =
+        r#"{"type":"send","client_msg_id":"c","to":"bob","kind":"recall","body":"x"}"#;
+    assert!(parse_client_frame(recall_by_send).is_err());
+}
+
+#[test]
+fn recall_edit_and_recalled_entries_carry_ref_and_recalled_as_version_1_1_writes_them() {
+    for text in [
+        r#"{"seq":20,"conv_id":"dm:alice:bob","conv_seq":8,"from":"alice","client_msg_id":"c-44","kind":"recall","body":"","ts":1764262800000,"ref":7}"#,
+        r#"{"seq":21,"conv_id":"dm:alice:bob","conv_seq":9,"from":"alice","client_msg_id":"c-45","kind":"edit","body":"hi!","ts":1764262800000,"ref":7}"#,
+        r#"{"seq":19,"conv_id":"dm:alice:bob","conv_seq":7,"from":"alice","client_msg_id":"c-42","kind":"text","body":"","ts":1764262800000,"recalled":true}"#,
+    ] {
+        let entry: Entry = serde_json::from_str(text).expect("parses");
+        assert_eq!(
+            serde_json::to_value(&entry).expect("serializes"),
+            serde_json::from_str::<Value>(text).expect("json")
+        );
+    }
+}

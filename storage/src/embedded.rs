@@ -55,6 +55,8 @@ struct Tables {
     fences: Keyspace,
     /// Shard owners and epochs, by shard (two bytes, big-endian).
     shard_owners: Keyspace,
+    /// Read markers: `conv_id \0 user` -> conv_seq, big-endian.
+    read_markers: Keyspace,
     /// Instance leases, and the lock of every lease compare-and-set.
     leases: std::sync::Mutex<leases::LeaseState>,
 }
@@ -127,6 +129,7 @@ impl EmbeddedStore {
             intents: open("fanout_intents")?,
             ceiling_lock: std::sync::Mutex::new(()),
             shard_owners: open("shard_owners")?,
+            read_markers: open("read_markers")?,
             fences: open("log_fences")?,
             leases: std::sync::Mutex::default(),
             db: db.clone(),
@@ -246,6 +249,14 @@ fn retry_key(at: &RetryKey) -> Vec<u8> {
     k
 }
 
+/// Replaces the value at `k` if a value is there: a row removed meanwhile
+/// (by a fence) is not brought back.
+fn overwrite(keyspace: &Keyspace, batch: &mut fjall::OwnedWriteBatch, k: Vec<u8>, value: Vec<u8>) {
+    if keyspace.contains_key(&k).unwrap_or(false) {
+        batch.insert(keyspace, k, value);
+    }
+}
+
 /// The smallest key above `key` in byte order: where a scan after it starts.
 fn successor(mut key: Vec<u8>) -> Vec<u8> {
     key.push(0);
@@ -362,6 +373,16 @@ impl MessageStore for EmbeddedStore {
         .await
     }
 
+    async fn recall_message(&self, conv: &ConvId, conv_seq: Seq) -> Result<()> {
+        let Some(message) = self.message(conv, conv_seq).await? else {
+            return Ok(());
+        };
+        let k = seq_key(conv.as_str(), conv_seq);
+        let value = serde_json::to_vec(&message.recalled())?;
+        self.write(move |t, b| overwrite(&t.messages, b, k, value))
+            .await
+    }
+
     async fn last_conv_seq(&self, conv: &ConvId) -> Result<Seq> {
         let conv = conv.to_string();
         self.read(move |t| last_seq(&t.messages, &conv)).await
@@ -399,6 +420,61 @@ impl MessageStore for EmbeddedStore {
             Ok(t.inbox.contains_key(seq_key(&user, seq))?.then_some(seq))
         })
         .await
+    }
+
+    async fn read_markers(&self, conv: &ConvId) -> Result<Vec<(UserId, Seq)>> {
+        let conv = conv.to_string();
+        self.read(move |t| {
+            t.read_markers
+                .prefix(key(&conv, b""))
+                .map(|guard| {
+                    let (k, v) = guard.into_inner()?;
+                    let user = id_after_prefix(&k, conv.len())?;
+                    Ok((user, seq_of(&v)?))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn read_marker(&self, conv: &ConvId, user: &UserId) -> Result<Seq> {
+        let k = key(conv.as_str(), user.as_str().as_bytes());
+        self.read(move |t| t.read_markers.get(k)?.map_or(Ok(0), |v| seq_of(&v)))
+            .await
+    }
+
+    async fn raise_read_marker(&self, conv: &ConvId, user: &UserId, up_to: Seq) -> Result<()> {
+        let k = key(conv.as_str(), user.as_str().as_bytes());
+        // The writer runs one batch at a time: the look and the write
+        // cannot interleave with another raise.
+        self.write(move |t, b| {
+            let current = t
+                .read_markers
+                .get(&k)
+                .ok()
+                .flatten()
+                .and_then(|v| seq_of(&v).ok())
+                .unwrap_or(0);
+            if up_to > current {
+                b.insert(&t.read_markers, k, up_to.to_be_bytes());
+            }
+        })
+        .await
+    }
+
+    async fn recall_entry(&self, user: &UserId, seq: Seq) -> Result<()> {
+        let k = seq_key(user.as_str(), seq);
+        let read_key = k.clone();
+        let found: Option<Entry> = self
+            .read(move |t| decode_optional(t.inbox.get(read_key)?))
+            .await?;
+        let Some(mut entry) = found else {
+            return Ok(());
+        };
+        entry.message = entry.message.recalled();
+        let value = serde_json::to_vec(&entry)?;
+        self.write(move |t, b| overwrite(&t.inbox, b, k, value))
+            .await
     }
 
     async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>> {

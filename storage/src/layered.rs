@@ -116,6 +116,56 @@ macro_rules! layered_store {
                 self.around(call, || self.inner.messages(conv, page, limit))
                     .await
             }
+            async fn recall_message(
+                &self,
+                conv: &proto::ConvId,
+                conv_seq: proto::Seq,
+            ) -> crate::Result<()> {
+                self.around(crate::layered::write("store.recall_message"), || {
+                    self.inner.recall_message(conv, conv_seq)
+                })
+                .await
+            }
+            async fn read_markers(
+                &self,
+                conv: &proto::ConvId,
+            ) -> crate::Result<Vec<(proto::UserId, proto::Seq)>> {
+                self.around(crate::layered::read("store.read_markers"), || {
+                    self.inner.read_markers(conv)
+                })
+                .await
+            }
+            async fn read_marker(
+                &self,
+                conv: &proto::ConvId,
+                user: &proto::UserId,
+            ) -> crate::Result<proto::Seq> {
+                self.around(crate::layered::read("store.read_marker"), || {
+                    self.inner.read_marker(conv, user)
+                })
+                .await
+            }
+            async fn raise_read_marker(
+                &self,
+                conv: &proto::ConvId,
+                user: &proto::UserId,
+                up_to: proto::Seq,
+            ) -> crate::Result<()> {
+                self.around(crate::layered::write("store.raise_read_marker"), || {
+                    self.inner.raise_read_marker(conv, user, up_to)
+                })
+                .await
+            }
+            async fn recall_entry(
+                &self,
+                user: &proto::UserId,
+                seq: proto::Seq,
+            ) -> crate::Result<()> {
+                self.around(crate::layered::write("store.recall_entry"), || {
+                    self.inner.recall_entry(user, seq)
+                })
+                .await
+            }
             async fn last_conv_seq(&self, conv: &proto::ConvId) -> crate::Result<proto::Seq> {
                 self.around(crate::layered::read("store.last_conv_seq"), || {
                     self.inner.last_conv_seq(conv)

@@ -27,7 +27,9 @@ mod writer;
 pub use self::redis::{RedisBackends, RedisBus, RedisCache, RedisOptions, RedisPresence};
 #[cfg(feature = "scylla")]
 pub use self::scylla::{ScyllaOptions, ScyllaStore};
-pub use bus::{InProcessBus, Notification, NotifyBus, Subscription};
+pub use bus::{
+    BusMessage, InProcessBus, Inline, Notification, NotifyBus, PresenceChange, Subscription, Typing,
+};
 pub use cache::{InProcessCache, InboxCache};
 pub use embedded::{Durability, EmbeddedStore};
 pub use error::{Error, Result};

@@ -1,4 +1,6 @@
-//! Presence: which gateways hold sockets of a user, so notifies go only there.
+//! Presence: which gateways hold sockets of a user, so notifies go only
+//! there (a user with one is online), and when each user's last device
+//! left (their `last_seen`, protocol 1.1).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -32,13 +34,25 @@ pub trait Presence: Send + Sync + 'static {
     async fn instance(&self) -> Result<String> {
         Ok(String::new())
     }
+    /// Notes that `user`'s last device left at `at_ms` (Unix ms).
+    async fn set_last_seen(&self, user: &UserId, at_ms: u64) -> Result<()>;
+    /// When `user`'s last device left, if known (kept [`LAST_SEEN_KEPT`]).
+    async fn last_seen(&self, user: &UserId) -> Result<Option<u64>>;
 }
+
+/// How long a user's `last_seen` is kept after it was set.
+pub const LAST_SEEN_KEPT: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Past this many users' `last_seen`, the in-process presence forgets
+/// those older than [`LAST_SEEN_KEPT`], and then the oldest half.
+const LAST_SEEN_MAX: usize = 1_000_000;
 
 /// In-process presence: a socket count per user and gateway. Nothing lapses
 /// and nothing is lost in one process, so `refresh` has nothing to do.
 #[derive(Default)]
 pub struct InProcessPresence {
     sockets: Mutex<HashMap<UserId, BTreeMap<GatewayId, usize>>>,
+    last_seen: Mutex<HashMap<UserId, u64>>,
 }
 
 impl InProcessPresence {
@@ -87,5 +101,33 @@ impl Presence for InProcessPresence {
 
     async fn refresh(&self, _gateway: &GatewayId, _users: &[UserId]) -> Result<()> {
         Ok(())
+    }
+
+    async fn set_last_seen(&self, user: &UserId, at_ms: u64) -> Result<()> {
+        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= LAST_SEEN_MAX && !seen.contains_key(user) {
+            forget_oldest(&mut seen, at_ms);
+        }
+        seen.insert(user.clone(), at_ms);
+        Ok(())
+    }
+
+    async fn last_seen(&self, user: &UserId) -> Result<Option<u64>> {
+        let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(seen.get(user).copied())
+    }
+}
+
+/// Makes room in a full `last_seen` map: those past [`LAST_SEEN_KEPT`] go,
+/// and if that is not enough, the older half.
+fn forget_oldest(seen: &mut HashMap<UserId, u64>, now_ms: u64) {
+    let kept_ms = u64::try_from(LAST_SEEN_KEPT.as_millis()).unwrap_or(u64::MAX);
+    seen.retain(|_, at| now_ms.saturating_sub(*at) < kept_ms);
+    if seen.len() >= LAST_SEEN_MAX {
+        let mut times: Vec<u64> = seen.values().copied().collect();
+        let middle = times.len() / 2;
+        let (_, median, _) = times.select_nth_unstable(middle);
+        let median = *median;
+        seen.retain(|_, at| *at > median);
     }
 }

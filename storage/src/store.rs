@@ -43,6 +43,11 @@ pub trait MessageStore: Send + Sync + 'static {
         page: Page,
         limit: usize,
     ) -> Result<Vec<HistoryMessage>>;
+    /// Recalls message `conv_seq` of `conv`'s log for good: from then on it
+    /// is read with no body and marked recalled (protocol 1.1). Idempotent;
+    /// nothing is written when the log has no such message. Durable before
+    /// it returns.
+    async fn recall_message(&self, conv: &ConvId, conv_seq: Seq) -> Result<()>;
     /// The highest `conv_seq` of a conversation's log (0 when empty).
     async fn last_conv_seq(&self, conv: &ConvId) -> Result<Seq>;
 
@@ -57,6 +62,18 @@ pub trait MessageStore: Send + Sync + 'static {
         conv: &ConvId,
         conv_seq: Seq,
     ) -> Result<Option<Seq>>;
+    /// Every read marker of a conversation: `(user, conv_seq read up to)`,
+    /// for the users who moved theirs (protocol 1.1).
+    async fn read_markers(&self, conv: &ConvId) -> Result<Vec<(UserId, Seq)>>;
+    /// `user`'s read marker in `conv` (0 when never moved).
+    async fn read_marker(&self, conv: &ConvId, user: &UserId) -> Result<Seq>;
+    /// Moves `user`'s read marker in `conv` up to `up_to`; a lower or equal
+    /// value changes nothing, whatever order writes land in. Durable before
+    /// it returns.
+    async fn raise_read_marker(&self, conv: &ConvId, user: &UserId, up_to: Seq) -> Result<()>;
+    /// Recalls the entry at `seq` of `user`'s inbox the same way as
+    /// [`MessageStore::recall_message`].
+    async fn recall_entry(&self, user: &UserId, seq: Seq) -> Result<()>;
     /// Entries with `seq > after`, ascending, at most `limit`.
     async fn read_inbox(&self, user: &UserId, after: Seq, limit: usize) -> Result<Vec<Entry>>;
     /// The highest seq of a user's inbox (0 when empty).

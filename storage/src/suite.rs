@@ -8,8 +8,8 @@
 use proto::{ClientMsgId, ConvId, ConvKind, Entry, HistoryMessage, MessageKind, Seq, UserId};
 
 use crate::{
-    ConversationMeta, GatewayId, InboxCache, MessageRef, MessageStore, Notification, NotifyBus,
-    Page, Presence, RetryItem, WriteTicket,
+    BusMessage, ConversationMeta, GatewayId, InboxCache, MessageRef, MessageStore, Notification,
+    NotifyBus, Page, Presence, RetryItem, WriteTicket,
 };
 
 /// A unique user id for a test, so suites can share a backend.
@@ -32,6 +32,8 @@ pub fn message(conv: &ConvId, conv_seq: Seq, from: &UserId) -> HistoryMessage {
         kind: MessageKind::Text,
         body: format!("message {conv_seq}"),
         ts: 1_764_262_800_000 + conv_seq,
+        refers_to: None,
+        recalled: false,
     }
 }
 
@@ -271,6 +273,71 @@ pub mod store {
         assert_eq!(store.inbox_seq_of(&peer, &conv, 4).await.unwrap(), None);
     }
 
+    pub async fn a_recalled_message_and_its_inbox_copy_read_blank_and_recalled(
+        store: &dyn MessageStore,
+    ) {
+        let (u, peer) = (user("u"), user("p"));
+        let conv = ConvId::dm(&u, &peer).unwrap();
+        let mut large = message(&conv, 2, &peer);
+        large.body = "x".repeat(proto::MAX_BODY_BYTES);
+        let edit = HistoryMessage {
+            kind: MessageKind::Edit,
+            refers_to: Some(1),
+            ..message(&conv, 3, &peer)
+        };
+        let sent = [message(&conv, 1, &peer), large, edit];
+        for (seq, msg) in (10..).zip(&sent) {
+            let ticket = store.append_message(msg, &intent_of(msg)).await.unwrap();
+            store.durable(ticket).await.unwrap();
+            let entry = Entry {
+                seq,
+                message: msg.clone(),
+            };
+            let ticket = store.append_inbox(&u, &entry).await.unwrap();
+            store.durable(ticket).await.unwrap();
+        }
+        for (conv_seq, seq) in [(1, 10), (2, 11)] {
+            store.recall_message(&conv, conv_seq).await.unwrap();
+            store.recall_entry(&u, seq).await.unwrap();
+        }
+        // Again, and of a message and an entry that are not there: nothing new.
+        store.recall_message(&conv, 1).await.unwrap();
+        store.recall_message(&conv, 9).await.unwrap();
+        store.recall_entry(&u, 99).await.unwrap();
+
+        let expected: Vec<HistoryMessage> = vec![
+            sent[0].clone().recalled(),
+            sent[1].clone().recalled(),
+            sent[2].clone(),
+        ];
+        let history = store.messages(&conv, Page::After(0), 10).await.unwrap();
+        assert_eq!(history, expected, "the log keeps the edit as it was");
+        assert_eq!(store.message(&conv, 9).await.unwrap(), None);
+        let inbox = store.read_inbox(&u, 0, 10).await.unwrap();
+        let messages: Vec<HistoryMessage> = inbox.into_iter().map(|e| e.message).collect();
+        assert_eq!(messages, expected);
+        assert_eq!(store.inbox_head(&u).await.unwrap(), 12);
+    }
+
+    pub async fn read_markers_only_move_up_and_are_listed_per_member(store: &dyn MessageStore) {
+        let (a, b) = (user("a"), user("b"));
+        let conv = ConvId::group(&format!("g{}", rand_salt())).unwrap();
+        assert_eq!(store.read_markers(&conv).await.unwrap(), []);
+        store.raise_read_marker(&conv, &a, 7).await.unwrap();
+        store.raise_read_marker(&conv, &a, 5).await.unwrap();
+        store.raise_read_marker(&conv, &b, 2).await.unwrap();
+        store.raise_read_marker(&conv, &b, 9).await.unwrap();
+        let mut markers = store.read_markers(&conv).await.unwrap();
+        markers.sort();
+        let mut expected = vec![(a.clone(), 7), (b.clone(), 9)];
+        expected.sort();
+        assert_eq!(markers, expected, "a lower marker changes nothing");
+        assert_eq!(store.read_marker(&conv, &a).await.unwrap(), 7);
+        assert_eq!(store.read_marker(&conv, &user("c")).await.unwrap(), 0);
+        let other = ConvId::dm(&a, &b).unwrap();
+        assert_eq!(store.read_markers(&other).await.unwrap(), []);
+    }
+
     pub async fn a_fence_removes_what_earlier_writers_left_in_its_range(store: &dyn MessageStore) {
         let (u, peer) = (user("u"), user("p"));
         let conv = ConvId::dm(&u, &peer).unwrap();
@@ -453,6 +520,8 @@ macro_rules! store_suite {
         $crate::store_suite!(@case #[$attr] $open, conversations_and_members_are_kept_both_ways);
         $crate::store_suite!(@case #[$attr] $open, an_appended_message_is_found_by_its_sender_and_client_msg_id);
         $crate::store_suite!(@case #[$attr] $open, an_inbox_entry_is_indexed_by_its_message);
+        $crate::store_suite!(@case #[$attr] $open, a_recalled_message_and_its_inbox_copy_read_blank_and_recalled);
+        $crate::store_suite!(@case #[$attr] $open, read_markers_only_move_up_and_are_listed_per_member);
         $crate::store_suite!(@case #[$attr] $open, durable_accepts_the_zero_ticket_and_later_tickets);
         $crate::store_suite!(@case #[$attr] $open, a_fence_removes_what_earlier_writers_left_in_its_range);
         $crate::store_suite!(@case #[$attr] $open, ceilings_start_at_zero_and_keep_the_last_value);
@@ -725,20 +794,14 @@ pub mod bus {
         let u = user("u");
         presence.connected(&u, &gw).await.unwrap();
         for target in presence.gateways(&u).await.unwrap() {
-            bus.publish(
-                &target,
-                Notification {
-                    user: u.clone(),
-                    head: 7,
-                },
-            )
-            .await
-            .unwrap();
+            bus.publish(&target, Notification::head(u.clone(), 7).into())
+                .await
+                .unwrap();
         }
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv())
             .await
             .unwrap();
-        assert_eq!(got, Some(Notification { user: u, head: 7 }));
+        assert_eq!(got, Some(Notification::head(u, 7).into()));
         assert!(
             other_sub.try_recv().is_err(),
             "a gateway without the user gets nothing"
@@ -751,10 +814,7 @@ pub mod bus {
         let mut second = bus.subscribe(&gw).await.unwrap();
         let closed = tokio::time::timeout(std::time::Duration::from_secs(5), first.recv()).await;
         assert_eq!(closed.unwrap(), None, "the first subscription ends");
-        let note = Notification {
-            user: user("u"),
-            head: 3,
-        };
+        let note = BusMessage::from(Notification::head(user("u"), 3));
         bus.publish(&gw, note.clone()).await.unwrap();
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), second.recv()).await;
         assert_eq!(got.unwrap(), Some(note));
@@ -762,11 +822,72 @@ pub mod bus {
 
     pub async fn publishing_to_a_gateway_nobody_listens_on_succeeds(bus: &dyn NotifyBus) {
         let gw = GatewayId(format!("gw-{}", user("gone")));
-        let note = Notification {
+        let note = Notification::head(user("u"), 1);
+        bus.publish(&gw, note.into()).await.unwrap();
+    }
+
+    pub async fn a_notify_carries_its_entries_as_they_were_published(bus: &dyn NotifyBus) {
+        let gw = GatewayId(format!("gw-{}", user("g")));
+        let mut sub = bus.subscribe(&gw).await.unwrap();
+        let (u, conv) = (user("u"), ConvId::parse("g:inline").unwrap());
+        let entries: Vec<Entry> = (8..=9)
+            .map(|seq| Entry {
+                seq,
+                message: HistoryMessage {
+                    conv_id: conv.clone(),
+                    conv_seq: seq,
+                    from: user("v"),
+                    client_msg_id: ClientMsgId::parse(&format!("c-{seq}")).unwrap(),
+                    kind: MessageKind::Text,
+                    body: format!("body \"{seq}\" \u{e9}"),
+                    ts: 1_700_000_000_000 + seq,
+                    refers_to: None,
+                    recalled: false,
+                },
+            })
+            .collect();
+        let note = BusMessage::from(Notification {
+            user: u,
+            head: 9,
+            inline: Some(crate::Inline { prev: 7, entries }),
+        });
+        bus.publish(&gw, note.clone()).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv()).await;
+        assert_eq!(got.unwrap(), Some(note));
+    }
+
+    pub async fn a_broadcast_reaches_every_gateway(bus: &dyn NotifyBus) {
+        let (gw, other) = (
+            GatewayId(format!("gw-{}", user("g"))),
+            GatewayId(format!("gw-{}", user("h"))),
+        );
+        let mut subs = [
+            bus.subscribe(&gw).await.unwrap(),
+            bus.subscribe(&other).await.unwrap(),
+        ];
+        let change = BusMessage::Presence(crate::PresenceChange {
             user: user("u"),
-            head: 1,
-        };
-        bus.publish(&gw, note).await.unwrap();
+            online: false,
+            last_seen: Some(1_764_262_800_000),
+        });
+        bus.broadcast(change.clone()).await.unwrap();
+        for sub in &mut subs {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv()).await;
+            assert_eq!(got.unwrap(), Some(change.clone()));
+        }
+    }
+
+    pub async fn a_typing_indicator_reaches_the_gateway_as_it_was_published(bus: &dyn NotifyBus) {
+        let gw = GatewayId(format!("gw-{}", user("g")));
+        let mut sub = bus.subscribe(&gw).await.unwrap();
+        let typing = BusMessage::from(crate::Typing {
+            to: user("to"),
+            conv_id: ConvId::parse("g:typing").unwrap(),
+            from: user("from"),
+        });
+        bus.publish(&gw, typing.clone()).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv()).await;
+        assert_eq!(got.unwrap(), Some(typing));
     }
 
     pub async fn presence_lists_the_gateways_holding_a_user(presence: &dyn Presence) {
@@ -792,6 +913,20 @@ pub mod bus {
         presence.disconnected(&u, &other).await.unwrap();
         assert!(presence.gateways(&u).await.unwrap().is_empty());
         assert!(presence.gateways(&user("nobody")).await.unwrap().is_empty());
+    }
+
+    pub async fn last_seen_is_what_was_set_last_and_nothing_for_a_user_never_seen(
+        presence: &dyn Presence,
+    ) {
+        let u = user("seen");
+        assert_eq!(presence.last_seen(&u).await.unwrap(), None);
+        presence.set_last_seen(&u, 1_764_262_800_000).await.unwrap();
+        presence.set_last_seen(&u, 1_764_262_900_000).await.unwrap();
+        assert_eq!(
+            presence.last_seen(&u).await.unwrap(),
+            Some(1_764_262_900_000)
+        );
+        assert_eq!(presence.last_seen(&user("never")).await.unwrap(), None);
     }
 
     /// `ttl`: how long a claim lasts unrefreshed, for implementations whose

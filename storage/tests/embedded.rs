@@ -47,12 +47,19 @@ async fn in_process_bus_routes_to_the_gateways_holding_the_user() {
     storage::suite::bus::a_gateway_receives_what_is_published_to_it(&bus, &presence).await;
     storage::suite::bus::a_second_subscribe_replaces_the_first(&bus).await;
     storage::suite::bus::publishing_to_a_gateway_nobody_listens_on_succeeds(&bus).await;
+    storage::suite::bus::a_notify_carries_its_entries_as_they_were_published(&bus).await;
+    storage::suite::bus::a_typing_indicator_reaches_the_gateway_as_it_was_published(&bus).await;
+    storage::suite::bus::a_broadcast_reaches_every_gateway(&bus).await;
 }
 
 #[tokio::test]
 async fn in_process_presence_lists_gateways_and_keeps_refreshed_users() {
     let presence = InProcessPresence::default();
     storage::suite::bus::presence_lists_the_gateways_holding_a_user(&presence).await;
+    storage::suite::bus::last_seen_is_what_was_set_last_and_nothing_for_a_user_never_seen(
+        &presence,
+    )
+    .await;
     storage::suite::bus::refreshed_users_stay_and_the_others_lapse(&presence, None).await;
 }
 

@@ -11,8 +11,8 @@ use proto::{ConvId, Seq, UserId};
 use storage::resilience::{BreakerConfig, BreakerState};
 use storage::suite::{entry, user};
 use storage::{
-    GatewayId, InboxCache, Notification, NotifyBus, Presence, RedisBackends, RedisOptions,
-    Subscription,
+    BusMessage, GatewayId, InboxCache, Notification, NotifyBus, Presence, RedisBackends,
+    RedisOptions, Subscription,
 };
 use support::{FreezingProxy, RedisServer};
 
@@ -42,11 +42,8 @@ fn gateway(name: &str) -> GatewayId {
     GatewayId(format!("gw-{}", user(name)))
 }
 
-fn note(user: &UserId, head: Seq) -> Notification {
-    Notification {
-        user: user.clone(),
-        head,
-    }
+fn note(user: &UserId, head: Seq) -> BusMessage {
+    Notification::head(user.clone(), head).into()
 }
 
 /// Options whose bus repairs itself quickly, for outage tests.
@@ -67,7 +64,7 @@ async fn published_until_received(
     bus: &dyn NotifyBus,
     gw: &GatewayId,
     sub: &mut Subscription,
-    note: &Notification,
+    note: &BusMessage,
 ) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -109,12 +106,19 @@ async fn redis_bus_routes_to_the_gateways_holding_the_user() {
     storage::suite::bus::a_gateway_receives_what_is_published_to_it(bus, presence).await;
     storage::suite::bus::a_second_subscribe_replaces_the_first(bus).await;
     storage::suite::bus::publishing_to_a_gateway_nobody_listens_on_succeeds(bus).await;
+    storage::suite::bus::a_notify_carries_its_entries_as_they_were_published(bus).await;
+    storage::suite::bus::a_typing_indicator_reaches_the_gateway_as_it_was_published(bus).await;
+    storage::suite::bus::a_broadcast_reaches_every_gateway(bus).await;
 }
 
 #[tokio::test]
 async fn redis_presence_lists_the_gateways_holding_a_user() {
     let (backends, _server) = spawn_redis(RedisOptions::default()).await;
     storage::suite::bus::presence_lists_the_gateways_holding_a_user(&backends.presence).await;
+    storage::suite::bus::last_seen_is_what_was_set_last_and_nothing_for_a_user_never_seen(
+        &backends.presence,
+    )
+    .await;
 }
 
 #[tokio::test]

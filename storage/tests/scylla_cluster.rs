@@ -134,6 +134,8 @@ mod cluster_needs_three_nodes {
                 kind: MessageKind::Text,
                 body: format!("message {n}"),
                 ts: 1_764_262_800_000,
+                refers_to: None,
+                recalled: false,
             };
             let inbox = [&self.from, &self.to]
                 .map(|u| (u.clone(), None, false))

@@ -57,6 +57,33 @@ async fn rest_answers(app: &TestApp, user: &str, conv: &str) -> Vec<(String, u16
                 .await,
         ),
         (
+            "recall",
+            app.post_json(
+                &format!("/v1/conversations/{conv}/messages/1/recall"),
+                &token,
+                &json!({"client_msg_id": format!("{user}-recall")}),
+            )
+            .await,
+        ),
+        (
+            "edit",
+            app.patch_json(
+                &format!("/v1/conversations/{conv}/messages/1"),
+                &token,
+                &json!({"client_msg_id": format!("{user}-edit"), "body": "mine now"}),
+            )
+            .await,
+        ),
+        (
+            "read",
+            app.post_json(
+                &format!("/v1/conversations/{conv}/read"),
+                &token,
+                &json!({"conv_seq": 1}),
+            )
+            .await,
+        ),
+        (
             "add members",
             app.post_json(
                 &format!("/v1/conversations/{conv}/members"),
@@ -96,6 +123,34 @@ async fn assert_ws_send_forbidden(client: &mut WsClient, conv: &str, id: &str) {
     assert_eq!(reply["code"], "forbidden", "{conv}: {reply}");
 }
 
+/// A WebSocket recall, edit and read (protocol 1.1) of message 1 of `conv`
+/// are refused with the same `forbidden` as a send.
+async fn assert_ws_changes_forbidden(client: &mut WsClient, conv: &str, id: &str) {
+    for frame in [
+        json!({"type": "recall", "conv_id": conv, "client_msg_id": format!("{id}-r"), "ref": 1}),
+        json!({"type": "edit", "conv_id": conv, "client_msg_id": format!("{id}-e"), "ref": 1, "body": "x"}),
+        json!({"type": "read", "conv_id": conv, "conv_seq": 1}),
+    ] {
+        let reply = client.request(frame).await;
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["code"], "forbidden", "{conv}: {reply}");
+        assert_eq!(
+            reply["message"], "not a member of this conversation",
+            "{reply}"
+        );
+    }
+}
+
+/// A WebSocket typing indicator of `user` in `conv` is refused with the
+/// same `forbidden` (protocol 1.1).
+async fn assert_ws_typing_forbidden(client: &mut WsClient, conv: &str) {
+    let reply = client
+        .request(json!({"type": "typing", "conv_id": conv}))
+        .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "forbidden", "{conv}: {reply}");
+}
+
 #[tokio::test]
 async fn an_outsider_cannot_read_write_or_change_a_group_or_a_dm_of_others() {
     let app = spawn_app().await;
@@ -106,6 +161,10 @@ async fn an_outsider_cannot_read_write_or_change_a_group_or_a_dm_of_others() {
     let mut carol = app.ws("carol", "phone").await;
     assert_ws_send_forbidden(&mut carol, &group, "c-1").await;
     assert_ws_send_forbidden(&mut carol, "dm:alice:bob", "c-2").await;
+    assert_ws_typing_forbidden(&mut carol, &group).await;
+    assert_ws_typing_forbidden(&mut carol, "dm:alice:bob").await;
+    assert_ws_changes_forbidden(&mut carol, &group, "c-3").await;
+    assert_ws_changes_forbidden(&mut carol, "dm:alice:bob", "c-4").await;
 
     // Nothing of theirs reached carol, and nothing of carol's reached them.
     assert!(

@@ -123,10 +123,43 @@ impl TestApp {
         request.send().await.expect("the HTTP request completes")
     }
 
+    /// A group of `creator` and `members`, made over REST: the conversation.
+    pub async fn create_group(&self, creator: &str, members: &[&str]) -> Value {
+        let body = serde_json::json!({ "members": members });
+        let token = self.token(creator);
+        let response = self.post_json("/v1/conversations", &token, &body).await;
+        let (status, group) = status_and_json(response).await;
+        assert_eq!(status, 201, "{group}");
+        group
+    }
+
+    /// The id of a new group of `creator` and `members`.
+    pub async fn group(&self, creator: &str, members: &[&str]) -> String {
+        let group = self.create_group(creator, members).await;
+        group["conv_id"].as_str().expect("a conv_id").to_owned()
+    }
+
+    /// `PATCH path` with a JSON body and a bearer token.
+    pub async fn patch_json(&self, path: &str, bearer: &str, body: &Value) -> reqwest::Response {
+        self.with_json(reqwest::Method::PATCH, path, bearer, body)
+            .await
+    }
+
     /// `POST path` with a JSON body and a bearer token.
     pub async fn post_json(&self, path: &str, bearer: &str, body: &Value) -> reqwest::Response {
+        self.with_json(reqwest::Method::POST, path, bearer, body)
+            .await
+    }
+
+    async fn with_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: &Value,
+    ) -> reqwest::Response {
         self.http
-            .post(self.url(path))
+            .request(method, self.url(path))
             .timeout(WAIT)
             .bearer_auth(bearer)
             .json(body)

@@ -50,3 +50,43 @@ async fn every_later_message_moves_the_notified_head_up() {
         last_head = head;
     }
 }
+
+#[tokio::test]
+async fn a_notify_carries_the_new_entry_as_a_sync_answers_it_so_a_client_at_its_prev_needs_no_sync()
+{
+    let app = spawn_app().await;
+    let mut bob = app.ws("bob", "phone").await;
+    let mut alice = app.ws("alice", "phone").await;
+    alice.send("bob", "i-1", "first").await;
+    let since = bob.wait_notify(1).await;
+
+    alice.send("bob", "i-2", "second \"quoted\" é").await;
+    let notify = bob.wait_notify_frame(since + 1).await;
+    let head = u64_of(&notify, "head");
+    assert_eq!(u64_of(&notify, "prev"), since, "{notify}");
+    let entries = notify["entries"].as_array().expect("entries inline");
+    assert_eq!(msg_ids(entries), ["i-2"], "{notify}");
+    assert_eq!(u64_of(&entries[0], "seq"), head);
+    // Exactly what a sync from `prev` answers, field for field.
+    let page = bob.sync(since).await;
+    assert_eq!(notify["entries"], page["entries"], "{notify} vs {page}");
+}
+
+#[tokio::test]
+async fn a_large_entry_comes_by_sync_the_notify_carries_the_head_alone() {
+    let app = spawn_app().await;
+    let mut bob = app.ws("bob", "phone").await;
+    let mut alice = app.ws("alice", "phone").await;
+    let big = "x".repeat(proto::MAX_BODY_BYTES);
+    alice.send("bob", "big-1", &big).await;
+
+    let notify = bob.wait_notify_frame(1).await;
+    assert!(
+        notify.get("entries").is_none(),
+        "no entries inline: {notify:.200}"
+    );
+    assert!(notify.get("prev").is_none(), "no prev: {notify:.200}");
+    let page = bob.sync(0).await;
+    let entries = page["entries"].as_array().expect("entries");
+    assert_eq!(msg_ids(entries), ["big-1"]);
+}

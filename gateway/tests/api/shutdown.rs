@@ -1,4 +1,5 @@
-//! Graceful shutdown: `goaway` to every socket, not ready while draining,
+//! Graceful shutdown: `goaway` to every socket, not ready while draining
+//! (`/lbz` answers 404: the load balancer keeps the open sockets),
 //! sockets that stay are closed (1001) at the deadline, `run` returns `Ok`,
 //! and a new server on the same data dir has every acked message.
 
@@ -28,12 +29,24 @@ async fn shutdown_sends_goaway_to_every_socket_and_closes_the_ones_that_stay_wit
     let mut bob_phone = app.ws("bob", "phone").await;
     let mut bob_laptop = app.ws("bob", "laptop").await;
     assert!(app.is_ready());
+    assert_eq!(
+        app.get("/lbz", None).await.status(),
+        200,
+        "/lbz while ready"
+    );
 
     app.begin_shutdown();
     for client in [&mut alice, &mut bob_phone, &mut bob_laptop] {
         expect_goaway(client).await;
     }
     assert!(!app.is_ready(), "not ready while draining");
+    // The load balancer must read "no new sockets, keep the open ones"
+    // (HAProxy's disable-on-404), not a failed check that cuts them.
+    assert_eq!(
+        app.get("/lbz", None).await.status(),
+        404,
+        "/lbz answers 404 while draining"
+    );
     // Two clients leave as asked; the laptop ignores the goaway.
     alice.close().await;
     bob_phone.close().await;

@@ -156,11 +156,15 @@ impl WsClient {
     /// Waits for a `notify` whose head is at least `head` (notifies may be
     /// coalesced or repeated, so lower ones are skipped).
     pub async fn wait_notify(&mut self, head: u64) -> u64 {
+        u64_of(&self.wait_notify_frame(head).await, "head")
+    }
+
+    /// [`Self::wait_notify`], answering the whole frame.
+    pub async fn wait_notify_frame(&mut self, head: u64) -> Value {
         loop {
             let notify = self.next_frame_of_type("notify").await;
-            let seen = u64_of(&notify, "head");
-            if seen >= head {
-                return seen;
+            if u64_of(&notify, "head") >= head {
+                return notify;
             }
         }
     }

@@ -137,6 +137,34 @@ impl Cluster {
             .unwrap_or_else(|err| panic!("{user}/{device} could not connect to {base}: {err}"))
     }
 
+    /// The store writes msg-service counted so far (its `/metrics`), but
+    /// the retry worker's own bookkeeping (its checkpoint and watermark,
+    /// saved on its timer).
+    pub async fn store_writes(&self) -> f64 {
+        let urls = std::fs::read_to_string(self.dir().join("replica-metrics"))
+            .expect("reading the replicas' metrics addresses");
+        let url = urls
+            .lines()
+            .find_map(|line| line.strip_prefix("msg-service="))
+            .expect("msg-service's metrics address");
+        let text = self
+            .http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("reading /metrics");
+        text.lines()
+            .filter(|line| line.starts_with("chat_store_writes_total"))
+            .filter(|line| {
+                !line.contains("save_fanout_watermark") && !line.contains("save_retry_checkpoint")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The number of open WebSocket sessions `base` reports on `/metrics`.
     pub async fn ws_connections(&self, base: &str) -> u64 {
         let text = self

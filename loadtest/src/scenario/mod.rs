@@ -55,6 +55,18 @@ pub struct Common {
     /// Write the latency-over-time plot as SVG here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Ignore the entries a notify carries and sync on every notify, as a
+    /// client of protocol version 1 does.
+    #[arg(long)]
+    pub sync_only: bool,
+    /// Send a typing indicator before each message (protocol 1.1).
+    #[arg(long)]
+    pub typing: bool,
+    /// Edit every Nth acked message of each client, or recall it every
+    /// other time (protocol 1.1); each change is checked exactly once like
+    /// a message. 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub changes: u64,
 }
 
 impl Common {
@@ -68,7 +80,16 @@ impl Common {
             Some(secret) => TokenSource::Secret(secret.clone()),
             None => TokenSource::DevEndpoint,
         };
-        Target::new(&self.urls, sources, tokens)
+        let target = Target::new(&self.urls, sources, tokens)?;
+        let target = match self.sync_only {
+            true => target.syncing_only(),
+            false => target,
+        };
+        let target = target.changing_every(self.changes);
+        Ok(match self.typing {
+            true => target.typing_before_sending(),
+            false => target,
+        })
     }
 
     /// The measured phase.

@@ -284,8 +284,9 @@ impl MessageApi for RemoteMessageService {
             user: sender.to_string(),
             client_msg_id: request.client_msg_id.into(),
             target: Some(target),
-            kind: "text".into(),
+            kind: request.kind.as_str().into(),
             body: request.body,
+            r#ref: request.refers_to,
         };
         decode(ack_from_pb(
             self.unary(self.client().send(self.request(message)))
@@ -447,6 +448,18 @@ impl MessageApi for RemoteMessageService {
             self.unary(self.client().remove_member(self.request(message)))
                 .await?,
         ))
+    }
+
+    async fn mark_read(&self, user: &UserId, conv: &ConvId, conv_seq: Seq) -> Result<Seq> {
+        let message = pb::MarkReadRequest {
+            user: user.to_string(),
+            conv_id: conv.to_string(),
+            conv_seq,
+        };
+        let reply = self
+            .unary(self.client().mark_read(self.request(message)))
+            .await?;
+        Ok(reply.conv_seq)
     }
 
     /// The remote service makes its own writes durable; a gateway that

@@ -33,21 +33,17 @@ pub(crate) fn conv(s: &str) -> Result<ConvId, Status> {
     ConvId::parse(s).map_err(bad_field("conv_id"))
 }
 
-fn kind_str(kind: MessageKind) -> String {
-    match kind {
-        MessageKind::Text => "text".into(),
-    }
-}
-
 pub(crate) fn message_to_pb(m: HistoryMessage) -> pb::Message {
     pb::Message {
         conv_id: m.conv_id.into(),
         conv_seq: m.conv_seq,
         from: m.from.into(),
         client_msg_id: m.client_msg_id.into(),
-        kind: kind_str(m.kind),
+        kind: m.kind.as_str().into(),
         body: m.body,
         ts: m.ts,
+        r#ref: m.refers_to,
+        recalled: m.recalled,
     }
 }
 
@@ -57,9 +53,11 @@ pub(crate) fn message_from_pb(m: pb::Message) -> Result<HistoryMessage, Status> 
         conv_seq: m.conv_seq,
         from: user(&m.from)?,
         client_msg_id: ClientMsgId::parse(&m.client_msg_id).map_err(bad_field("client_msg_id"))?,
-        kind: MessageKind::Text,
+        kind: MessageKind::parse(&m.kind).map_err(bad_field("kind"))?,
         body: m.body,
         ts: m.ts,
+        refers_to: m.r#ref,
+        recalled: m.recalled,
     })
 }
 
@@ -110,17 +108,40 @@ pub(crate) fn conversation_to_pb(c: Conversation) -> pb::Conversation {
         members: c.members.into_iter().map(String::from).collect(),
         title: c.title,
         last_conv_seq: c.last_conv_seq,
+        read_up_to: c.read_up_to,
+        unread: c.unread,
+        read: c
+            .read
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(user, up_to)| pb::ReadMarker {
+                user: user.into(),
+                up_to,
+            })
+            .collect(),
     }
 }
 
 pub(crate) fn conversation_from_pb(c: pb::Conversation) -> Result<Conversation, Status> {
     let conv_id = conv(&c.conv_id)?;
+    let read = match conv_id.kind() {
+        ConvKind::Group => Some(
+            c.read
+                .iter()
+                .map(|marker| Ok((user(&marker.user)?, marker.up_to)))
+                .collect::<Result<_, Status>>()?,
+        ),
+        ConvKind::Dm => None,
+    };
     Ok(Conversation {
         kind: conv_id.kind(),
         conv_id,
         members: users(&c.members)?,
         title: c.title,
         last_conv_seq: c.last_conv_seq,
+        read_up_to: c.read_up_to,
+        unread: c.unread,
+        read,
     })
 }
 

@@ -69,9 +69,15 @@ impl Messages for GrpcService {
             Some(pb::send_request::Target::To(t)) => (None, Some(t.as_str())),
             None => (None, None),
         };
-        let kind = (!r.kind.is_empty()).then_some(r.kind.as_str());
-        let send = SendRequest::new(Some(&r.client_msg_id), conv_id, to, kind, Some(r.body))
-            .map_err(invalid)?;
+        let send = match r.kind.as_str() {
+            "recall" => SendRequest::recall(Some(&r.client_msg_id), conv_id, r.r#ref),
+            "edit" => SendRequest::edit(Some(&r.client_msg_id), conv_id, r.r#ref, Some(r.body)),
+            kind => {
+                let kind = (!kind.is_empty()).then_some(kind);
+                SendRequest::new(Some(&r.client_msg_id), conv_id, to, kind, Some(r.body))
+            }
+        }
+        .map_err(invalid)?;
         reply(api.send(&sender, send).await, ack_to_pb)
     }
 
@@ -175,6 +181,15 @@ impl Messages for GrpcService {
         reply(result, conversation_to_pb)
     }
 
+    async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> Reply<pb::MarkReadReply> {
+        let api = self.api_for(&request);
+        let r = request.into_inner();
+        let result = api
+            .mark_read(&user(&r.user)?, &conv(&r.conv_id)?, r.conv_seq)
+            .await;
+        reply(result, |conv_seq| pb::MarkReadReply { conv_seq })
+    }
+
     async fn deliver(&self, request: Request<pb::DeliverRequest>) -> Reply<pb::DeliverReply> {
         let Some(owner) = &self.owner else {
             return Err(Status::unimplemented("Deliver is a call between replicas"));
@@ -187,7 +202,7 @@ impl Messages for GrpcService {
             .into_iter()
             .map(|outcome| {
                 outcome.unwrap_or_else(|err| {
-                    tracing::warn!(error = %err, "an inbox append for another replica failed");
+                    tracing::warn!(error = ?err, "an inbox append for another replica failed");
                     0
                 })
             })

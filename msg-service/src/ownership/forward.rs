@@ -30,36 +30,69 @@ impl RoutedService {
         RoutedService { local, here }
     }
 
-    /// Who serves calls about logs of `shard`: this replica or another.
-    fn owner(&self, shard: u16) -> Result<Arc<dyn MessageApi>> {
-        let route = match self.local.routes() {
-            Some(routes) => routes.to_shard(shard)?,
-            None => Route::Here,
+    /// Runs `call` where logs of `shard` are served: here, or forwarded
+    /// to their owner. A forwarded call whose shard moves meanwhile (its
+    /// owner died, or was paused past its lease, and another took the shard
+    /// over) is given up and made again at the new owner, a few times at
+    /// most, instead of waiting out its deadline at a replica that will not
+    /// answer. Making it again is safe: every call is idempotent (a send by
+    /// its client_msg_id) and a deposed owner's writes are fenced off.
+    async fn at_owner<T, F, Fut>(&self, shard: u16, call: F) -> Result<T>
+    where
+        F: Fn(Arc<dyn MessageApi>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let Some(routes) = self.local.routes() else {
+            return call(Arc::clone(&self.here)).await;
         };
-        Ok(match route {
-            Route::Here => Arc::clone(&self.here),
-            Route::Peer(_, peer) => peer,
-        })
+        for _ in 0..MOVES_FOLLOWED {
+            let (addr, peer) = match routes.to_shard(shard)? {
+                Route::Here => return call(Arc::clone(&self.here)).await,
+                Route::Peer(addr, peer) => (addr, peer),
+            };
+            let shards = [shard];
+            tokio::select! {
+                outcome = call(peer) => return outcome,
+                () = routes.moved_from(&addr, &shards) => {
+                    tracing::info!(shard, from = %addr, "a forwarded call's shard moved; calling its new owner");
+                }
+            }
+        }
+        Err(storage::Error::Unavailable(
+            format!("shard {shard} keeps moving between replicas").into(),
+        )
+        .into())
     }
 }
+
+/// How many moves of its shard a forwarded call follows before it fails
+/// (retryable): a shard moves once when its owner dies, twice when a paused
+/// owner comes back.
+const MOVES_FOLLOWED: usize = 3;
 
 #[async_trait]
 impl MessageApi for RoutedService {
     async fn send(&self, sender: &UserId, request: SendRequest) -> Result<Ack> {
         let conv = target_conv(sender, &request.target)?;
-        self.owner(conversation_shard(&conv))?
-            .send(sender, request)
-            .await
+        self.at_owner(conversation_shard(&conv), |api| {
+            let request = request.clone();
+            async move { api.send(sender, request).await }
+        })
+        .await
     }
 
     async fn sync(&self, user: &UserId, since: Seq, limit: usize) -> Result<SyncResult> {
-        self.owner(inbox_shard(user))?
-            .sync(user, since, limit)
-            .await
+        self.at_owner(inbox_shard(user), |api| async move {
+            api.sync(user, since, limit).await
+        })
+        .await
     }
 
     async fn inbox_head(&self, user: &UserId) -> Result<Seq> {
-        self.owner(inbox_shard(user))?.inbox_head(user).await
+        self.at_owner(inbox_shard(user), |api| async move {
+            api.inbox_head(user).await
+        })
+        .await
     }
 
     async fn history(
@@ -69,9 +102,10 @@ impl MessageApi for RoutedService {
         page: Page,
         limit: usize,
     ) -> Result<HistoryPage> {
-        self.owner(conversation_shard(conv))?
-            .history(user, conv, page, limit)
-            .await
+        self.at_owner(conversation_shard(conv), |api| async move {
+            api.history(user, conv, page, limit).await
+        })
+        .await
     }
 
     async fn conversations(&self, user: &UserId) -> Result<Vec<Conversation>> {
@@ -79,9 +113,10 @@ impl MessageApi for RoutedService {
     }
 
     async fn conversation(&self, user: &UserId, conv: &ConvId) -> Result<Conversation> {
-        self.owner(conversation_shard(conv))?
-            .conversation(user, conv)
-            .await
+        self.at_owner(conversation_shard(conv), |api| async move {
+            api.conversation(user, conv).await
+        })
+        .await
     }
 
     async fn create_group(
@@ -100,9 +135,11 @@ impl MessageApi for RoutedService {
         conv: &ConvId,
         members: Vec<UserId>,
     ) -> Result<Conversation> {
-        self.owner(conversation_shard(conv))?
-            .add_members(caller, conv, members)
-            .await
+        self.at_owner(conversation_shard(conv), |api| {
+            let members = members.clone();
+            async move { api.add_members(caller, conv, members).await }
+        })
+        .await
     }
 
     async fn remove_member(
@@ -111,9 +148,17 @@ impl MessageApi for RoutedService {
         conv: &ConvId,
         member: &UserId,
     ) -> Result<Conversation> {
-        self.owner(conversation_shard(conv))?
-            .remove_member(caller, conv, member)
-            .await
+        self.at_owner(conversation_shard(conv), |api| async move {
+            api.remove_member(caller, conv, member).await
+        })
+        .await
+    }
+
+    async fn mark_read(&self, user: &UserId, conv: &ConvId, conv_seq: Seq) -> Result<Seq> {
+        self.at_owner(conversation_shard(conv), |api| async move {
+            api.mark_read(user, conv, conv_seq).await
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<()> {

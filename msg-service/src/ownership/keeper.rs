@@ -15,7 +15,7 @@ use storage::{InstanceLease, LeaseStore, ShardOwner};
 
 use super::assign::{assigned_to, owner_of};
 
-/// How soon a failed tick is tried again.
+/// How soon a failed tick or renewal is tried again.
 const RETRY_FAILED_TICK: Duration = Duration::from_millis(200);
 
 /// How many times a deposed instance tries to register again before the
@@ -25,6 +25,14 @@ const REINCARNATION_TRIES: u32 = 20;
 /// Claims and releases in flight at once during a tick (each a compare-and-set
 /// on a shard's own row: they do not contend).
 const CONCURRENT_CLAIMS: usize = 64;
+
+/// How often a keeper rebalances while shards assigned to it are still
+/// held by another.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(200);
+
+/// The address of an instance nobody calls (tests): it ends no
+/// predecessor.
+pub const NO_ADDRESS: &str = "-";
 
 /// How long after another instance's lease runs out (plus the margin) a
 /// tick is due, so that its shards move at once rather than at the next
@@ -107,7 +115,7 @@ struct Held {
     /// Until when (monotonic) its own lease is valid; `None`: not at all.
     valid_until: Option<Duration>,
     /// When (monotonic) its last renewal was sent: the next is due a
-    /// renewal period later, however long the tick around it took.
+    /// renewal period later.
     renewed_at: Duration,
     /// Since when (monotonic) its lease has held without a gap. Another
     /// instance's lease is ended only after a whole lease of this: after a
@@ -141,6 +149,10 @@ pub struct LeaseKeeper {
     name: String,
     addr: String,
     held: Mutex<Held>,
+    /// Wakes the claiming loop when a renewal finds the lease ended.
+    deposition: tokio::sync::Notify,
+    /// Counts changes of the live instances (see [`Self::membership`]).
+    membership: tokio::sync::watch::Sender<u64>,
 }
 
 impl LeaseKeeper {
@@ -160,6 +172,8 @@ impl LeaseKeeper {
             name: name.to_owned(),
             addr: addr.to_owned(),
             held: Mutex::default(),
+            deposition: tokio::sync::Notify::new(),
+            membership: tokio::sync::watch::channel(0).0,
         };
         keeper.incarnate().await?;
         Ok(keeper)
@@ -287,25 +301,57 @@ impl LeaseKeeper {
 
     /// One round: renews the lease, then gives up the shards no longer
     /// assigned to it and claims those assigned and free. Fails when the
-    /// store does (the lease then runs out by itself unless a later tick
-    /// renews it) and, for good, once another instance ended its lease.
+    /// store does (the lease then runs out by itself unless a later
+    /// renewal renews it) and, for good, once another instance ended its
+    /// lease. [`Self::spawn_renewals`] runs the two halves on loops of
+    /// their own.
     pub async fn tick(&self) -> storage::Result<()> {
         self.renew().await?;
+        self.rebalance().await
+    }
+
+    /// [`Self::rebalance_once`]; then, if the live instances changed or
+    /// it took shards, tells [`Self::membership`]'s watchers, once the
+    /// claims are done.
+    async fn rebalance(&self) -> storage::Result<()> {
+        let before = {
+            let held = self.held();
+            (held.live.clone(), held.shards.len())
+        };
+        let outcome = self.rebalance_once().await;
+        let moved = {
+            let held = self.held();
+            held.live != before.0 || held.shards.len() > before.1
+        };
+        if moved {
+            self.membership.send_modify(|changes| *changes += 1);
+        }
+        outcome
+    }
+
+    /// Gives up the shards no longer assigned to it and claims those
+    /// assigned and free (or whose owner's lease ended).
+    async fn rebalance_once(&self) -> storage::Result<()> {
         let me = self.instance();
+        if self.deposed() {
+            return Err(ended(&me));
+        }
         let now = self.clock.wall_ms();
         let margin = self.config.margin_ms();
-        let instances: HashMap<String, InstanceLease> = self
+        let mut instances: HashMap<String, InstanceLease> = self
             .store
             .instances()
             .await?
             .into_iter()
             .map(|lease| (lease.instance.clone(), lease))
             .collect();
-        let live: Vec<String> = instances
+        self.end_predecessors(&mut instances).await?;
+        let mut live: Vec<String> = instances
             .values()
             .filter(|lease| lease.alive && lease.expires_at.saturating_add(margin) > now)
             .map(|lease| lease.instance.clone())
             .collect();
+        live.sort();
         let soonest_expiry = instances
             .values()
             .filter(|lease| live.contains(&lease.instance) && lease.instance != me)
@@ -366,8 +412,14 @@ impl LeaseKeeper {
         let sent = self.clock.monotonic();
         let expires_at = self.clock.wall_ms().saturating_add(self.config.lease_ms());
         self.held().renewed_at = sent;
-        if self.store.renew_instance(&me, expires_at).await? {
-            let mut held = self.held();
+        let renewed = self.store.renew_instance(&me, expires_at).await?;
+        let mut held = self.held();
+        if held.instance != me {
+            // It registered again meanwhile: the answer is about a lease
+            // it no longer uses.
+            return Ok(());
+        }
+        if renewed {
             let gap = held.valid_until.is_none_or(|until| until <= sent);
             if gap {
                 held.healthy_since = Some(sent);
@@ -375,9 +427,10 @@ impl LeaseKeeper {
             held.valid_until = Some(self.valid_from(sent));
             Ok(())
         } else {
-            let mut held = self.held();
             held.deposed = true;
             held.shards.clear();
+            drop(held);
+            self.deposition.notify_one();
             Err(ended(&me))
         }
     }
@@ -436,6 +489,43 @@ impl LeaseKeeper {
         Ok(ended)
     }
 
+    /// Ends the leases of earlier incarnations at its own address, marking
+    /// them ended in `instances`: a process restarted after a crash need
+    /// not wait for its predecessor's lease to run out before that one's
+    /// shards move. They are dead: this process listens on the address
+    /// they served (a live one would still hold it; one shutting down has
+    /// closed it and writes nothing more). Not for an instance without an
+    /// address ([`NO_ADDRESS`], tests), nor one that advertises a wildcard
+    /// (`0.0.0.0:PORT` could be any host's).
+    async fn end_predecessors(
+        &self,
+        instances: &mut HashMap<String, InstanceLease>,
+    ) -> storage::Result<()> {
+        let wildcard = self
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|addr| addr.ip().is_unspecified());
+        if self.addr == NO_ADDRESS || wildcard {
+            return Ok(());
+        }
+        let me = self.instance();
+        let predecessors: Vec<(String, u64)> = instances
+            .values()
+            .filter(|lease| lease.alive && lease.addr == self.addr && lease.instance != me)
+            .map(|lease| (lease.instance.clone(), lease.expires_at))
+            .collect();
+        for (instance, expires_at) in predecessors {
+            if self.store.end_instance(&instance, expires_at).await? {
+                tracing::info!(%instance, addr = %self.addr, "ended the lease of an earlier incarnation at this address");
+                metrics::counter!("chat_lease_predecessors_ended_total").increment(1);
+                if let Some(lease) = instances.get_mut(&instance) {
+                    lease.alive = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether its own lease has held for a whole lease without a gap.
     fn healthy_for_a_lease(&self) -> bool {
         let now = self.clock.monotonic();
@@ -480,15 +570,27 @@ impl LeaseKeeper {
         Ok(())
     }
 
-    /// How long until the next tick is due: a renewal period, or less when
-    /// another instance's lease runs out sooner (its shards move then).
-    pub fn next_tick_in(&self) -> Duration {
-        let held = self.held();
-        let renew_due = held.renewed_at + self.config.renew_every();
-        let due = held
-            .next_expiry
-            .map_or(renew_due, |expiry| expiry.min(renew_due));
+    /// How long until the next renewal is due: a renewal period after the
+    /// last one was sent.
+    fn next_renewal_in(&self) -> Duration {
+        let due = self.held().renewed_at + self.config.renew_every();
         due.saturating_sub(self.clock.monotonic())
+    }
+
+    /// How long until the next rebalance is due: a renewal period, or less
+    /// when another instance's lease runs out sooner (its shards move then),
+    /// or [`CATCH_UP_EVERY`] while shards assigned to it are still held
+    /// elsewhere (their owner releases them at its next rebalance, and
+    /// they should not then wait a whole period unserved).
+    pub fn next_rebalance_in(&self) -> Duration {
+        let held = self.held();
+        let mut period = self.config.renew_every();
+        if held.shards.len() < held.assigned {
+            period = period.min(CATCH_UP_EVERY);
+        }
+        let now = self.clock.monotonic();
+        held.next_expiry
+            .map_or(period, |expiry| expiry.saturating_sub(now).min(period))
     }
 
     /// The shards taken over from an earlier owner (one that died may have
@@ -503,45 +605,95 @@ impl LeaseKeeper {
         self.held().adopted.retain(|shard| !adopted.contains(shard));
     }
 
+    /// Changes whenever a rebalance found the live instances changed (one
+    /// died, left or joined) or took shards: shards moved, so calls that
+    /// failed for want of their owner may now succeed.
+    pub fn membership(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.membership.subscribe()
+    }
+
     /// Whether another instance ended this incarnation's lease: it never
     /// serves again under it (see [`Self::reincarnate`]).
     pub fn deposed(&self) -> bool {
         self.held().deposed
     }
 
-    /// Ticks every [`KeeperConfig::renew_every`] (sooner when another
-    /// instance's lease runs out). Once another instance ended its lease (it
-    /// was paused or cut off past it), it registers a new incarnation and
-    /// carries on; it returns only when that fails (the process should
-    /// stop). A failed tick is logged and tried again after
-    /// [`RETRY_FAILED_TICK`], not a whole period later: one store node that
-    /// just died must not let the lease lapse.
+    /// Renews the lease and rebalances the shards on two loops of one
+    /// task (aborting it stops both), each every
+    /// [`KeeperConfig::renew_every`]: a rebalance that waits on a store
+    /// node that just died never delays a renewal. Once another instance
+    /// ended its lease (it was paused or cut off past it), it registers a
+    /// new incarnation and carries on; it returns only when that fails (the
+    /// process should stop).
     pub fn spawn_renewals(self: Arc<Self>) -> tokio::task::JoinHandle<storage::Error> {
         tokio::spawn(async move {
-            let mut wait = self.next_tick_in();
-            loop {
-                tokio::time::sleep(wait).await;
-                let outcome = self.tick().await;
-                metrics::gauge!("chat_shards_held").set(self.held_shards() as f64);
-                wait = match outcome {
-                    Ok(()) => self.next_tick_in(),
-                    Err(err) if self.deposed() => {
-                        tracing::warn!(error = %err, "this instance lost its lease; serving again as a new incarnation");
-                        metrics::counter!("chat_lease_reincarnations_total").increment(1);
-                        if let Err(err) = self.reincarnate_with_retries().await {
-                            return err;
-                        }
-                        tracing::info!(instance = %self.instance(), "registered again");
-                        Duration::ZERO
-                    }
-                    Err(err) => {
-                        metrics::counter!("chat_lease_tick_failures_total").increment(1);
-                        tracing::warn!(error = %err, "a lease tick failed; trying again shortly");
-                        RETRY_FAILED_TICK.min(self.config.renew_every())
-                    }
-                };
+            tokio::select! {
+                never = self.renew_forever() => match never {},
+                err = self.rebalance_forever() => err,
             }
         })
+    }
+
+    /// Renews every period. A renewal not answered within half a period is
+    /// abandoned and sent again at once (the driver picks a store node that
+    /// answers now); only an answered one extends the lease, so with three
+    /// renewals per lease a node that died mid-call costs no gap. A failed
+    /// one is tried again after [`RETRY_FAILED_TICK`].
+    async fn renew_forever(&self) -> std::convert::Infallible {
+        let patience = self.config.renew_every() / 2;
+        let mut wait = self.next_renewal_in();
+        loop {
+            tokio::time::sleep(wait).await;
+            if self.deposed() {
+                // The rebalance loop registers it again.
+                wait = RETRY_FAILED_TICK;
+                continue;
+            }
+            wait = match tokio::time::timeout(patience, self.renew()).await {
+                Ok(Ok(())) => self.next_renewal_in(),
+                Ok(Err(_)) if self.deposed() => RETRY_FAILED_TICK,
+                Ok(Err(err)) => {
+                    renewal_failed(&err);
+                    RETRY_FAILED_TICK
+                }
+                Err(_) => {
+                    renewal_failed(&format!("no answer within {patience:?}"));
+                    Duration::ZERO
+                }
+            };
+        }
+    }
+
+    /// Rebalances every period (sooner when another instance's lease runs
+    /// out, or this one's was ended); a failed rebalance is logged and tried
+    /// again after [`RETRY_FAILED_TICK`], not a whole period later.
+    async fn rebalance_forever(&self) -> storage::Error {
+        let mut wait = self.next_rebalance_in();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.deposition.notified() => {}
+            }
+            let outcome = self.rebalance().await;
+            metrics::gauge!("chat_shards_held").set(self.held_shards() as f64);
+            wait = match outcome {
+                Ok(()) => self.next_rebalance_in(),
+                Err(err) if self.deposed() => {
+                    tracing::warn!(error = %err, "this instance lost its lease; serving again as a new incarnation");
+                    metrics::counter!("chat_lease_reincarnations_total").increment(1);
+                    if let Err(err) = self.reincarnate_with_retries().await {
+                        return err;
+                    }
+                    tracing::info!(instance = %self.instance(), "registered again");
+                    Duration::ZERO
+                }
+                Err(err) => {
+                    metrics::counter!("chat_lease_tick_failures_total").increment(1);
+                    tracing::warn!(error = ?err, "a rebalance of the shards failed; trying again shortly");
+                    RETRY_FAILED_TICK.min(self.config.renew_every())
+                }
+            };
+        }
     }
 
     /// Stops serving, releases every shard and removes the instance's
@@ -550,6 +702,11 @@ impl LeaseKeeper {
         self.give_up(&[]).await?;
         self.store.remove_instance(&self.instance()).await
     }
+}
+
+fn renewal_failed(reason: &dyn std::fmt::Display) {
+    metrics::counter!("chat_lease_renewal_failures_total").increment(1);
+    tracing::warn!(%reason, "a lease renewal failed; sending it again");
 }
 
 fn ended(instance: &str) -> storage::Error {

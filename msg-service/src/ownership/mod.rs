@@ -10,7 +10,7 @@ mod shards;
 
 pub use assign::{assigned_to, owner_of};
 pub use forward::RoutedService;
-pub use keeper::{KeeperClock, KeeperConfig, LeaseKeeper, SystemClock};
+pub use keeper::{KeeperClock, KeeperConfig, LeaseKeeper, NO_ADDRESS, SystemClock};
 pub(crate) use routes::Route;
 pub use routes::Routes;
 pub use shards::{SHARDS, conversation_shard, inbox_shard, shard_of};

@@ -52,6 +52,26 @@ impl Routes {
         }
     }
 
+    /// Returns once none of `shards` is routed to `addr` any more: the
+    /// replica there died, or was paused past its lease, and others took
+    /// them over. A call in flight there will then not be answered by
+    /// their owner, so it need not wait out its deadline. Pending while the
+    /// keeper runs and any of them is still routed there.
+    pub(crate) async fn moved_from(&self, addr: &str, shards: &[u16]) {
+        let mut membership = self.keeper.membership();
+        loop {
+            let routed_there = shards
+                .iter()
+                .any(|&shard| self.keeper.route(shard).as_deref() == Some(addr));
+            if !routed_there {
+                return;
+            }
+            if membership.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     fn peer(&self, addr: &str) -> Result<Arc<RemoteMessageService>> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(peer) = peers.get(addr) {

@@ -19,6 +19,7 @@ mod metrics_endpoint;
 mod notify;
 mod ownership;
 mod paging;
+mod recall;
 mod redis_outage;
 mod replicas;
 mod restart;

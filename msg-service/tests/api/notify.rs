@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use msg_service::ServiceConfig;
 use proto::{Seq, UserId};
 use storage::{
-    GatewayId, InProcessCache, InProcessPresence, InboxCache, Notification, NotifyBus, Presence,
-    Subscription,
+    BusMessage, GatewayId, InProcessCache, InProcessPresence, InboxCache, Notification, NotifyBus,
+    Presence, Subscription,
 };
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -20,14 +20,23 @@ use crate::helpers::{Options, TestService, send, seqs, user};
 use crate::store_double::hold;
 
 /// Every notification already queued for a gateway.
-fn queued(sub: &mut Subscription) -> Vec<Notification> {
+fn queued_notes(sub: &mut Subscription) -> Vec<Notification> {
     let mut notes = Vec::new();
     loop {
         match sub.try_recv() {
-            Ok(note) => notes.push(note),
+            Ok(BusMessage::Head(note)) => notes.push(note),
+            Ok(other) => panic!("msg-service published {other:?}"),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => return notes,
         }
     }
+}
+
+/// Whose head and which head every notification already queued tells.
+fn queued(sub: &mut Subscription) -> Vec<(UserId, Seq)> {
+    queued_notes(sub)
+        .into_iter()
+        .map(|note| (note.user, note.head))
+        .collect()
 }
 
 /// Subscribes gateway gw-1 to the bus and tells presence it holds `user`.
@@ -38,11 +47,8 @@ async fn on_a_gateway(svc: &TestService, user: &UserId) -> anyhow::Result<Subscr
     Ok(sub)
 }
 
-fn note(name: &str, head: Seq) -> Notification {
-    Notification {
-        user: user(name),
-        head,
-    }
+fn note(name: &str, head: Seq) -> (UserId, Seq) {
+    (user(name), head)
 }
 
 #[tokio::test]
@@ -56,11 +62,30 @@ async fn a_connected_recipient_gets_a_notify_with_the_new_head_before_the_ack() 
     svc.send(&alice, &bob, "c-2", "two").await?;
 
     // The notify is published before the send returns, so it is queued now.
+    let notes = queued_notes(&mut sub);
+    let heads: Vec<_> = notes.iter().map(|n| (n.user.clone(), n.head)).collect();
     assert_eq!(
-        queued(&mut sub),
+        heads,
         [note("bob", 1), note("bob", 2)],
         "bob's, not alice's"
     );
+    // Each carries its entry (protocol 1.1): every entry above `prev`.
+    for (note, (id, body)) in notes.iter().zip([("c-1", "one"), ("c-2", "two")]) {
+        let inline = note.inline.as_ref().context("the entry inline")?;
+        assert_eq!(inline.prev, note.head - 1);
+        let entries: Vec<_> = inline
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    e.message.client_msg_id.as_str(),
+                    e.message.body.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(entries, [(note.head, id, body)]);
+    }
     assert_eq!(svc.inbox_head(&bob).await?, 2);
     Ok(())
 }
@@ -188,6 +213,12 @@ impl Presence for FailingLookups {
     async fn refresh(&self, gateway: &GatewayId, users: &[UserId]) -> storage::Result<()> {
         self.inner.refresh(gateway, users).await
     }
+    async fn set_last_seen(&self, user: &UserId, at_ms: u64) -> storage::Result<()> {
+        self.inner.set_last_seen(user, at_ms).await
+    }
+    async fn last_seen(&self, user: &UserId) -> storage::Result<Option<u64>> {
+        self.inner.last_seen(user).await
+    }
 }
 
 #[tokio::test]
@@ -212,6 +243,10 @@ async fn a_notify_whose_presence_lookup_failed_is_sent_once_presence_answers_aga
     let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
         .await
         .context("the kept notify is sent once presence answers")?;
-    assert_eq!(got, Some(note("bob", 1)));
+    assert_eq!(
+        got,
+        Some(Notification::head(user("bob"), 1).into()),
+        "the head alone: the client syncs"
+    );
     Ok(())
 }

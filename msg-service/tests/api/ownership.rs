@@ -3,12 +3,17 @@
 //! or once their owner's lease ran out, and an instance whose lease another
 //! one ended never serves again.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use msg_service::ownership::{KeeperClock, KeeperConfig, LeaseKeeper, SHARDS};
-use storage::{Durability, EmbeddedStore, LeaseStore};
+use msg_service::ownership::{KeeperClock, KeeperConfig, LeaseKeeper, NO_ADDRESS, SHARDS};
+use storage::{Durability, EmbeddedStore, InstanceLease, LeaseStore, ShardOwner};
 use tempfile::TempDir;
+
+/// Where the test clocks' wall time starts (ms since the Unix epoch).
+const WALL_START_MS: u64 = 1_800_000_000_000;
 
 /// A clock the test moves by hand: wall and monotonic time advance together.
 #[derive(Default)]
@@ -24,7 +29,7 @@ impl ManualClock {
 
 impl KeeperClock for ManualClock {
     fn wall_ms(&self) -> u64 {
-        1_800_000_000_000 + self.monotonic().as_millis() as u64
+        WALL_START_MS + self.monotonic().as_millis() as u64
     }
 
     fn monotonic(&self) -> Duration {
@@ -55,7 +60,19 @@ fn setup() -> anyhow::Result<Setup> {
 
 async fn keeper(setup: &Setup, name: &str) -> anyhow::Result<LeaseKeeper> {
     let clock: Arc<dyn KeeperClock> = setup.clock.clone();
-    Ok(LeaseKeeper::register(Arc::clone(&setup.store), clock, CONFIG, name, "127.0.0.1:1").await?)
+    Ok(LeaseKeeper::register(
+        Arc::clone(&setup.store),
+        clock,
+        CONFIG,
+        name,
+        &addr_of(name),
+    )
+    .await?)
+}
+
+/// The address the instances named `name` serve on, one per name.
+fn addr_of(name: &str) -> String {
+    format!("{name}.test:1")
 }
 
 /// Two instances, `a` and `b`, each serving its share.
@@ -75,6 +92,44 @@ fn each_shard_served_once(keepers: &[&LeaseKeeper]) {
         let serving = keepers.iter().filter(|k| k.serves(shard).is_some()).count();
         assert_eq!(serving, 1, "shard {shard} is served by {serving}");
     }
+}
+
+#[tokio::test]
+async fn a_process_restarted_at_the_same_address_ends_its_predecessor_at_once() -> anyhow::Result<()>
+{
+    let setup = setup()?;
+    let (a, b) = split_between_two(&setup).await?;
+    // a dies; a new process serves at its address long before a's lease
+    // (9 s) runs out: no time passes at all.
+    let a_again = keeper(&setup, "a").await?;
+    a_again.tick().await?;
+    b.tick().await?;
+    a_again.tick().await?;
+    assert!(a_again.serves_its_shards() && b.serves_its_shards());
+    each_shard_served_once(&[&a_again, &b]);
+    assert!(a.tick().await.is_err(), "the predecessor's lease was ended");
+    assert!(a.deposed());
+    // An instance at another address is never taken for a predecessor.
+    assert!(b.tick().await.is_ok() && !b.deposed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_newcomer_rebalances_often_until_it_holds_its_share_then_once_a_period()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let a = keeper(&setup, "a").await?;
+    a.tick().await?;
+    let b = keeper(&setup, "b").await?;
+    b.tick().await?;
+    // b's share is still a's until a's next rebalance releases it.
+    assert!(!b.serves_its_shards());
+    assert!(b.next_rebalance_in() <= Duration::from_millis(200));
+    a.tick().await?;
+    b.tick().await?;
+    assert!(b.serves_its_shards());
+    assert_eq!(b.next_rebalance_in(), Duration::from_secs(3));
+    Ok(())
 }
 
 #[tokio::test]
@@ -162,7 +217,7 @@ async fn the_next_tick_is_due_when_a_silent_instances_lease_runs_out_not_a_perio
     let setup = setup()?;
     let (a, b) = split_between_two(&setup).await?;
     // Both just renewed: a renewal period away (9 s / 3).
-    assert_eq!(b.next_tick_in(), Duration::from_secs(3));
+    assert_eq!(b.next_rebalance_in(), Duration::from_secs(3));
     // a goes silent while b renews; at 8 s a's lease (9 s) and the margin
     // (1 s) end in 2 s, sooner than b's next renewal (at 11 s).
     for at in [3, 6, 8] {
@@ -171,7 +226,7 @@ async fn the_next_tick_is_due_when_a_silent_instances_lease_runs_out_not_a_perio
             .advance(Duration::from_secs(at) - setup.clock.monotonic());
         b.tick().await?;
     }
-    let due = b.next_tick_in();
+    let due = b.next_rebalance_in();
     assert!(
         due > Duration::from_secs(2) && due < Duration::from_millis(2_100),
         "due in {due:?}"
@@ -253,11 +308,156 @@ async fn a_restarted_process_serves_at_a_higher_epoch() -> anyhow::Result<()> {
         let store: Arc<dyn LeaseStore> =
             Arc::new(EmbeddedStore::open(dir.path(), Durability::Fsync)?);
         let dyn_clock: Arc<dyn KeeperClock> = clock.clone();
-        let keeper = LeaseKeeper::register(store, dyn_clock, CONFIG, "only", "-").await?;
+        let keeper = LeaseKeeper::register(store, dyn_clock, CONFIG, "only", NO_ADDRESS).await?;
         keeper.tick().await?;
         epochs.push(keeper.serves(3));
         // A crash: no release.
     }
     assert_eq!(epochs, [Some(1), Some(2)]);
+    Ok(())
+}
+
+/// A clock that follows tokio's (paused) time.
+struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl KeeperClock for TokioClock {
+    fn wall_ms(&self) -> u64 {
+        WALL_START_MS + self.monotonic().as_millis() as u64
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// Leases whose scans of the lease tables never answer once `hang` is set
+/// (a store node that died and is not yet known dead), whose next renewal
+/// never answers once `hang_a_renewal` is set, and that record when each
+/// renewal that extended the lease was sent.
+struct HangingScans {
+    inner: Arc<dyn LeaseStore>,
+    hang: AtomicBool,
+    hang_a_renewal: AtomicBool,
+    renewed: tokio::sync::watch::Sender<Vec<tokio::time::Instant>>,
+}
+
+impl HangingScans {
+    async fn scan<T>(&self, scan: impl Future<Output = storage::Result<T>>) -> storage::Result<T> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        scan.await
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for HangingScans {
+    async fn register_instance(&self, lease: &InstanceLease) -> storage::Result<()> {
+        self.inner.register_instance(lease).await
+    }
+    async fn renew_instance(&self, instance: &str, expires_at: u64) -> storage::Result<bool> {
+        if self.hang_a_renewal.swap(false, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let sent = tokio::time::Instant::now();
+        let renewed = self.inner.renew_instance(instance, expires_at).await;
+        if matches!(renewed, Ok(true)) {
+            self.renewed.send_modify(|times| times.push(sent));
+        }
+        renewed
+    }
+    async fn end_instance(&self, instance: &str, seen: u64) -> storage::Result<bool> {
+        self.inner.end_instance(instance, seen).await
+    }
+    async fn remove_instance(&self, instance: &str) -> storage::Result<()> {
+        self.inner.remove_instance(instance).await
+    }
+    async fn instances(&self) -> storage::Result<Vec<InstanceLease>> {
+        self.scan(self.inner.instances()).await
+    }
+    async fn shard_owners(&self) -> storage::Result<Vec<ShardOwner>> {
+        self.scan(self.inner.shard_owners()).await
+    }
+    async fn claim_shard(&self, seen: &ShardOwner, owner: &str) -> storage::Result<bool> {
+        self.inner.claim_shard(seen, owner).await
+    }
+    async fn release_shard(&self, shard: u16, owner: &str, epoch: u64) -> storage::Result<bool> {
+        self.inner.release_shard(shard, owner, epoch).await
+    }
+}
+
+async fn keeper_on_hanging_scans() -> anyhow::Result<(Setup, Arc<HangingScans>, Arc<LeaseKeeper>)> {
+    let setup = setup()?;
+    let leases = Arc::new(HangingScans {
+        inner: Arc::clone(&setup.store),
+        hang: AtomicBool::new(false),
+        hang_a_renewal: AtomicBool::new(false),
+        renewed: tokio::sync::watch::channel(Vec::new()).0,
+    });
+    let clock: Arc<dyn KeeperClock> = Arc::new(TokioClock {
+        start: tokio::time::Instant::now(),
+    });
+    let store: Arc<dyn LeaseStore> = leases.clone();
+    let keeper = Arc::new(LeaseKeeper::register(store, clock, CONFIG, "a", "127.0.0.1:1").await?);
+    keeper.tick().await?;
+    assert!(keeper.serves_its_shards());
+    Ok((setup, leases, keeper))
+}
+
+/// Waits for `count` more renewals to extend the lease, checking after
+/// each that the keeper still serves its shards, and that no two were sent
+/// further apart than a lease holds (lease less the margin): no gap, not
+/// even one that a later renewal closed.
+async fn lease_holds_for(
+    leases: &HangingScans,
+    keeper: &LeaseKeeper,
+    count: usize,
+) -> anyhow::Result<()> {
+    let mut renewed = leases.renewed.subscribe();
+    let start = renewed.borrow_and_update().len();
+    for seen in start..start + count {
+        let next = renewed.wait_for(|times| times.len() > seen);
+        tokio::time::timeout(CONFIG.lease, next)
+            .await
+            .map_err(|_| anyhow::anyhow!("no renewal answered within a lease"))??;
+        assert!(keeper.serves_its_shards(), "the lease lapsed");
+    }
+    let holds = CONFIG.lease - CONFIG.drift_margin;
+    let times = renewed.borrow().clone();
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] < holds,
+            "a gap of {:?}",
+            pair[1] - pair[0]
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rebalance_stuck_on_the_store_does_not_let_the_lease_lapse() -> anyhow::Result<()> {
+    let (_setup, leases, keeper) = keeper_on_hanging_scans().await?;
+    leases.hang.store(true, Ordering::SeqCst);
+    let renewals = Arc::clone(&keeper).spawn_renewals();
+    // Ten renewal periods (three leases) with every rebalance stuck.
+    lease_holds_for(&leases, &keeper, 10).await?;
+    renewals.abort();
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_that_never_answers_is_sent_again_before_the_lease_lapses() -> anyhow::Result<()>
+{
+    let (_setup, leases, keeper) = keeper_on_hanging_scans().await?;
+    leases.hang_a_renewal.store(true, Ordering::SeqCst);
+    let renewals = Arc::clone(&keeper).spawn_renewals();
+    lease_holds_for(&leases, &keeper, 5).await?;
+    assert!(
+        !leases.hang_a_renewal.load(Ordering::SeqCst),
+        "no renewal hung"
+    );
+    renewals.abort();
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use msg_service::ownership::{
-    KeeperClock, LeaseKeeper, SHARDS, assigned_to, conversation_shard, inbox_shard,
+    KeeperClock, LeaseKeeper, NO_ADDRESS, SHARDS, assigned_to, conversation_shard, inbox_shard,
 };
 use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
 use proto::{ConvId, UserId};
@@ -31,7 +31,7 @@ async fn instance(
 ) -> anyhow::Result<Instance> {
     let dyn_clock: Arc<dyn KeeperClock> = clock.clone();
     let keeper = Arc::new(
-        LeaseKeeper::register(Arc::new(store.clone()), dyn_clock, CONFIG, name, "-").await?,
+        LeaseKeeper::register(Arc::new(store.clone()), dyn_clock, CONFIG, name, NO_ADDRESS).await?,
     );
     let store: Arc<dyn MessageStore> = Arc::new(StoreDouble {
         inner: store.clone(),
@@ -138,6 +138,9 @@ async fn an_instance_serves_only_the_shards_it_holds_and_only_while_its_lease_ho
     let (carol, dave) = pair_in(&a.keeper, false);
     assert_unavailable(send(&a.service, &carol, &dave, "m3", "not a's").await);
     assert_unavailable(a.service.sync(&carol, 0, 10).await);
+    // A shard moves within a lease: its answer asks for a quick retry.
+    let moving = a.service.sync(&carol, 0, 10).await.expect_err("not a's");
+    assert_eq!(moving.retry_after_ms(), Some(250));
 
     // Membership changes too run only at the conversation's owner.
     let group = a

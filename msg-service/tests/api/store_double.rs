@@ -247,6 +247,26 @@ impl MessageStore for StoreDouble {
         self.history_read()?;
         self.inner.messages(conv, page, limit).await
     }
+    async fn recall_message(&self, conv: &ConvId, conv_seq: Seq) -> storage::Result<()> {
+        self.inner.recall_message(conv, conv_seq).await
+    }
+    async fn read_markers(&self, conv: &ConvId) -> storage::Result<Vec<(UserId, Seq)>> {
+        self.inner.read_markers(conv).await
+    }
+    async fn read_marker(&self, conv: &ConvId, user: &UserId) -> storage::Result<Seq> {
+        self.inner.read_marker(conv, user).await
+    }
+    async fn raise_read_marker(
+        &self,
+        conv: &ConvId,
+        user: &UserId,
+        up_to: Seq,
+    ) -> storage::Result<()> {
+        self.inner.raise_read_marker(conv, user, up_to).await
+    }
+    async fn recall_entry(&self, user: &UserId, seq: Seq) -> storage::Result<()> {
+        self.inner.recall_entry(user, seq).await
+    }
     async fn last_conv_seq(&self, conv: &ConvId) -> storage::Result<Seq> {
         self.history_read()?;
         self.inner.last_conv_seq(conv).await

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use proto::{Seq, UserId};
+use proto::{ConvId, Entry, Seq, UserId};
 use redis::{Client, PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -20,17 +20,102 @@ use tokio::task::JoinHandle;
 use super::conn::{Conn, manager_config};
 use super::{Keys, RedisOptions};
 use crate::model::GatewayId;
-use crate::{Notification, NotifyBus, Result, Subscription};
+use crate::{
+    BusMessage, Inline, Notification, NotifyBus, PresenceChange, Result, Subscription, Typing,
+};
 
-/// A notification on the wire: `{"u":"alice","h":42}`.
+/// A message on the wire: a head `{"u":"alice","h":42}`, with
+/// `"p":41,"e":[ENTRY]` when it carries its entries; a typing indicator
+/// `{"u":"alice","t":"dm:alice:bob","f":"bob"}`; a presence change
+/// `{"u":"bob","o":false,"s":1764262800000}`.
 #[derive(Serialize, Deserialize)]
 struct Wire {
     u: UserId,
+    #[serde(default)]
     h: Seq,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<Seq>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    e: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<ConvId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    f: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    o: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<u64>,
+}
+
+impl Wire {
+    fn of(message: BusMessage) -> Wire {
+        match message {
+            BusMessage::Head(note) => {
+                let (p, e) = match note.inline {
+                    Some(inline) => (Some(inline.prev), inline.entries),
+                    None => (None, Vec::new()),
+                };
+                Wire {
+                    h: note.head,
+                    p,
+                    e,
+                    ..Wire::about(note.user)
+                }
+            }
+            BusMessage::Typing(typing) => Wire {
+                t: Some(typing.conv_id),
+                f: Some(typing.from),
+                ..Wire::about(typing.to)
+            },
+            BusMessage::Presence(change) => Wire {
+                o: Some(change.online),
+                s: change.last_seen,
+                ..Wire::about(change.user)
+            },
+        }
+    }
+
+    fn about(u: UserId) -> Wire {
+        Wire {
+            u,
+            h: 0,
+            p: None,
+            e: Vec::new(),
+            t: None,
+            f: None,
+            o: None,
+            s: None,
+        }
+    }
+
+    fn message(self) -> BusMessage {
+        if let Some(online) = self.o {
+            return BusMessage::Presence(PresenceChange {
+                user: self.u,
+                online,
+                last_seen: self.s,
+            });
+        }
+        match (self.t, self.f) {
+            (Some(conv_id), Some(from)) => BusMessage::Typing(Typing {
+                to: self.u,
+                conv_id,
+                from,
+            }),
+            _ => BusMessage::Head(Notification {
+                user: self.u,
+                head: self.h,
+                inline: self.p.map(|prev| Inline {
+                    prev,
+                    entries: self.e,
+                }),
+            }),
+        }
+    }
 }
 
 /// The queue of each subscribed channel.
-type Routes = Mutex<HashMap<String, mpsc::Sender<Notification>>>;
+type Routes = Mutex<HashMap<String, mpsc::Sender<BusMessage>>>;
 
 /// The notify bus in Redis. msg-service publishes; each gateway subscribes once.
 pub struct RedisBus {
@@ -55,16 +140,19 @@ impl RedisBus {
     ) -> Result<Self> {
         let routes = Arc::new(Routes::default());
         let pushes = Arc::clone(&routes);
+        let everyone = keys.all_gateways();
+        let broadcasts = everyone.clone();
         let config = manager_config(options)
             .set_number_of_retries(options.bus_reconnect_retries)
             .set_push_sender(move |info| {
-                on_push(&pushes, info);
+                on_push(&pushes, &broadcasts, info);
                 Ok::<(), std::convert::Infallible>(())
             })
             .set_automatic_resubscription();
         let subscriber = Subscriber {
             conn: Conn::lazy(client, config, options.command_timeout)?,
             routes,
+            everyone,
             pending: AtomicBool::new(false),
         };
         Ok(RedisBus {
@@ -96,14 +184,19 @@ impl Drop for RedisBus {
 
 #[async_trait]
 impl NotifyBus for RedisBus {
-    async fn publish(&self, gateway: &GatewayId, note: Notification) -> Result<()> {
-        let payload = serde_json::to_vec(&Wire {
-            u: note.user,
-            h: note.head,
-        })?;
+    async fn publish(&self, gateway: &GatewayId, message: BusMessage) -> Result<()> {
+        let payload = serde_json::to_vec(&Wire::of(message))?;
         let mut con = self.conn.manager();
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(self.keys.gateway(gateway)).arg(payload);
+        self.conn.call(publish.exec_async(&mut con)).await
+    }
+
+    async fn broadcast(&self, message: BusMessage) -> Result<()> {
+        let payload = serde_json::to_vec(&Wire::of(message))?;
+        let mut con = self.conn.manager();
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&self.subscriber.everyone).arg(payload);
         self.conn.call(publish.exec_async(&mut con)).await
     }
 
@@ -116,7 +209,8 @@ impl NotifyBus for RedisBus {
         let (sender, receiver) = mpsc::channel(self.capacity);
         lock(&self.subscriber.routes).insert(channel.clone(), sender);
         self.start_watchdog();
-        if let Err(err) = self.subscriber.subscribe(vec![channel]).await {
+        let channels = vec![channel, self.subscriber.everyone.clone()];
+        if let Err(err) = self.subscriber.subscribe(channels).await {
             self.subscriber.pending.store(true, Ordering::Relaxed);
             tracing::warn!(error = %err, %gateway, "notify bus: subscribe failed; retrying in the background");
         }
@@ -129,6 +223,8 @@ impl NotifyBus for RedisBus {
 struct Subscriber {
     conn: Conn,
     routes: Arc<Routes>,
+    /// The channel of broadcasts, which every subscription also hears.
+    everyone: String,
     /// Some channel may not be subscribed on the server (a subscribe
     /// failed): the watchdog subscribes them all.
     pending: AtomicBool,
@@ -165,7 +261,8 @@ impl Subscriber {
     }
 
     async fn subscribe_all(&self) {
-        let channels = lock(&self.routes).keys().cloned().collect();
+        let mut channels: Vec<String> = lock(&self.routes).keys().cloned().collect();
+        channels.push(self.everyone.clone());
         match self.subscribe(channels).await {
             Ok(()) => tracing::info!("notify bus: subscribed again"),
             Err(err) => {
@@ -177,10 +274,10 @@ impl Subscriber {
 }
 
 /// Runs on the connection's task for every push: must not block.
-fn on_push(routes: &Routes, info: PushInfo) {
+fn on_push(routes: &Routes, everyone: &str, info: PushInfo) {
     match (info.kind, info.data.as_slice()) {
         (PushKind::Message, [Value::BulkString(channel), Value::BulkString(payload)]) => {
-            deliver(routes, channel, payload);
+            deliver(routes, everyone, channel, payload);
         }
         (PushKind::Disconnection, _) => {
             tracing::warn!("notify bus: Redis connection lost; reconnecting and resubscribing");
@@ -189,12 +286,9 @@ fn on_push(routes: &Routes, info: PushInfo) {
     }
 }
 
-fn deliver(routes: &Routes, channel: &[u8], payload: &[u8]) {
+fn deliver(routes: &Routes, everyone: &str, channel: &[u8], payload: &[u8]) {
     let note = match serde_json::from_slice::<Wire>(payload) {
-        Ok(wire) => Notification {
-            user: wire.u,
-            head: wire.h,
-        },
+        Ok(wire) => wire.message(),
         Err(err) => {
             tracing::warn!(error = %err, "notify bus: unreadable notification dropped");
             return;
@@ -204,6 +298,23 @@ fn deliver(routes: &Routes, channel: &[u8], payload: &[u8]) {
         return;
     };
     let mut routes = lock(routes);
+    if channel == everyone {
+        // A broadcast: every gateway subscribed in this process hears it.
+        let channels: Vec<String> = routes.keys().cloned().collect();
+        for channel in channels {
+            hand_over(&mut routes, &channel, note.clone());
+        }
+        return;
+    }
+    hand_over(&mut routes, channel, note);
+}
+
+/// Queues `note` for the subscription of `channel`, if it has one.
+fn hand_over(
+    routes: &mut HashMap<String, mpsc::Sender<BusMessage>>,
+    channel: &str,
+    note: BusMessage,
+) {
     let Some(sender) = routes.get(channel) else {
         return;
     };

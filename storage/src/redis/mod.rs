@@ -128,6 +128,16 @@ impl Keys {
     fn gateway(&self, gateway: &GatewayId) -> String {
         format!("{}gw:{{{gateway}}}", self.prefix)
     }
+
+    /// The pub/sub channel every gateway listens on too (presence changes).
+    fn all_gateways(&self) -> String {
+        format!("{}gw:*all*", self.prefix)
+    }
+
+    /// A string: when `user`'s last device left (Unix ms).
+    fn last_seen(&self, user: &UserId) -> String {
+        format!("{}seen:{{{user}}}", self.prefix)
+    }
 }
 
 /// Whole milliseconds, at least one (Redis rejects a zero expiry).

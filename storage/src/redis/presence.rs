@@ -11,6 +11,7 @@ use redis::Script;
 use super::conn::Conn;
 use super::{Keys, RedisOptions, millis};
 use crate::model::GatewayId;
+use crate::presence::LAST_SEEN_KEPT;
 use crate::{Presence, Result};
 
 /// Redis's clock in ms, shared by both scripts so every process agrees on
@@ -118,6 +119,23 @@ impl Presence for RedisPresence {
             .find_map(|line| line.strip_prefix("run_id:"))
             .map(|id| id.trim().to_owned())
             .ok_or_else(|| crate::Error::BadData("INFO server without run_id".into()))
+    }
+
+    async fn set_last_seen(&self, user: &UserId, at_ms: u64) -> Result<()> {
+        let mut con = self.conn.manager();
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.last_seen(user))
+            .arg(at_ms)
+            .arg("PX")
+            .arg(millis(LAST_SEEN_KEPT));
+        self.conn.call(set.exec_async(&mut con)).await
+    }
+
+    async fn last_seen(&self, user: &UserId) -> Result<Option<u64>> {
+        let mut con = self.conn.manager();
+        let mut get = redis::cmd("GET");
+        get.arg(self.keys.last_seen(user));
+        self.conn.call(get.query_async(&mut con)).await
     }
 
     async fn refresh(&self, gateway: &GatewayId, users: &[UserId]) -> Result<()> {

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_idempotent};
+use super::{Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_idempotent, watch_recovery};
 use crate::layered::{CallKind, StoreCall};
 use crate::{Error, MessageStore, Result};
 
@@ -36,6 +36,9 @@ impl Default for GuardedStoreConfig {
     }
 }
 
+/// How often a watched breaker's store is probed while it is open.
+pub const RECOVERY_PROBE_EVERY: Duration = Duration::from_millis(200);
+
 /// A store call outlived its deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("a store call took longer than {0:?}")]
@@ -63,6 +66,28 @@ impl GuardedStore {
         &self.breaker
     }
 
+    /// Ends the breaker's pause as soon as the store answers a read again
+    /// (one read every [`RECOVERY_PROBE_EVERY`] while the breaker is open,
+    /// outside it, within the deadline) rather than after the whole pause:
+    /// a fan-out held up by a 3 s stall is not held for 5 s more. Refusals
+    /// meanwhile name at most half a second as `retry_after`. A store that
+    /// answers reads but still stalls writes opens it again at the next
+    /// timeouts. Needs a tokio runtime.
+    pub fn watch_recovery(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let timeout = self.config.timeout;
+        watch_recovery(&self.breaker, RECOVERY_PROBE_EVERY, move || {
+            let inner = inner.upgrade();
+            async move {
+                let Some(inner) = inner else {
+                    return false;
+                };
+                let read = tokio::time::timeout(timeout, inner.retry_checkpoint());
+                matches!(read.await, Ok(Ok(_)))
+            }
+        });
+    }
+
     /// One call: through the breaker, within the deadline.
     async fn call<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
         let timeout = self.config.timeout;
@@ -82,7 +107,11 @@ impl GuardedStore {
     {
         match call.kind {
             CallKind::Read | CallKind::Page => self.read(call.name, run).await,
-            CallKind::Write => self.call(run()).await,
+            CallKind::Write => {
+                // Every write, by method: what a feature costs the store.
+                metrics::counter!("chat_store_writes_total", "call" => call.name).increment(1);
+                self.call(run()).await
+            }
         }
     }
 

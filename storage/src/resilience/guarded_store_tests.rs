@@ -93,3 +93,33 @@ async fn a_store_that_recovers_closes_the_breaker_after_a_probe() {
     assert_eq!(guarded.inbox_head(&user("a")).await.unwrap(), 0);
     assert_eq!(guarded.breaker().state(), BreakerState::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watched_breaker_lets_calls_through_once_the_store_answers_not_after_its_pause() {
+    let (faulty, guarded, _dir) = open();
+    guarded.watch_recovery();
+    faulty.set_reads(Fault::Fail);
+    faulty.set_writes(Fault::Fail);
+    let conv = proto::ConvId::parse("g:x").unwrap();
+    for _ in 0..5 {
+        guarded.remove_member(&conv, &user("a")).await.unwrap_err();
+    }
+    assert_eq!(guarded.breaker().state(), BreakerState::Open);
+    let refused = guarded.remove_member(&conv, &user("a")).await.unwrap_err();
+    assert_eq!(
+        refused.breaker_retry_after(),
+        Some(Duration::from_millis(500)),
+        "a watched breaker names at most half a second"
+    );
+    // Still down after a second: the probes fail, the breaker stays open.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(guarded.breaker().state(), BreakerState::Open);
+    faulty.set_reads(Fault::Pass);
+    faulty.set_writes(Fault::Pass);
+    // Within two probe periods, well before the 5 s pause ends (a read:
+    // the embedded store's writes finish on its own thread, and paused
+    // time would run past the deadline meanwhile).
+    tokio::time::sleep(2 * RECOVERY_PROBE_EVERY).await;
+    assert_eq!(guarded.inbox_head(&user("a")).await.unwrap(), 0);
+    assert_eq!(guarded.breaker().state(), BreakerState::Closed);
+}

@@ -95,7 +95,7 @@ impl ScyllaStore {
         Ok(stored.then_some(found))
     }
 
-    async fn message_stored(&self, conv: &ConvId, conv_seq: Seq) -> Result<bool> {
+    pub(crate) async fn message_stored(&self, conv: &ConvId, conv_seq: Seq) -> Result<bool> {
         let conv_seq = to_cql(conv_seq)?;
         let values = (conv.as_str(), bucket_of(conv_seq), conv_seq);
         let statement = &self.statements().message_stored;

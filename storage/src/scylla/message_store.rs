@@ -105,6 +105,56 @@ impl MessageStore for ScyllaStore {
         Ok(filled.pop())
     }
 
+    async fn recall_message(&self, conv: &ConvId, conv_seq: Seq) -> Result<()> {
+        let Some(stored) = stored_seq(conv_seq) else {
+            return Ok(());
+        };
+        if !self.message_stored(conv, conv_seq).await? {
+            return Ok(());
+        }
+        let conv_seq = stored;
+        let values = (conv.as_str(), bucket_of(conv_seq), conv_seq);
+        let statement = &self.statements().recall_message;
+        self.execute(Class::Write, statement, values).await?;
+        Ok(())
+    }
+
+    async fn read_markers(&self, conv: &ConvId) -> Result<Vec<(UserId, Seq)>> {
+        let statement = &self.statements().read_markers;
+        let found = self.select_all(statement, (conv.as_str(),)).await?;
+        rows::read_markers(found)
+    }
+
+    async fn read_marker(&self, conv: &ConvId, user: &UserId) -> Result<Seq> {
+        let statement = &self.statements().read_marker;
+        let row: Option<(i64,)> = self
+            .select_one(statement, (conv.as_str(), user.as_str()))
+            .await?;
+        row.map_or(Ok(0), |(up_to,)| from_cql(up_to))
+    }
+
+    async fn raise_read_marker(&self, conv: &ConvId, user: &UserId, up_to: Seq) -> Result<()> {
+        let up_to = to_cql(up_to)?;
+        let values = (conv.as_str(), user.as_str(), up_to, up_to);
+        let statement = &self.statements().raise_read_marker;
+        self.execute(Class::Write, statement, values).await?;
+        Ok(())
+    }
+
+    async fn recall_entry(&self, user: &UserId, seq: Seq) -> Result<()> {
+        let Some(seq) = stored_seq(seq) else {
+            return Ok(());
+        };
+        let st = self.statements();
+        let values = (user.as_str(), bucket_of(seq), seq);
+        let row: Option<(i64,)> = self.select_one(&st.inbox_entry_stored, values).await?;
+        if row.is_none() {
+            return Ok(());
+        }
+        self.execute(Class::Write, &st.recall_entry, values).await?;
+        Ok(())
+    }
+
     async fn messages(
         &self,
         conv: &ConvId,

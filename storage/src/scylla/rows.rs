@@ -5,7 +5,7 @@
 use ::scylla::DeserializeRow;
 use ::scylla::response::query_result::QueryResult;
 use ::scylla::value::{CqlValue, Row};
-use proto::{ConvKind, Entry, HistoryMessage, MessageKind, UserId};
+use proto::{ConvKind, Entry, HistoryMessage, MessageKind, Seq, UserId};
 
 use super::bodies::{Pending, inline_body};
 use super::buckets::{from_cql, to_cql};
@@ -14,16 +14,11 @@ use crate::model::{ConversationMeta, MessageRef};
 use crate::{Error, Result};
 
 fn message_kind_name(kind: MessageKind) -> &'static str {
-    match kind {
-        MessageKind::Text => "text",
-    }
+    kind.as_str()
 }
 
 fn message_kind(name: &str) -> Result<MessageKind> {
-    match name {
-        "text" => Ok(MessageKind::Text),
-        other => Err(Error::BadData(format!("unknown message kind {other:?}"))),
-    }
+    MessageKind::parse(name).map_err(|_| Error::BadData(format!("unknown message kind {name:?}")))
 }
 
 fn conv_kind_name(kind: ConvKind) -> &'static str {
@@ -61,6 +56,10 @@ pub(crate) struct MessageRow {
     /// Null when the body is stored apart (see `bodies`).
     pub(crate) body: Option<String>,
     pub(crate) ts: i64,
+    /// A recall's or an edit's message (null in rows before version 6).
+    pub(crate) ref_seq: Option<i64>,
+    /// Null in rows before version 6 and in rows never recalled.
+    pub(crate) recalled: Option<bool>,
 }
 
 impl MessageRow {
@@ -75,6 +74,8 @@ impl MessageRow {
             kind: message_kind(&self.kind)?,
             body: self.body.unwrap_or_default(),
             ts: from_cql(self.ts)?,
+            refers_to: self.ref_seq.map(from_cql).transpose()?,
+            recalled: self.recalled.unwrap_or(false),
         };
         Ok(Pending { item, body_apart })
     }
@@ -93,6 +94,8 @@ pub(crate) struct InboxRow {
     /// Null when the body is stored apart (see `bodies`).
     pub(crate) body: Option<String>,
     pub(crate) ts: i64,
+    pub(crate) ref_seq: Option<i64>,
+    pub(crate) recalled: Option<bool>,
 }
 
 impl InboxRow {
@@ -106,6 +109,8 @@ impl InboxRow {
             kind: self.kind,
             body: self.body,
             ts: self.ts,
+            ref_seq: self.ref_seq,
+            recalled: self.recalled,
         };
         let Pending { item, body_apart } = message.into_message()?;
         let entry = Entry {
@@ -175,8 +180,17 @@ pub(crate) fn conversation_values(
 }
 
 /// The message columns after the keys: `(sender, client_msg_id, kind, body,
-/// ts)`, the body null when it is stored apart (see `bodies`).
-pub(crate) type MessageTail<'a> = (&'a str, &'a str, &'static str, Option<&'a str>, i64);
+/// ts, ref_seq, recalled)`, the body null when it is stored apart (see
+/// `bodies`).
+pub(crate) type MessageTail<'a> = (
+    &'a str,
+    &'a str,
+    &'static str,
+    Option<&'a str>,
+    i64,
+    Option<i64>,
+    bool,
+);
 
 fn message_tail(msg: &HistoryMessage) -> Result<MessageTail<'_>> {
     Ok((
@@ -185,6 +199,8 @@ fn message_tail(msg: &HistoryMessage) -> Result<MessageTail<'_>> {
         message_kind_name(msg.kind),
         inline_body(&msg.body),
         to_cql(msg.ts)?,
+        msg.refers_to.map(to_cql).transpose()?,
+        msg.recalled,
     ))
 }
 
@@ -193,8 +209,19 @@ fn message_tail(msg: &HistoryMessage) -> Result<MessageTail<'_>> {
 pub(crate) fn message_values(
     msg: &HistoryMessage,
     bucket: i64,
-) -> Result<(&str, i64, i64, &str, &str, &'static str, Option<&str>, i64)> {
-    let (sender, client_msg_id, kind, body, ts) = message_tail(msg)?;
+) -> Result<(
+    &str,
+    i64,
+    i64,
+    &str,
+    &str,
+    &'static str,
+    Option<&str>,
+    i64,
+    Option<i64>,
+    bool,
+)> {
+    let (sender, client_msg_id, kind, body, ts, ref_seq, recalled) = message_tail(msg)?;
     let conv_seq = to_cql(msg.conv_seq)?;
     Ok((
         msg.conv_id.as_str(),
@@ -205,6 +232,8 @@ pub(crate) fn message_values(
         kind,
         body,
         ts,
+        ref_seq,
+        recalled,
     ))
 }
 
@@ -225,9 +254,11 @@ pub(crate) fn inbox_values<'a>(
     &'static str,
     Option<&'a str>,
     i64,
+    Option<i64>,
+    bool,
 )> {
     let msg = &entry.message;
-    let (sender, client_msg_id, kind, body, ts) = message_tail(msg)?;
+    let (sender, client_msg_id, kind, body, ts, ref_seq, recalled) = message_tail(msg)?;
     Ok((
         user.as_str(),
         bucket,
@@ -239,6 +270,8 @@ pub(crate) fn inbox_values<'a>(
         kind,
         body,
         ts,
+        ref_seq,
+        recalled,
     ))
 }
 
@@ -270,6 +303,13 @@ pub(crate) fn ids<T: std::str::FromStr>(what: &str, rows: Vec<(String,)>) -> Res
     rows.into_iter().map(|(text,)| id(what, &text)).collect()
 }
 
+/// The rows of `READ_MARKERS`: `(user_id, up_to)`.
+pub(crate) fn read_markers(rows: Vec<(String, i64)>) -> Result<Vec<(UserId, Seq)>> {
+    rows.into_iter()
+        .map(|(user, up_to)| Ok((id("user_id", &user)?, from_cql(up_to)?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -291,13 +331,27 @@ mod tests {
             kind: MessageKind::Text,
             body: "hello".into(),
             ts: 1_764_262_800_000,
+            refers_to: None,
+            recalled: false,
         }
     }
 
     /// The row CQL would return for what `inbox_values` bound.
     fn inbox_row_of(user: &UserId, entry: &Entry) -> InboxRow {
-        let (_, _, seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts) =
-            inbox_values(user, entry, 1).unwrap();
+        let (
+            _,
+            _,
+            seq,
+            conv_id,
+            conv_seq,
+            sender,
+            client_msg_id,
+            kind,
+            body,
+            ts,
+            ref_seq,
+            recalled,
+        ) = inbox_values(user, entry, 1).unwrap();
         InboxRow {
             seq,
             conv_id: conv_id.into(),
@@ -307,16 +361,17 @@ mod tests {
             kind: kind.into(),
             body: body.map(str::to_owned),
             ts,
+            ref_seq,
+            recalled: Some(recalled),
         }
     }
 
-    #[test]
-    fn a_message_reads_back_as_it_was_bound() {
-        let msg = sample();
-        let (conv_id, bucket, conv_seq, sender, client_msg_id, kind, body, ts) =
-            message_values(&msg, 1).unwrap();
+    /// The row CQL would return for what `message_values` bound.
+    fn message_row_of(msg: &HistoryMessage) -> MessageRow {
+        let (conv_id, bucket, conv_seq, sender, client_msg_id, kind, body, ts, ref_seq, recalled) =
+            message_values(msg, 1).unwrap();
         assert_eq!(bucket, 1);
-        let row = MessageRow {
+        MessageRow {
             conv_id: conv_id.into(),
             conv_seq,
             sender: sender.into(),
@@ -324,10 +379,43 @@ mod tests {
             kind: kind.into(),
             body: body.map(str::to_owned),
             ts,
-        };
-        let read = row.into_message().unwrap();
+            ref_seq,
+            recalled: Some(recalled),
+        }
+    }
+
+    #[test]
+    fn a_message_reads_back_as_it_was_bound() {
+        let msg = sample();
+        let read = message_row_of(&msg).into_message().unwrap();
         assert!(!read.body_apart);
         assert_eq!(read.item, msg);
+    }
+
+    #[test]
+    fn a_recall_edit_or_recalled_message_reads_back_as_it_was_bound() {
+        let recall = HistoryMessage {
+            kind: MessageKind::Recall,
+            body: String::new(),
+            refers_to: Some(7),
+            ..sample()
+        };
+        let edit = HistoryMessage {
+            kind: MessageKind::Edit,
+            refers_to: Some(7),
+            ..sample()
+        };
+        for msg in [recall, edit, sample().recalled()] {
+            let read = message_row_of(&msg).into_message().unwrap();
+            assert_eq!(read.item, msg);
+        }
+    }
+
+    #[test]
+    fn a_row_written_before_version_6_reads_as_not_recalled_and_without_ref() {
+        let mut row = message_row_of(&sample());
+        (row.ref_seq, row.recalled) = (None, None);
+        assert_eq!(row.into_message().unwrap().item, sample());
     }
 
     #[test]
@@ -350,7 +438,7 @@ mod tests {
     /// and ints as 8 and 4. Cassandra counts the cells' data, about this.
     fn batch_bytes(user: &UserId, entry: &Entry) -> (usize, usize) {
         let msg = &entry.message;
-        let (conv, _, _, sender, id, kind, body, _) = message_values(msg, 1).unwrap();
+        let (conv, _, _, sender, id, kind, body, ..) = message_values(msg, 1).unwrap();
         let texts = conv.len() + sender.len() + id.len() + kind.len();
         let body = body.map_or(0, str::len);
         let message_row = texts + body + 3 * 8;

@@ -23,7 +23,7 @@ use super::errors;
 use crate::{Error, Result};
 
 /// The version this code writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 5;
+pub(crate) const SCHEMA_VERSION: i32 = 7;
 
 /// The component name of the version row.
 const COMPONENT: &str = "store";
@@ -134,6 +134,17 @@ pub(crate) const TABLES: &[&str] = &[
 /// by minute and shard, expired by TTL, read only from the saved
 /// `fanout_watermark` on, at start (see `intents`). The retry queue is now
 /// spread over 8 shards (`shard` from the conversation id), read merged.
+///
+/// Version 5: ownership (instance leases, shard owners, log fences).
+///
+/// Version 6 (protocol 1.1): `ref_seq`, the message a recall or an edit
+/// names, and `recalled`, set on a recalled message, in `messages` and
+/// `inbox` (null reads as none and false).
+///
+/// Version 7 (protocol 1.1): `read_markers`, one row per member who moved
+/// theirs, written with the marker as its write timestamp (`USING
+/// TIMESTAMP`), so the highest marker wins whatever order writes land in,
+/// without a compare-and-set.
 pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[
     (
         2,
@@ -214,6 +225,24 @@ pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[
     PRIMARY KEY ((kind, log_id))
 )",
         ],
+    ),
+    (
+        6,
+        &[
+            "ALTER TABLE {ks}.messages ADD ref_seq bigint",
+            "ALTER TABLE {ks}.messages ADD recalled boolean",
+            "ALTER TABLE {ks}.inbox ADD ref_seq bigint",
+            "ALTER TABLE {ks}.inbox ADD recalled boolean",
+        ],
+    ),
+    (
+        7,
+        &["CREATE TABLE IF NOT EXISTS {ks}.read_markers (
+    conv_id text,
+    user_id text,
+    up_to bigint,
+    PRIMARY KEY ((conv_id), user_id)
+)"],
     ),
 ];
 

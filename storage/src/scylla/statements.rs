@@ -22,8 +22,10 @@ use super::errors;
 use super::schema::in_keyspace;
 use crate::Result;
 
-const MESSAGE_COLUMNS: &str = "conv_id, conv_seq, sender, client_msg_id, kind, body, ts";
-const INBOX_COLUMNS: &str = "seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts";
+const MESSAGE_COLUMNS: &str =
+    "conv_id, conv_seq, sender, client_msg_id, kind, body, ts, ref_seq, recalled";
+const INBOX_COLUMNS: &str =
+    "seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts, ref_seq, recalled";
 
 pub(crate) const PUT_CONVERSATION: &str =
     "INSERT INTO {ks}.conversations (conv_id, kind, title, created_at) VALUES (?, ?, ?, ?)";
@@ -39,8 +41,8 @@ pub(crate) const MEMBERS: &str = "SELECT user_id FROM {ks}.members WHERE conv_id
 pub(crate) const USER_CONVS: &str = "SELECT conv_id FROM {ks}.user_convs WHERE user_id = ?";
 
 pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO {ks}.messages \
-     (conv_id, bucket, conv_seq, sender, client_msg_id, kind, body, ts) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+     (conv_id, bucket, conv_seq, sender, client_msg_id, kind, body, ts, ref_seq, recalled) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 pub(crate) const INSERT_MESSAGE_BUCKET: &str =
     "INSERT INTO {ks}.message_buckets (conv_id, bucket) VALUES (?, ?)";
 pub(crate) const INSERT_DEDUP: &str = "INSERT INTO {ks}.dedup \
@@ -61,8 +63,8 @@ pub(crate) const MESSAGE_BUCKETS_UP: &str = "SELECT bucket FROM {ks}.message_buc
      WHERE conv_id = ? AND bucket >= ? ORDER BY bucket ASC LIMIT ?";
 
 pub(crate) const INSERT_INBOX: &str = "INSERT INTO {ks}.inbox \
-     (user_id, bucket, seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     (user_id, bucket, seq, conv_id, conv_seq, sender, client_msg_id, kind, body, ts, ref_seq, \
+     recalled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 pub(crate) const INSERT_INBOX_INDEX: &str = "INSERT INTO {ks}.inbox_index \
      (user_id, conv_id, bucket, conv_seq, seq) VALUES (?, ?, ?, ?, ?)";
 pub(crate) const INSERT_INBOX_BUCKET: &str =
@@ -79,6 +81,21 @@ pub(crate) const INBOX_ENTRY_STORED: &str =
     "SELECT seq FROM {ks}.inbox WHERE user_id = ? AND bucket = ? AND seq = ?";
 pub(crate) const INBOX_SEQ_OF: &str = "SELECT seq FROM {ks}.inbox_index \
      WHERE user_id = ? AND conv_id = ? AND bucket = ? AND conv_seq = ?";
+
+/// A recall blanks the body in place; the caller has read the row first,
+/// so the update does not make a row of its own.
+pub(crate) const RECALL_MESSAGE: &str = "UPDATE {ks}.messages SET body = '', recalled = true \
+     WHERE conv_id = ? AND bucket = ? AND conv_seq = ?";
+pub(crate) const RECALL_ENTRY: &str = "UPDATE {ks}.inbox SET body = '', recalled = true \
+     WHERE user_id = ? AND bucket = ? AND seq = ?";
+
+pub(crate) const READ_MARKERS: &str =
+    "SELECT user_id, up_to FROM {ks}.read_markers WHERE conv_id = ?";
+pub(crate) const READ_MARKER: &str =
+    "SELECT up_to FROM {ks}.read_markers WHERE conv_id = ? AND user_id = ?";
+/// The marker is the write's timestamp too: the highest one wins.
+pub(crate) const RAISE_READ_MARKER: &str = "INSERT INTO {ks}.read_markers (conv_id, user_id, up_to) \
+     VALUES (?, ?, ?) USING TIMESTAMP ?";
 
 pub(crate) const PUT_BODY: &str = "INSERT INTO {ks}.message_bodies \
      (conv_id, bucket, conv_seq, sender, client_msg_id, body) VALUES (?, ?, ?, ?, ?, ?)";
@@ -198,6 +215,15 @@ pub(crate) struct Statements {
     /// A body too large for a batch, written before it.
     pub(crate) put_body: PreparedStatement,
     pub(crate) body: PreparedStatement,
+    /// A recall: the body blanked in the log or an inbox (a body stored
+    /// apart stays there, unread: every row that pointed to it is blanked
+    /// before the recall is acked).
+    pub(crate) recall_message: PreparedStatement,
+    pub(crate) recall_entry: PreparedStatement,
+    /// Read markers (protocol 1.1).
+    pub(crate) read_markers: PreparedStatement,
+    pub(crate) read_marker: PreparedStatement,
+    pub(crate) raise_read_marker: PreparedStatement,
     pub(crate) dedup: PreparedStatement,
     pub(crate) load_ceiling: PreparedStatement,
     pub(crate) create_ceiling: PreparedStatement,
@@ -337,6 +363,11 @@ impl Statements {
             inbox_seq_of: p.plain(INBOX_SEQ_OF).await?,
             put_body: p.plain(PUT_BODY).await?,
             body: p.plain(BODY).await?,
+            recall_message: p.plain(RECALL_MESSAGE).await?,
+            recall_entry: p.plain(RECALL_ENTRY).await?,
+            read_markers: p.plain(READ_MARKERS).await?,
+            read_marker: p.plain(READ_MARKER).await?,
+            raise_read_marker: p.plain(RAISE_READ_MARKER).await?,
             dedup: p.plain(DEDUP).await?,
             load_ceiling: p.serial_read(LOAD_CEILING).await?,
             create_ceiling: p.lwt(CREATE_CEILING).await?,
@@ -382,6 +413,11 @@ mod tests {
     use crate::scylla::schema::{MIGRATIONS, TABLES};
 
     const ALL: &[&str] = &[
+        READ_MARKERS,
+        READ_MARKER,
+        RAISE_READ_MARKER,
+        RECALL_MESSAGE,
+        RECALL_ENTRY,
         PUT_CONVERSATION,
         CONVERSATION,
         ADD_MEMBER,
@@ -432,8 +468,29 @@ mod tests {
     ];
 
     const KEYWORDS: &[&str] = &[
-        "select", "from", "where", "and", "insert", "into", "values", "update", "set", "if", "not",
-        "exists", "delete", "order", "by", "asc", "desc", "limit", "using", "ttl", "token",
+        "select",
+        "from",
+        "where",
+        "and",
+        "insert",
+        "into",
+        "values",
+        "update",
+        "set",
+        "if",
+        "not",
+        "exists",
+        "delete",
+        "order",
+        "by",
+        "asc",
+        "desc",
+        "limit",
+        "using",
+        "ttl",
+        "token",
+        "true",
+        "timestamp",
     ];
 
     /// Table name -> its columns, read from the schema's DDL (`CREATE
@@ -495,8 +552,15 @@ mod tests {
     fn bind_markers_match_the_values_the_store_binds() {
         let ks = Keyspace::default();
         let markers = |text: &str| render(text, &ks).matches('?').count();
-        assert_eq!(markers(INSERT_MESSAGE), 8);
-        assert_eq!(markers(INSERT_INBOX), 10);
+        assert_eq!(markers(INSERT_MESSAGE), 10);
+        assert_eq!(markers(INSERT_INBOX), 12);
+        assert_eq!(markers(RECALL_MESSAGE), 3);
+        assert_eq!(markers(RECALL_ENTRY), 3);
+        assert_eq!(
+            markers(RAISE_READ_MARKER),
+            4,
+            "three columns and the timestamp"
+        );
         assert_eq!(markers(INSERT_DEDUP), 6, "five columns and the TTL");
         assert_eq!(markers(INSERT_INTENT), 6);
         assert_eq!(markers(INTENTS_FROM), 4);
