@@ -78,6 +78,8 @@ struct Unsettled<T> {
 /// The writer's state; holding its lock makes the caller the writer.
 struct Writer<T> {
     cursor: Option<SeqCursor>,
+    /// The seq handed out last since `cursor` was resumed; none yet.
+    handed_out: Option<Seq>,
     unsettled: Option<Unsettled<T>>,
 }
 
@@ -100,6 +102,7 @@ impl<T> Log<T> {
             head: OnceCell::new(),
             writer: tokio::sync::Mutex::new(Writer {
                 cursor: None,
+                handed_out: None,
                 unsettled: None,
             }),
             touched: AtomicU64::new(0),
@@ -345,7 +348,8 @@ impl<T: Logged> Logs<T> {
     /// Appends to `key`: allocates the next seq and runs `write(seq, previous)`
     /// while holding the log's writer lock, so writes land in seq order
     /// (`previous` is the seq handed out just before, whether or not its
-    /// write succeeded). `write` returns once its entry is in the store's
+    /// write succeeded, or the visible head for the first seq after the
+    /// log was resumed and fenced). `write` returns once its entry is in the store's
     /// log; the head moves when the caller publishes the append, after it is
     /// durable. An unsettled earlier write is settled first; if it carries
     /// the same `tag`, settling it is this append. `prepare` builds the write
@@ -387,10 +391,18 @@ impl<T: Logged> Logs<T> {
             Some(cursor) => cursor,
             None => self.resume(key, &log).await?,
         };
-        let previous = cursor.current();
+        let previous = match writer.handed_out {
+            Some(seq) => seq,
+            // The first seq since the resume: every seq between the visible
+            // head and the resumed ceiling is fenced off, so this entry
+            // follows the head directly (readers of its notify need not
+            // sync across an epoch's jump of seqs).
+            None => log.head.get().map_or(0, |h| h.load(Ordering::Acquire)),
+        };
         let next = self.seqs.next(key, &mut cursor).await;
         writer.cursor = Some(cursor);
         let seq = next?;
+        writer.handed_out = Some(seq);
         // Checked again right before the write goes out: the lease may have
         // ended while this waited for the writer lock or the ceiling.
         self.still_served(key, epoch, "before its write")?;

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use fjall::{Database, PersistMode};
 use tokio::sync::watch;
@@ -105,7 +106,10 @@ fn run_syncer(
         if synced.borrow().ticket >= target {
             continue;
         }
-        match db.persist(PersistMode::SyncData) {
+        let started = Instant::now();
+        let persisted = db.persist(PersistMode::SyncData);
+        note_duration("fsync", started.elapsed());
+        match persisted {
             Ok(()) => synced.send_modify(|s| {
                 s.ticket = target;
                 s.fsyncs += 1;
@@ -116,5 +120,18 @@ fn run_syncer(
                 return;
             }
         }
+    }
+}
+
+/// A store step slower than this is logged: it holds up every write behind it.
+const SLOW_STEP: Duration = Duration::from_millis(200);
+
+/// Records how long a step of the store's write path took (`fsync`, or
+/// `commit` of a batch into the journal and memtables), and logs a slow one,
+/// so that a stall of delivery can be traced to the disk or to the engine.
+pub(crate) fn note_duration(step: &'static str, took: Duration) {
+    metrics::histogram!("chat_store_step_seconds", "step" => step).record(took.as_secs_f64());
+    if took >= SLOW_STEP {
+        tracing::warn!(step, ms = took.as_millis() as u64, "slow store step");
     }
 }

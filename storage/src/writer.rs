@@ -8,11 +8,12 @@
 
 use std::sync::{Arc, mpsc};
 use std::thread;
+use std::time::Instant;
 
 use fjall::{Database, OwnedWriteBatch};
 use tokio::sync::oneshot;
 
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, note_duration};
 use crate::{Error, Result};
 
 /// Fills a batch with one write's inserts and removes.
@@ -112,8 +113,10 @@ fn run<T>(db: &Database, tables: &T, commit: &GroupCommit, queue: &mpsc::Receive
             waiting.push(job.done);
         }
         // One batch is atomic: its writes land together or not at all.
-        let result = batch
-            .commit()
+        let started = Instant::now();
+        let committed = batch.commit();
+        note_duration("commit", started.elapsed());
+        let result = committed
             .map(|()| commit.ticket())
             .map_err(|err| format!("commit of a write batch failed: {err}"));
         for done in waiting {

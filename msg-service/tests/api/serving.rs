@@ -5,12 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use msg_service::ownership::{
     KeeperClock, LeaseKeeper, NO_ADDRESS, SHARDS, assigned_to, conversation_shard, inbox_shard,
 };
 use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
 use proto::{ConvId, UserId};
-use storage::{EmbeddedStore, InProcessBus, InProcessCache, InProcessPresence, MessageStore};
+use storage::{
+    BusMessage, EmbeddedStore, GatewayId, InProcessBus, InProcessCache, InProcessPresence,
+    MessageStore, NotifyBus, Presence,
+};
 use tempfile::TempDir;
 
 use crate::faults::assert_unavailable;
@@ -21,6 +25,8 @@ use crate::store_double::{Faults, StoreDouble, hold};
 struct Instance {
     keeper: Arc<LeaseKeeper>,
     service: Arc<MessageService>,
+    bus: Arc<InProcessBus>,
+    presence: Arc<InProcessPresence>,
 }
 
 async fn instance(
@@ -38,11 +44,15 @@ async fn instance(
         faults: Arc::clone(faults),
         reads: Arc::default(),
     });
+    let (bus, presence) = (
+        Arc::new(InProcessBus::default()),
+        Arc::new(InProcessPresence::default()),
+    );
     let backends = Backends {
         store,
         cache: Arc::new(InProcessCache::default()),
-        bus: Arc::new(InProcessBus::default()),
-        presence: Arc::new(InProcessPresence::default()),
+        bus: bus.clone(),
+        presence: presence.clone(),
     };
     let service = MessageService::serving(
         backends,
@@ -52,6 +62,8 @@ async fn instance(
     Ok(Instance {
         keeper,
         service: Arc::new(service),
+        bus,
+        presence,
     })
 }
 
@@ -113,6 +125,25 @@ fn pair_in(keeper: &LeaseKeeper, served: bool) -> (UserId, UserId) {
         }
     }
     panic!("no such pair in 100,000 tries");
+}
+
+/// Two users whose logs (both inboxes, their direct conversation) all move
+/// from `from` to `to` once `from` sees `to`.
+fn pair_moving(from: &Instance, to: &Instance) -> (UserId, UserId) {
+    let live = [
+        from.keeper.instance().to_owned(),
+        to.keeper.instance().to_owned(),
+    ];
+    let moving = assigned_to(&to.keeper.instance(), &live);
+    (0..100_000)
+        .map(|i| (user(&format!("a{i}")), user(&format!("b{i}"))))
+        .find(|(x, y)| {
+            let conv = ConvId::dm(x, y).expect("a dm");
+            [inbox_shard(x), inbox_shard(y), conversation_shard(&conv)]
+                .iter()
+                .all(|s| moving.contains(s))
+        })
+        .expect("such a pair")
 }
 
 #[tokio::test]
@@ -200,21 +231,7 @@ async fn a_shard_that_comes_back_after_another_owner_wrote_carries_on_above_its_
     let a = instance(store, faults, clock, "a").await?;
     a.keeper.tick().await?;
     let c = instance(store, faults, clock, "c").await?;
-    // A pair whose logs all move to c once a sees c.
-    let live = [
-        a.keeper.instance().to_owned(),
-        c.keeper.instance().to_owned(),
-    ];
-    let moving = assigned_to(&c.keeper.instance(), &live);
-    let (alice, bob) = (0..100_000)
-        .map(|i| (user(&format!("a{i}")), user(&format!("b{i}"))))
-        .find(|(x, y)| {
-            let conv = ConvId::dm(x, y).expect("a dm");
-            [inbox_shard(x), inbox_shard(y), conversation_shard(&conv)]
-                .iter()
-                .all(|s| moving.contains(s))
-        })
-        .expect("such a pair");
+    let (alice, bob) = pair_moving(&a, &c);
     send(&a.service, &alice, &bob, "m1", "one").await?; // a caches their logs
 
     a.keeper.tick().await?; // gives c's share up
@@ -298,5 +315,43 @@ async fn an_inbox_write_of_a_deposed_owner_that_lands_after_the_take_over_leaves
     let all = drain(&b.service, &bob, 0, 50).await?;
     let bodies: Vec<&str> = all.iter().map(|e| e.message.body.as_str()).collect();
     assert_eq!(bodies, ["one", "three", "two"], "once each, in that order");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_first_entry_after_a_take_over_follows_the_visible_head_in_its_notify()
+-> anyhow::Result<()> {
+    let shared = shared()?;
+    let (store, faults, clock) = (&shared.store, &shared.faults, &shared.clock);
+    let a = instance(store, faults, clock, "a").await?;
+    a.keeper.tick().await?;
+    let c = instance(store, faults, clock, "c").await?;
+    let (alice, bob) = pair_moving(&a, &c);
+    send(&a.service, &alice, &bob, "m1", "one").await?;
+    let seen = drain(&a.service, &bob, 0, 50).await?;
+    let bob_is_at = seen.last().map_or(0, |e| e.seq);
+
+    a.keeper.tick().await?; // gives c's share up
+    c.keeper.tick().await?; // takes it at a new epoch: seqs jump
+    let gateway = GatewayId("gw-1".into());
+    let mut sub = c.bus.subscribe(&gateway).await?;
+    c.presence.connected(&bob, &gateway).await?;
+    send(&c.service, &alice, &bob, "m2", "two").await?;
+
+    let Ok(BusMessage::Head(note)) = sub.try_recv() else {
+        anyhow::bail!("no notify for bob");
+    };
+    let inline = note.inline.context("the notify carries its entry")?;
+    let seqs: Vec<u64> = inline.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        inline.prev, bob_is_at,
+        "the entry follows what bob has (seqs {seqs:?}), so his client takes it without a sync"
+    );
+    let synced = drain(&c.service, &bob, bob_is_at, 50).await?;
+    assert_eq!(
+        synced.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        seqs,
+        "the notify's entries are exactly what a sync from there gives"
+    );
     Ok(())
 }
