@@ -146,6 +146,21 @@ fn pair_moving(from: &Instance, to: &Instance) -> (UserId, UserId) {
         .expect("such a pair")
 }
 
+/// `a` serving every shard, then `c` registered (not yet ticked), and a
+/// pair whose logs move to `c` once `a` sees it; alice has sent bob "one"
+/// through `a`, which caches their logs.
+async fn a_then_c_with_a_pair_moving(
+    shared: &Shared,
+) -> anyhow::Result<(Instance, Instance, UserId, UserId)> {
+    let (store, faults, clock) = (&shared.store, &shared.faults, &shared.clock);
+    let a = instance(store, faults, clock, "a").await?;
+    a.keeper.tick().await?;
+    let c = instance(store, faults, clock, "c").await?;
+    let (alice, bob) = pair_moving(&a, &c);
+    send(&a.service, &alice, &bob, "m1", "one").await?;
+    Ok((a, c, alice, bob))
+}
+
 #[tokio::test]
 async fn an_instance_serves_only_the_shards_it_holds_and_only_while_its_lease_holds()
 -> anyhow::Result<()> {
@@ -227,12 +242,7 @@ async fn a_write_whose_lease_ends_while_it_is_written_is_not_acked() -> anyhow::
 async fn a_shard_that_comes_back_after_another_owner_wrote_carries_on_above_its_writes()
 -> anyhow::Result<()> {
     let shared = shared()?;
-    let (store, faults, clock) = (&shared.store, &shared.faults, &shared.clock);
-    let a = instance(store, faults, clock, "a").await?;
-    a.keeper.tick().await?;
-    let c = instance(store, faults, clock, "c").await?;
-    let (alice, bob) = pair_moving(&a, &c);
-    send(&a.service, &alice, &bob, "m1", "one").await?; // a caches their logs
+    let (a, c, alice, bob) = a_then_c_with_a_pair_moving(&shared).await?;
 
     a.keeper.tick().await?; // gives c's share up
     c.keeper.tick().await?;
@@ -322,12 +332,7 @@ async fn an_inbox_write_of_a_deposed_owner_that_lands_after_the_take_over_leaves
 async fn the_first_entry_after_a_take_over_follows_the_visible_head_in_its_notify()
 -> anyhow::Result<()> {
     let shared = shared()?;
-    let (store, faults, clock) = (&shared.store, &shared.faults, &shared.clock);
-    let a = instance(store, faults, clock, "a").await?;
-    a.keeper.tick().await?;
-    let c = instance(store, faults, clock, "c").await?;
-    let (alice, bob) = pair_moving(&a, &c);
-    send(&a.service, &alice, &bob, "m1", "one").await?;
+    let (a, c, alice, bob) = a_then_c_with_a_pair_moving(&shared).await?;
     let seen = drain(&a.service, &bob, 0, 50).await?;
     let bob_is_at = seen.last().map_or(0, |e| e.seq);
 
