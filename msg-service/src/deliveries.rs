@@ -10,7 +10,7 @@ use proto::{HistoryMessage, MessageKind, Seq, UserId};
 
 use crate::Result;
 use crate::grpc::RemoteMessageService;
-use crate::ownership::{Route, inbox_shard};
+use crate::ownership::{Route, Routes, inbox_shard};
 use crate::service::{Core, conv_key, inbox_key};
 
 impl Core {
@@ -32,6 +32,34 @@ impl Core {
         let Some(routes) = &self.routes else {
             return self.fan_out_here(members, message, pass).await;
         };
+        // Inboxes whose shard is on its way between replicas are appended
+        // to once it arrives, not left to the retry queue's backoff.
+        let mut handover = routes.handover();
+        let mut outcomes = self.fan_out_routed(routes, members, message, pass).await;
+        loop {
+            let moving: Vec<usize> = (0..outcomes.len())
+                .filter(|&i| matches!(&outcomes[i], Err(err) if err.is_shard_not_served()))
+                .collect();
+            if moving.is_empty() || !handover.wait().await {
+                return outcomes;
+            }
+            let again: Vec<UserId> = moving.iter().map(|&i| members[i].clone()).collect();
+            let retried = self.fan_out_routed(routes, &again, message, pass).await;
+            for (i, outcome) in moving.into_iter().zip(retried) {
+                outcomes[i] = outcome;
+            }
+        }
+    }
+
+    /// Appends the message to every member's inbox at its owner, as
+    /// `routes` say now: here, or one Deliver call per owning replica.
+    async fn fan_out_routed(
+        &self,
+        routes: &Routes,
+        members: &[UserId],
+        message: &HistoryMessage,
+        pass: Pass,
+    ) -> Vec<Result<Seq>> {
         let mut outcomes: Vec<Option<Result<Seq>>> = members.iter().map(|_| None).collect();
         let mut here = Vec::new();
         let mut away: HashMap<String, (Arc<RemoteMessageService>, Vec<usize>)> = HashMap::new();

@@ -54,6 +54,22 @@ pub enum Error {
 /// How long a client should wait before retrying after a storage outage.
 pub(crate) const RETRY_AFTER_MS: u64 = 1_000;
 
+/// The `retry_after_ms` of an answer for a shard not served here now: a
+/// shard moves within a lease, so come back soon, not after the default
+/// second (each retry reaches whoever serves it then).
+const SHARD_MOVING_RETRY_MS: u64 = 250;
+
+/// Why a call about a log was turned away: this replica does not serve its
+/// shard now (another owns it, the shard is on its way here, or the lease
+/// lapsed). The source of an [`Error::Unavailable`], so that routing can
+/// tell it from an outage and wait for the shard's owner instead.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {shard} is not served here now (another owner, or no lease)")]
+pub struct ShardNotServed {
+    /// The shard asked about.
+    pub shard: u16,
+}
+
 impl From<storage::Error> for Error {
     fn from(err: storage::Error) -> Self {
         if err.is_retryable() {
@@ -102,6 +118,28 @@ impl Error {
             }
             Error::Remote { retry_after_ms, .. } => *retry_after_ms,
             _ => None,
+        }
+    }
+
+    /// The answer for a call about a log of `shard`, which is not served
+    /// here now.
+    pub(crate) fn shard_not_served(shard: u16) -> Self {
+        Error::Unavailable {
+            retry_after_ms: SHARD_MOVING_RETRY_MS,
+            source: storage::Error::Unavailable(Box::new(ShardNotServed { shard })),
+        }
+    }
+
+    /// Whether this is the answer of a replica that does not serve the
+    /// call's shard now (here or relayed from another replica).
+    pub fn is_shard_not_served(&self) -> bool {
+        match self {
+            Error::Unavailable {
+                source: storage::Error::Unavailable(source),
+                ..
+            } => source.is::<ShardNotServed>(),
+            Error::Remote { status, .. } => crate::grpc::is_shard_not_served(status),
+            _ => false,
         }
     }
 

@@ -37,9 +37,6 @@ use tokio::sync::OnceCell;
 use crate::ownership::{LeaseKeeper, conversation_shard, inbox_shard};
 use crate::{Error, Result};
 
-/// The `retry_after_ms` of an answer for a shard not served here now.
-const SHARD_MOVING_RETRY_MS: u64 = 250;
-
 /// A write of one log entry at `(seq, previous seq)`; callable again with the
 /// same arguments to re-issue it, which must write the same thing.
 pub(crate) type Write<T> = Arc<dyn Fn(Seq, Seq) -> BoxFuture<'static, Result<T>> + Send + Sync>;
@@ -230,14 +227,9 @@ impl<T: Logged> Logs<T> {
             Some(LogId::Conversation(conv)) => conversation_shard(&conv),
             None => return Err(storage::Error::BadData(format!("{key:?} names no log")).into()),
         };
-        keeper.serves(shard).ok_or_else(|| Error::Unavailable {
-            // A shard moves within a lease: come back soon, not after the
-            // default second (each retry reaches whoever serves it then).
-            retry_after_ms: SHARD_MOVING_RETRY_MS,
-            source: storage::Error::Unavailable(
-                format!("shard {shard} is not served here now (another owner, or no lease)").into(),
-            ),
-        })
+        keeper
+            .serves(shard)
+            .ok_or_else(|| Error::shard_not_served(shard))
     }
 
     /// Whether this process may serve `key` now.

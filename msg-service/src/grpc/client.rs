@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::convert::*;
 use crate::api::{Conversation, HistoryPage};
+use crate::ownership::inbox_shard;
 use crate::{MessageApi, Result};
 
 /// How the client reaches the service.
@@ -168,7 +169,7 @@ impl RemoteMessageService {
         // Inside the deadline of a forwarded send that waits for it.
         request.set_timeout(DELIVER_TIMEOUT);
         let reply = self.unary(self.client().deliver(request)).await;
-        delivered(reply, members.len())
+        delivered(reply, members)
     }
 
     /// One call through the breaker: only the call itself failing (the
@@ -237,15 +238,17 @@ fn watch_service_recovery(breaker: &Breaker, endpoint: Endpoint) {
 }
 
 /// Each member's outcome of a Deliver call; every one fails as the call
-/// did, and a 0 seq (not appended there) or a short reply is `unavailable`.
-fn delivered(reply: Result<pb::DeliverReply>, members: usize) -> Vec<Result<Seq>> {
-    let seqs = match reply {
-        Ok(reply) => reply.seqs,
+/// did, and a 0 seq (not appended there) or a short reply is `unavailable`
+/// (saying so when the callee does not serve the inbox's shard now).
+fn delivered(reply: Result<pb::DeliverReply>, members: &[UserId]) -> Vec<Result<Seq>> {
+    let (seqs, not_served) = match reply {
+        Ok(reply) => (reply.seqs, reply.not_served),
         Err(err) => {
             let code = err.code();
             let retry_after_ms = err.retry_after_ms();
             let status = tonic::Status::unavailable(err.to_string());
-            return (0..members)
+            return members
+                .iter()
                 .map(|_| {
                     Err(crate::Error::Remote {
                         code,
@@ -256,9 +259,14 @@ fn delivered(reply: Result<pb::DeliverReply>, members: usize) -> Vec<Result<Seq>
                 .collect();
         }
     };
-    (0..members)
-        .map(|i| match seqs.get(i) {
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, member)| match seqs.get(i) {
             Some(&seq) if seq > 0 => Ok(seq),
+            _ if not_served.get(i) == Some(&true) => {
+                Err(crate::Error::shard_not_served(inbox_shard(member)))
+            }
             _ => Err(crate::Error::Unavailable {
                 retry_after_ms: crate::error::RETRY_AFTER_MS,
                 source: storage::Error::Unavailable(

@@ -15,6 +15,8 @@ use crate::error::RETRY_AFTER_MS;
 
 const CODE_KEY: &str = "chat-error-code";
 const RETRY_KEY: &str = "retry-after-ms";
+/// Marks the answer of a replica that does not serve the call's shard now.
+const NOT_SERVED_KEY: &str = "chat-shard-not-served";
 
 /// A malformed field from the other side: the peer is buggy, not the client.
 fn bad_field(what: &'static str) -> impl FnOnce(ProtoError) -> Status {
@@ -173,7 +175,18 @@ pub(crate) fn error_to_status(err: Error) -> Status {
     {
         status.metadata_mut().insert(RETRY_KEY, value);
     }
+    if err.is_shard_not_served() {
+        status
+            .metadata_mut()
+            .insert(NOT_SERVED_KEY, MetadataValue::from_static("1"));
+    }
     status
+}
+
+/// Whether `status` is the answer of a replica that does not serve the
+/// call's shard now.
+pub(crate) fn is_shard_not_served(status: &Status) -> bool {
+    status.metadata().contains_key(NOT_SERVED_KEY)
 }
 
 /// Whether the call itself failed (the service down, unreachable or too
@@ -206,5 +219,22 @@ pub(crate) fn status_to_error(status: Status) -> Error {
         code,
         retry_after_ms,
         status: Box::new(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_not_served_here_stays_so_across_a_hop_and_an_outage_does_not() {
+        let relayed = status_to_error(error_to_status(Error::shard_not_served(7)));
+        assert!(relayed.is_shard_not_served());
+        assert_eq!(relayed.code(), ErrorCode::Unavailable);
+        assert_eq!(relayed.retry_after_ms(), Some(250));
+
+        let outage = Error::from(storage::Error::Unavailable("the store is down".into()));
+        assert!(!outage.is_shard_not_served());
+        assert!(!status_to_error(error_to_status(outage)).is_shard_not_served());
     }
 }

@@ -6,6 +6,7 @@ mod convert;
 mod server;
 
 pub use client::{ClientConfig, RemoteMessageService};
+pub(crate) use convert::is_shard_not_served;
 pub use server::GrpcService;
 
 use std::future::Future;

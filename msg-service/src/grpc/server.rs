@@ -198,15 +198,19 @@ impl Messages for GrpcService {
         let message = message_from_pb(r.message.unwrap_or_default())?;
         let members = users(&r.members)?;
         let outcomes = owner.deliver_for_peer(message, members).await;
-        let seqs = outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome.unwrap_or_else(|err| {
+        let mut reply = pb::DeliverReply::default();
+        for outcome in outcomes {
+            let (seq, not_served) = match outcome {
+                Ok(seq) => (seq, false),
+                Err(err) if err.is_shard_not_served() => (0, true),
+                Err(err) => {
                     tracing::warn!(error = ?err, "an inbox append for another replica failed");
-                    0
-                })
-            })
-            .collect();
-        Ok(Response::new(pb::DeliverReply { seqs }))
+                    (0, false)
+                }
+            };
+            reply.seqs.push(seq);
+            reply.not_served.push(not_served);
+        }
+        Ok(Response::new(reply))
     }
 }

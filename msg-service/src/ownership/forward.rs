@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use proto::{Ack, ConvId, SendRequest, Seq, SyncResult, UserId};
 use storage::Page;
 
-use super::{Route, conversation_shard, inbox_shard};
+use super::{Route, Routes, conversation_shard, inbox_shard};
 use crate::api::{Conversation, HistoryPage};
 use crate::send::target_conv;
 use crate::{MessageApi, MessageService, Result};
@@ -31,12 +31,8 @@ impl RoutedService {
     }
 
     /// Runs `call` where logs of `shard` are served: here, or forwarded
-    /// to their owner. A forwarded call whose shard moves meanwhile (its
-    /// owner died, or was paused past its lease, and another took the shard
-    /// over) is given up and made again at the new owner, a few times at
-    /// most, instead of waiting out its deadline at a replica that will not
-    /// answer. Making it again is safe: every call is idempotent (a send by
-    /// its client_msg_id) and a deposed owner's writes are fenced off.
+    /// to their owner; held while the shard is on its way between two
+    /// replicas (see [`super::routes::Handover`]).
     async fn at_owner<T, F, Fut>(&self, shard: u16, call: F) -> Result<T>
     where
         F: Fn(Arc<dyn MessageApi>) -> Fut,
@@ -45,6 +41,27 @@ impl RoutedService {
         let Some(routes) = self.local.routes() else {
             return call(Arc::clone(&self.here)).await;
         };
+        let mut handover = routes.handover();
+        loop {
+            match self.at_routed_owner(routes, shard, &call).await {
+                Err(err) if err.is_shard_not_served() && handover.wait().await => {}
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Runs `call` where `routes` say `shard` is served. A forwarded call
+    /// whose shard moves meanwhile (its owner died, or was paused past its
+    /// lease, and another took the shard over) is given up and made again
+    /// at the new owner, a few times at most, instead of waiting out its
+    /// deadline at a replica that will not answer. Making it again is
+    /// safe: every call is idempotent (a send by its client_msg_id) and a
+    /// deposed owner's writes are fenced off.
+    async fn at_routed_owner<T, F, Fut>(&self, routes: &Routes, shard: u16, call: &F) -> Result<T>
+    where
+        F: Fn(Arc<dyn MessageApi>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         for _ in 0..MOVES_FOLLOWED {
             let (addr, peer) = match routes.to_shard(shard)? {
                 Route::Here => return call(Arc::clone(&self.here)).await,

@@ -593,6 +593,15 @@ impl LeaseKeeper {
             .map_or(period, |expiry| expiry.saturating_sub(now).min(period))
     }
 
+    /// How long a shard may go unserved while it moves between two live
+    /// instances (one joined, or one leaves with a release): the old owner
+    /// gives it up at its next rebalance, within a renewal period, and the
+    /// new one claims it at its next catch-up. Calls routed to the new
+    /// owner meanwhile are worth holding this long rather than failing.
+    pub fn handover_time(&self) -> Duration {
+        self.config.renew_every() + 2 * CATCH_UP_EVERY
+    }
+
     /// The shards taken over from an earlier owner (one that died may have
     /// left fan-outs unfinished), each with when it was taken (wall ms),
     /// not yet marked [`Self::looked_after`].

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
+
 use super::LeaseKeeper;
 use crate::Result;
 use crate::grpc::{ClientConfig, RemoteMessageService};
@@ -72,6 +75,15 @@ impl Routes {
         }
     }
 
+    /// The patience of one call (or fan-out) with shards on their way
+    /// between two live replicas, starting now.
+    pub(crate) fn handover(&self) -> Handover {
+        Handover {
+            until: Instant::now() + self.keeper.handover_time(),
+            membership: self.keeper.membership(),
+        }
+    }
+
     fn peer(&self, addr: &str) -> Result<Arc<RemoteMessageService>> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(peer) = peers.get(addr) {
@@ -89,3 +101,40 @@ impl Routes {
         Ok(peer)
     }
 }
+
+/// A shard on its way between two live replicas (one joined, or one is
+/// leaving) is served by neither for a moment. A call turned away then
+/// ("not served here") is held, up to the keeper's hand-over time, and made
+/// again once the shard may have arrived, so that clients see a slower
+/// answer rather than an error to retry, and a fan-out reaches the inbox
+/// now rather than after the retry queue's backoff.
+pub(crate) struct Handover {
+    until: Instant,
+    membership: watch::Receiver<u64>,
+}
+
+impl Handover {
+    /// `false` once the hand-over time is over; else `true` when the
+    /// shards here or the live replicas changed (a claim here), or after
+    /// [`HANDOVER_POLL`] (a claim elsewhere is seen only by asking again).
+    pub(crate) async fn wait(&mut self) -> bool {
+        if Instant::now() >= self.until {
+            return false;
+        }
+        metrics::counter!("chat_calls_held_for_shard_total").increment(1);
+        let membership = &mut self.membership;
+        let changed = async {
+            if membership.changed().await.is_err() {
+                // The keeper is gone: nothing will change; wait out the poll.
+                std::future::pending::<()>().await;
+            }
+        };
+        let poll = (Instant::now() + HANDOVER_POLL).min(self.until);
+        let _ = tokio::time::timeout_at(poll, changed).await;
+        true
+    }
+}
+
+/// How often a call held for a shard on its way to another replica asks
+/// that replica again.
+const HANDOVER_POLL: Duration = Duration::from_millis(100);

@@ -179,6 +179,36 @@ async fn a_send_at_any_replica_reaches_every_inbox_once_through_their_owners() -
 }
 
 #[tokio::test]
+async fn a_send_whose_peers_inbox_is_on_its_way_to_a_new_replica_reaches_it_there_not_later()
+-> anyhow::Result<()> {
+    let cluster = Cluster::new()?;
+    let a = cluster.replica("a").await?;
+    a.keeper.tick().await?; // alone: a holds every shard
+    let b = cluster.replica("b").await?;
+    b.keeper.tick().await?; // b's share is assigned to b, still held by a
+    a.keeper.tick().await?; // a sees b: gives b's share up, routes it there
+    let (alice, bob) = split_pair(&a.keeper);
+
+    // a appends to bob's inbox at b, which takes the shard meanwhile.
+    let (ack, claimed) = tokio::join!(
+        a.service.send(&alice, to_peer("m1", &bob, "hello")),
+        b.keeper.tick()
+    );
+    claimed?;
+    ack?;
+
+    // No retry worker runs here: bob has it from the send's own fan-out.
+    let synced = b.service.sync(&bob, 0, 10).await?;
+    let bodies: Vec<_> = synced
+        .entries
+        .iter()
+        .map(|e| e.message.body.as_str())
+        .collect();
+    assert_eq!(bodies, ["hello"], "appended at b once it held bob's inbox");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_read_and_a_recall_at_any_replica_reach_the_peers_inbox_at_its_owner()
 -> anyhow::Result<()> {
     let cluster = Cluster::new()?;

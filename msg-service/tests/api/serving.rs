@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use msg_service::ownership::{
-    KeeperClock, LeaseKeeper, NO_ADDRESS, SHARDS, assigned_to, conversation_shard, inbox_shard,
+    KeeperClock, LeaseKeeper, NO_ADDRESS, RoutedService, SHARDS, assigned_to, conversation_shard,
+    inbox_shard,
 };
 use msg_service::{Backends, MessageApi, MessageService, ServiceConfig};
 use proto::{ConvId, UserId};
@@ -358,5 +359,28 @@ async fn the_first_entry_after_a_take_over_follows_the_visible_head_in_its_notif
         seqs,
         "the notify's entries are exactly what a sync from there gives"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_for_a_shard_on_its_way_here_is_held_until_it_arrives_not_failed()
+-> anyhow::Result<()> {
+    let shared = shared()?;
+    let (a, c, _alice, bob) = a_then_c_with_a_pair_moving(&shared).await?;
+    c.keeper.tick().await?; // bob's inbox is assigned to c; a still holds it
+    assert!(c.keeper.serves(inbox_shard(&bob)).is_none());
+    let routed = RoutedService::new((*c.service).clone());
+
+    let (synced, handed_over) = tokio::join!(routed.sync(&bob, 0, 10), async {
+        a.keeper.tick().await?; // gives c's share up
+        c.keeper.tick().await // takes it
+    });
+    handed_over?;
+    let bodies: Vec<String> = synced?
+        .entries
+        .into_iter()
+        .map(|e| e.message.body)
+        .collect();
+    assert_eq!(bodies, ["one"], "answered by c once it holds bob's inbox");
     Ok(())
 }
