@@ -114,6 +114,7 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     // Stopped before the shards are released: a tick in between would
     // claim them again.
     let stop_renewals = renewals.as_ref().map(tokio::task::JoinHandle::abort_handle);
+    let leaving = keeper.clone();
     let shutdown = async move {
         // The renewals end only when a deposed instance cannot register
         // again (see LeaseKeeper::spawn_renewals).
@@ -136,6 +137,12 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
             () = deposed => {}
         }
         tracing::info!("shutdown requested");
+        if let Some(renewals) = stop_renewals {
+            renewals.abort();
+        }
+        if let Some(keeper) = leaving {
+            hand_over(&keeper).await;
+        }
     };
     let grpc = msg_service::grpc::GrpcService::replica((*service).clone());
     msg_service::grpc::serve_with(listener, grpc, shutdown)
@@ -145,15 +152,6 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     msg_service::MessageApi::flush(&*service)
         .await
         .context("flushing the store")?;
-    if let Some(renewals) = stop_renewals {
-        renewals.abort();
-    }
-    if let Some(keeper) = &keeper {
-        // The next owners need not wait for the lease to run out.
-        if let Err(err) = keeper.release_all().await {
-            tracing::warn!(error = %err, "releasing the shards failed; they move once the lease expires");
-        }
-    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -206,6 +204,21 @@ fn readiness(ready: &Ready) -> axum::http::StatusCode {
 /// `GET /metrics` in the Prometheus text format and `GET /readyz`, on their
 /// own port (gRPC has the main one), served in the background for the life
 /// of the process.
+/// Leaves the replicas gracefully: releases every shard (the next owners
+/// need not wait for the lease to run out), then goes on answering for the
+/// keeper's hand-over time while gRPC still serves: calls that still come
+/// here are forwarded to the new owners, or answered "not served here",
+/// which callers hold and make again at the new owner, instead of meeting
+/// a closed port until their next rebalance.
+async fn hand_over(keeper: &LeaseKeeper) {
+    match keeper.release_all().await {
+        Ok(()) => tokio::time::sleep(keeper.handover_time()).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "releasing the shards failed; they move once the lease expires")
+        }
+    }
+}
+
 async fn serve_metrics(
     addr: std::net::SocketAddr,
     handle: PrometheusHandle,

@@ -706,8 +706,17 @@ impl LeaseKeeper {
     }
 
     /// Stops serving, releases every shard and removes the instance's
-    /// lease, so that the next owners need not wait for it to expire.
+    /// lease, so that the next owners need not wait for it to expire. From
+    /// then on it routes every call to the others. Stop the renewals first
+    /// (a rebalance would claim the shards again).
     pub async fn release_all(&self) -> storage::Result<()> {
+        {
+            let mut held = self.held();
+            let me = held.instance.clone();
+            held.live.retain(|instance| *instance != me);
+            held.assigned = 0;
+        }
+        self.membership.send_modify(|changes| *changes += 1);
         self.give_up(&[]).await?;
         self.store.remove_instance(&self.instance()).await
     }

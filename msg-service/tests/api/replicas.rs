@@ -209,6 +209,26 @@ async fn a_send_whose_peers_inbox_is_on_its_way_to_a_new_replica_reaches_it_ther
 }
 
 #[tokio::test]
+async fn a_replica_that_left_forwards_the_calls_it_still_gets_to_the_new_owners()
+-> anyhow::Result<()> {
+    let cluster = Cluster::new()?;
+    let (a, b) = two_replicas(&cluster).await?;
+    let (alice, bob) = split_pair(&a.keeper); // bob's inbox is b's
+    a.client.send(&alice, to_peer("m1", &bob, "hello")).await?;
+
+    b.keeper.release_all().await?; // b leaves; a takes its shards at its tick
+    let (synced, taken) = tokio::join!(b.client.sync(&bob, 0, 10), a.keeper.tick());
+    taken?;
+    let bodies: Vec<_> = synced?
+        .entries
+        .into_iter()
+        .map(|e| e.message.body)
+        .collect();
+    assert_eq!(bodies, ["hello"], "answered by a through b");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_read_and_a_recall_at_any_replica_reach_the_peers_inbox_at_its_owner()
 -> anyhow::Result<()> {
     let cluster = Cluster::new()?;
