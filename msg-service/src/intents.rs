@@ -180,8 +180,10 @@ impl Core {
     async fn finish_intent(&self, intent: RetryItem) -> Result<()> {
         let (conv, conv_seq): (_, Seq) = (&intent.key.conv_id, intent.key.conv_seq);
         if !self.conversations.serves(&conv_key(conv)) {
-            // Another instance owns it; finishing it is that owner's.
-            tracing::warn!(%conv, conv_seq, "an intent of a conversation not served here; skipped");
+            // Another instance owns it (it moved on again since it was
+            // adopted, routine in a rolling restart); finishing it is
+            // that owner's.
+            tracing::debug!(%conv, conv_seq, "an intent of a conversation not served here; skipped");
             return Ok(());
         }
         // A message a dead process logged but never settled is fenced off

@@ -187,10 +187,14 @@ async fn hold_shards(
 type Ready = Arc<std::sync::OnceLock<Option<Arc<LeaseKeeper>>>>;
 
 /// `GET /readyz`: 200 once the service is up and, on a shared store, holds
-/// every shard assigned to it under a valid lease; 503 before and otherwise.
+/// every shard assigned to it under a valid lease, or hands them over in a
+/// graceful stop; 503 before and otherwise. While it hands over it stays in
+/// rotation: it forwards what it gets, and its gRPC port's graceful close
+/// (GOAWAY) moves the gateways' connections elsewhere, where a load
+/// balancer marking it down would cut their calls in flight.
 fn readiness(ready: &Ready) -> axum::http::StatusCode {
     let serving = match ready.get() {
-        Some(Some(keeper)) => keeper.serves_its_shards(),
+        Some(Some(keeper)) => keeper.serves_its_shards() || keeper.handing_over(),
         Some(None) => true,
         None => false,
     };

@@ -138,6 +138,8 @@ struct Held {
     /// Shards it took over from an earlier owner, with when (wall ms):
     /// their unfinished fan-outs have not been looked for yet.
     adopted: Vec<(u16, u64)>,
+    /// It released its shards to leave (see [`LeaseKeeper::release_all`]).
+    leaving: bool,
 }
 
 /// One instance's leases.
@@ -259,6 +261,12 @@ impl LeaseKeeper {
             Some(until) if now < until && !held.deposed => held.shards.get(&shard).copied(),
             _ => None,
         }
+    }
+
+    /// Whether it released its shards to leave: it forwards every call
+    /// to their new owners until its process stops.
+    pub fn handing_over(&self) -> bool {
+        self.held().leaving
     }
 
     /// Whether it serves every shard assigned to it under a valid lease:
@@ -715,6 +723,7 @@ impl LeaseKeeper {
             let me = held.instance.clone();
             held.live.retain(|instance| *instance != me);
             held.assigned = 0;
+            held.leaving = true;
         }
         self.membership.send_modify(|changes| *changes += 1);
         self.give_up(&[]).await?;

@@ -288,8 +288,13 @@ async fn a_stopping_instance_hands_its_shards_over_without_waiting_for_its_lease
 -> anyhow::Result<()> {
     let setup = setup()?;
     let (a, b) = split_between_two(&setup).await?;
+    assert!(!a.handing_over());
     a.release_all().await?;
     assert_eq!(a.held_shards(), 0);
+    assert!(a.handing_over() && !a.serves_its_shards());
+    for shard in 0..SHARDS {
+        assert!(a.route(shard).is_some(), "a sends every call to b now");
+    }
     b.tick().await?;
     assert_eq!(
         b.held_shards(),
