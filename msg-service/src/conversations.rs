@@ -43,7 +43,7 @@ impl Core {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(user = %creator), err(Debug))]
+    #[tracing::instrument(skip_all, fields(user = %creator), err(level = "debug", Debug))]
     pub(crate) async fn new_group(
         &self,
         creator: &UserId,
@@ -83,7 +83,7 @@ impl Core {
 
     /// Checks the cap and adds as the conversation's writer: no other
     /// membership change (nor a send's member read) comes in between.
-    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err(Debug))]
+    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err(level = "debug", Debug))]
     pub(crate) async fn add_group_members(
         &self,
         caller: &UserId,
@@ -104,7 +104,7 @@ impl Core {
 
     /// Removes as the conversation's writer: a send either read the members
     /// before (and the member gets its message) or after (and does not).
-    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err(Debug))]
+    #[tracing::instrument(skip_all, fields(user = %caller, conv = %conv), err(level = "debug", Debug))]
     pub(crate) async fn remove_group_member(
         &self,
         caller: &UserId,

@@ -9,7 +9,7 @@ use crate::service::Core;
 use crate::{Error, Result};
 
 impl Core {
-    #[tracing::instrument(skip_all, fields(user = %user, conv = %conv), err(Debug))]
+    #[tracing::instrument(skip_all, fields(user = %user, conv = %conv), err(level = "debug", Debug))]
     pub(crate) async fn read_history(
         &self,
         user: &UserId,

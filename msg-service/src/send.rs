@@ -17,7 +17,7 @@ use crate::service::{Core, conv_key};
 use crate::{Error, Result};
 
 impl Core {
-    #[tracing::instrument(skip_all, fields(user = %sender), err(Debug))]
+    #[tracing::instrument(skip_all, fields(user = %sender), err(level = "debug", Debug))]
     pub(crate) async fn send_message(&self, sender: &UserId, request: SendRequest) -> Result<Ack> {
         let conv = target_conv(sender, &request.target)?;
         let (appended, _turn) = match self.log_once(sender, &conv, request).await? {

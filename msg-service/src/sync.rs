@@ -7,7 +7,7 @@ use crate::Result;
 use crate::service::Core;
 
 impl Core {
-    #[tracing::instrument(skip_all, fields(user = %user, since), err(Debug))]
+    #[tracing::instrument(skip_all, fields(user = %user, since), err(level = "debug", Debug))]
     pub(crate) async fn sync_inbox(
         &self,
         user: &UserId,
