@@ -5,11 +5,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fjall::{Database, PersistMode};
 use tokio::sync::watch;
 
+use crate::step_timing::note_duration;
 use crate::{Error, Result};
 
 /// What the syncer has made durable so far.
@@ -120,18 +121,5 @@ fn run_syncer(
                 return;
             }
         }
-    }
-}
-
-/// A store step slower than this is logged: it holds up every write behind it.
-const SLOW_STEP: Duration = Duration::from_millis(200);
-
-/// Records how long a step of the store's write path took (`fsync`, or
-/// `commit` of a batch into the journal and memtables), and logs a slow one,
-/// so that a stall of delivery can be traced to the disk or to the engine.
-pub(crate) fn note_duration(step: &'static str, took: Duration) {
-    metrics::histogram!("chat_store_step_seconds", "step" => step).record(took.as_secs_f64());
-    if took >= SLOW_STEP {
-        tracing::warn!(step, ms = took.as_millis() as u64, "slow store step");
     }
 }

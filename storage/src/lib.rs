@@ -20,6 +20,7 @@ pub mod resilience;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 mod seqsvr;
+mod step_timing;
 mod store;
 pub mod suite;
 mod writer;

@@ -13,7 +13,8 @@ use std::time::Instant;
 use fjall::{Database, OwnedWriteBatch};
 use tokio::sync::oneshot;
 
-use crate::group_commit::{GroupCommit, note_duration};
+use crate::group_commit::GroupCommit;
+use crate::step_timing::note_duration;
 use crate::{Error, Result};
 
 /// Fills a batch with one write's inserts and removes.
