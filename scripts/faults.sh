@@ -32,7 +32,10 @@
 # the gateways' acked sends per second are sampled from their /metrics: while
 # the node is still down, sends must be acked again at half the rate before
 # the kill at least; the row shows the rates, how long sends stalled, and the
-# time until deliveries and the node were back). The replica scenarios (not
+# time until deliveries and the node were back), cassandra-stop (the same
+# cluster and check, cassandra2 paused by SIGSTOP instead: its connections
+# stay open and it answers nothing, so calls sent to it must be sent again
+# elsewhere, not wait out the driver's timeout). The replica scenarios (not
 # in the default list either: java 17 and the Cassandra scripts) run 3
 # msg-service replicas on one Cassandra node, at FAULTS_REPLICA_RATE (2)
 # msg/s per user: replica-kill (kill -9 of msg-service2: the time until the
@@ -114,9 +117,13 @@ inject() {
       "$cluster" kill9 cassandra2; mark killed
       sleep "${FAULTS_CASSANDRA_DOWN:-20}"
       mark restarting; "$cluster" restart cassandra2; mark back ;;
+    cassandra-stop) paused cassandra2 "${FAULTS_CASSANDRA_DOWN:-20}" ;;
     *) echo "faults: unknown scenario $1" >&2; exit 2 ;;
   esac
 }
+
+# Whether scenario $1 runs on the 3-node Cassandra cluster.
+is_cassandra() { [ "$1" = cassandra-node ] || [ "$1" = cassandra-stop ]; }
 
 # SIGSTOP of part $1 for $2 s, then SIGCONT: a process that hangs instead of
 # dying (the load balancer and the clients must not wait on it).
@@ -229,7 +236,8 @@ parts.append(show("node back", rate(back, end)) if back + 1 < end else "node bac
 print("acks/s: " + ", ".join(parts) + f"; sends stalled up to {stalled:.1f} s; "
       + (f"sends back {recovered - kill:.1f} s after the kill" if recovered is not None
          else "sends not back while the node was down")
-      + f"; node answered CQL {back - events['restarting']:.0f} s after its restart")
+      + (f"; node answered CQL {back - events['restarting']:.0f} s after its restart"
+         if "restarting" in events else ""))
 # Sends must keep being acked while two nodes answer: no stretch without an
 # ack longer than FAULTS_MAX_ACK_GAP_S (3 s).
 sys.exit(0 if recovered is not None and stalled <= float(sys.argv[4]) else 1)
@@ -355,7 +363,7 @@ for scenario in "${scenarios[@]}"; do
       scenario_rate="${FAULTS_REPLICA_RATE:-2}" duration=25
       [ "$scenario" = replica-roll ] && duration=50 ;;
   esac
-  if [ "$scenario" = cassandra-node ]; then
+  if is_cassandra "$scenario"; then
     up_env=(CLUSTER_STORE=cassandra CLUSTER_CASSANDRA_NODES=3)
     duration=$(( ${FAULTS_CASSANDRA_DOWN:-20} + 35 )) scenario_rate="${FAULTS_CASSANDRA_RATE:-1}"
   fi
@@ -366,7 +374,7 @@ for scenario in "${scenarios[@]}"; do
   json="$work/$scenario.json"
   : >"$work/events"
   started=$(date +%s.%N)
-  if [ "$scenario" = cassandra-node ]; then
+  if is_cassandra "$scenario"; then
     # Fresh JVMs are slow for their first seconds: a short load first, not measured.
     "$bin/loadtest" pairs --url "ws://${lb#http://}/v1/ws" --users "$users" --rate "$scenario_rate" \
       --duration 10 --ramp 1 --drain-timeout 60 >"$work/warm-up.out" 2>&1 || { cat "$work/warm-up.out" >&2; failed=1; }
@@ -397,6 +405,9 @@ for scenario in "${scenarios[@]}"; do
       label="cassandra-node (kill -9 cassandra2 of 3 for ${FAULTS_CASSANDRA_DOWN:-20} s, then restarted; $rates)"
       recovered="deliveries $recovered; node $(awk '$1 == "back" { b = $2 } $1 == "killed" { k = $2 }
         END { printf "%.0f", b - k }' "$work/events") s after the kill"
+    elif [ "$scenario" = cassandra-stop ]; then
+      rates="$(ack_rates "$((duration + 1))")" || { failed=1; rates="$rates: FAILED"; }
+      label="cassandra-stop (SIGSTOP of cassandra2 of 3 for ${FAULTS_CASSANDRA_DOWN:-20} s, then SIGCONT; $rates)"
     fi
     row="$(python3 - "$json" "$label" "$recovered" "$max_wait_ms" <<'EOF'
 import json, sys
