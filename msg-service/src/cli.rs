@@ -169,11 +169,6 @@ pub struct StoreArgs {
     /// --scylla-allow-weak-consistency.
     #[arg(long, env = "CHAT_SCYLLA_CONSISTENCY", default_value = "LOCAL_QUORUM")]
     pub scylla_consistency: ConsistencyLevel,
-    /// A read or plain write with no answer from its node for this long
-    /// is sent to the next node too (twice at most; LWTs never), so a node
-    /// that hangs costs this, not the 5 s request timeout; 0: never.
-    #[arg(long, env = "CHAT_SCYLLA_SPECULATIVE_MS", default_value_t = 300)]
-    pub scylla_speculative_ms: u64,
     /// Accept a --scylla-consistency below a quorum: reads may then miss
     /// acknowledged writes (a sync can skip a message) unless the keyspace
     /// has a single replica.
@@ -241,8 +236,6 @@ impl StoreArgs {
         options.keyspace = self.scylla_keyspace.clone();
         options.replication = self.scylla_replication.clone();
         options.consistency = self.scylla_consistency;
-        options.speculative_after = (self.scylla_speculative_ms > 0)
-            .then(|| std::time::Duration::from_millis(self.scylla_speculative_ms));
         options.allow_weak_consistency = self.scylla_allow_weak_consistency;
         options.min_replication_factor = if self.production && !self.scylla_allow_single_replica {
             PRODUCTION_MIN_REPLICAS
@@ -290,16 +283,5 @@ mod tests {
         let allowed = [&production[..], &["--scylla-allow-single-replica"]].concat();
         let overridden = store_args(&allowed).scylla_options();
         assert_eq!(overridden.min_replication_factor, 1);
-    }
-
-    #[test]
-    fn requests_are_sent_to_another_node_after_300_ms_by_default_and_never_with_0() {
-        let default = store_args(&SCYLLA).scylla_options();
-        assert_eq!(
-            default.speculative_after,
-            Some(std::time::Duration::from_millis(300))
-        );
-        let off = [&SCYLLA[..], &["--scylla-speculative-ms", "0"]].concat();
-        assert_eq!(store_args(&off).scylla_options().speculative_after, None);
     }
 }

@@ -10,10 +10,6 @@ use ::scylla::frame::types::{Consistency, SerialConsistency};
 
 use super::bulkhead::Limits;
 
-/// [`ScyllaOptions::speculative_after`] by default: well above a healthy
-/// node's answer under load, well below the request timeout.
-pub const DEFAULT_SPECULATIVE_AFTER: Duration = Duration::from_millis(300);
-
 /// The shortest dedup TTL: the protocol promises a retry is recognized for
 /// at least 24 hours.
 pub const MIN_DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -33,12 +29,6 @@ pub struct ScyllaOptions {
     pub request_timeout: Duration,
     /// Deadline of a new connection to a node.
     pub connect_timeout: Duration,
-    /// How long a read or plain write (idempotent statements only; LWTs
-    /// never) waits for its node before the driver sends it to the next
-    /// one too, twice at most; the first answer wins. A node that hangs
-    /// (paused, stuck in GC) with its connections open then costs this
-    /// much, not the request timeout. `None`: never.
-    pub speculative_after: Option<Duration>,
     /// How many requests of each class may be in flight, and how long a
     /// request waits for a slot before it is turned away.
     pub limits: Limits,
@@ -66,7 +56,6 @@ impl ScyllaOptions {
             consistency: ConsistencyLevel::LocalQuorum,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
-            speculative_after: Some(DEFAULT_SPECULATIVE_AFTER),
             limits: Limits::default(),
             dedup_ttl: Duration::from_secs(7 * 24 * 3600),
             allow_weak_consistency: false,

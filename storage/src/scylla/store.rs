@@ -12,9 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ::scylla::client::execution_profile::ExecutionProfile;
 use ::scylla::client::session::Session;
 use ::scylla::client::session_builder::SessionBuilder;
-use ::scylla::policies::speculative_execution::{
-    SimpleSpeculativeExecutionPolicy, SpeculativeExecutionPolicy,
-};
 use ::scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use ::scylla::response::query_result::QueryResult;
 use ::scylla::response::{PagingState, PagingStateResponse};
@@ -59,7 +56,6 @@ async fn open_session(options: &ScyllaOptions) -> Result<Session> {
         .consistency(options.consistency.driver())
         .serial_consistency(Some(options.consistency.serial()))
         .request_timeout(Some(options.request_timeout))
-        .speculative_execution_policy(options.speculative_after.map(speculate_after))
         .build();
     // Client-side timestamps, rising within this process: of two writes to
     // one row from here (a member removed, then added back), the later one
@@ -72,15 +68,6 @@ async fn open_session(options: &ScyllaOptions) -> Result<Session> {
         .build()
         .await
         .map_err(errors::new_session)
-}
-
-/// Sends an idempotent request that has had no answer for `after` to the
-/// next node too, twice at most (with RF 3, every node of a quorum).
-fn speculate_after(after: Duration) -> Arc<dyn SpeculativeExecutionPolicy> {
-    Arc::new(SimpleSpeculativeExecutionPolicy {
-        max_retry_count: 2,
-        retry_interval: after,
-    })
 }
 
 impl ScyllaStore {
