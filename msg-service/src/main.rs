@@ -110,37 +110,41 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     let retry_worker = service.start_retry_worker();
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut renewals = keeper.clone().map(LeaseKeeper::spawn_renewals);
-    // Stopped before the shards are released: a tick in between would
-    // claim them again.
-    let stop_renewals = renewals.as_ref().map(tokio::task::JoinHandle::abort_handle);
+    let renewals = keeper.clone().map(LeaseKeeper::spawn_renewals);
     let leaving = keeper.clone();
     let shutdown = async move {
-        // The renewals end only when a deposed instance cannot register
-        // again (see LeaseKeeper::spawn_renewals).
-        let deposed = async {
-            match renewals.as_mut() {
-                Some(task) => match task.await {
-                    Ok(err) => {
-                        tracing::error!(error = %err, "this instance lost its lease and could not register again; stopping")
-                    }
-                    Err(err) => {
-                        tracing::error!(error = %err, "the lease renewals stopped; stopping")
-                    }
-                },
-                None => std::future::pending().await,
+        let mut renewals = renewals;
+        let renewals_ended = {
+            // The renewals end only when a deposed instance cannot
+            // register again (see LeaseKeeper::spawn_renewals).
+            let deposed = async {
+                match renewals.as_mut() {
+                    Some(task) => match task.await {
+                        Ok(err) => {
+                            tracing::error!(error = %err, "this instance lost its lease and could not register again; stopping")
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "the lease renewals stopped; stopping")
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => false,
+                _ = terminate.recv() => false,
+                () = deposed => true,
             }
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-            () = deposed => {}
-        }
         tracing::info!("shutdown requested");
-        if let Some(renewals) = stop_renewals {
-            renewals.abort();
+        if let Some(task) = renewals.filter(|_| !renewals_ended) {
+            // Stopped, and waited for, before the shards are released: a
+            // rebalance under way could claim one again after the release.
+            task.abort();
+            let _ = task.await;
         }
-        if let Some(keeper) = leaving {
+        // A deposed instance holds nothing to hand over.
+        if let Some(keeper) = leaving.filter(|keeper| !keeper.deposed()) {
             hand_over(&keeper).await;
         }
     };
@@ -205,9 +209,6 @@ fn readiness(ready: &Ready) -> axum::http::StatusCode {
     }
 }
 
-/// `GET /metrics` in the Prometheus text format and `GET /readyz`, on their
-/// own port (gRPC has the main one), served in the background for the life
-/// of the process.
 /// Leaves the replicas gracefully: releases every shard (the next owners
 /// need not wait for the lease to run out), then goes on answering for the
 /// keeper's hand-over time while gRPC still serves: calls that still come
@@ -223,6 +224,9 @@ async fn hand_over(keeper: &LeaseKeeper) {
     }
 }
 
+/// `GET /metrics` in the Prometheus text format and `GET /readyz`, on their
+/// own port (gRPC has the main one), served in the background for the life
+/// of the process.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
     handle: PrometheusHandle,

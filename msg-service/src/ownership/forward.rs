@@ -142,7 +142,14 @@ impl MessageApi for RoutedService {
         members: Vec<UserId>,
         title: Option<String>,
     ) -> Result<Conversation> {
-        // A new group's id is picked in a shard served here.
+        // A new group's id is picked in a shard served here; a replica
+        // handing its shards over serves none, so another one picks it.
+        if let Some(routes) = self.local.routes()
+            && routes.keeper().handing_over()
+            && let Route::Peer(_, peer) = routes.to_shard(0)?
+        {
+            return peer.create_group(creator, members, title).await;
+        }
         self.local.create_group(creator, members, title).await
     }
 

@@ -269,15 +269,21 @@ impl LeaseKeeper {
         self.held().leaving
     }
 
+    /// Whether its own lease is valid now and was not ended by another.
+    pub fn holds_its_lease(&self) -> bool {
+        let now = self.clock.monotonic();
+        let held = self.held();
+        held.valid_until.is_some_and(|until| now < until) && !held.deposed
+    }
+
     /// Whether it serves every shard assigned to it under a valid lease:
     /// what readiness means.
     pub fn serves_its_shards(&self) -> bool {
-        let now = self.clock.monotonic();
-        let held = self.held();
-        held.valid_until.is_some_and(|until| now < until)
-            && !held.deposed
-            && held.assigned > 0
-            && held.shards.len() == held.assigned
+        let held_all = {
+            let held = self.held();
+            held.assigned > 0 && held.shards.len() == held.assigned
+        };
+        held_all && self.holds_its_lease()
     }
 
     /// Where calls for `shard` go: `None` here (it serves the shard, or the

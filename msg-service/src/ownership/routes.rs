@@ -81,6 +81,7 @@ impl Routes {
         Handover {
             until: Instant::now() + self.keeper.handover_time(),
             membership: self.keeper.membership(),
+            keeper: Arc::clone(&self.keeper),
         }
     }
 
@@ -111,14 +112,18 @@ impl Routes {
 pub(crate) struct Handover {
     until: Instant,
     membership: watch::Receiver<u64>,
+    keeper: Arc<LeaseKeeper>,
 }
 
 impl Handover {
-    /// `false` once the hand-over time is over; else `true` when the
-    /// shards here or the live replicas changed (a claim here), or after
-    /// [`HANDOVER_POLL`] (a claim elsewhere is seen only by asking again).
+    /// `false` once the hand-over time is over, or when this replica's own
+    /// lease lapsed or was ended (then nothing is moving: its store is out
+    /// of reach or it was deposed, and callers are better told at once);
+    /// else `true` when the shards here or the live replicas changed (a
+    /// claim here), or after [`HANDOVER_POLL`] (a claim elsewhere is seen
+    /// only by asking again).
     pub(crate) async fn wait(&mut self) -> bool {
-        if Instant::now() >= self.until {
+        if Instant::now() >= self.until || !self.keeper.holds_its_lease() {
             return false;
         }
         metrics::counter!("chat_calls_held_for_shard_total").increment(1);

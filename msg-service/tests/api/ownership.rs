@@ -144,9 +144,10 @@ async fn one_instance_serves_every_shard_only_while_its_lease_holds() -> anyhow:
     // Unrenewed, it stops a drift margin before the lease ends.
     setup.clock.advance(Duration::from_secs(8));
     assert_eq!(a.serves(7), None);
-    assert!(!a.serves_its_shards());
+    assert!(!a.serves_its_shards() && !a.holds_its_lease());
     a.tick().await?;
     assert_eq!(a.serves(7), Some(1), "renewed");
+    assert!(a.holds_its_lease());
     Ok(())
 }
 

@@ -225,6 +225,14 @@ async fn a_replica_that_left_forwards_the_calls_it_still_gets_to_the_new_owners(
         .map(|e| e.message.body)
         .collect();
     assert_eq!(bodies, ["hello"], "answered by a through b");
+
+    // b serves no shard to pick a new group's id in: a picks it.
+    let group = b.client.create_group(&alice, vec![bob], None).await?;
+    assert!(
+        a.keeper
+            .serves(conversation_shard(&group.conv_id))
+            .is_some()
+    );
     Ok(())
 }
 
