@@ -37,8 +37,11 @@ impl Core {
         let mut handover = routes.handover();
         let mut outcomes = self.fan_out_routed(routes, members, message, pass).await;
         loop {
-            let moving: Vec<usize> = (0..outcomes.len())
-                .filter(|&i| matches!(&outcomes[i], Err(err) if err.is_shard_not_served()))
+            let moving: Vec<usize> = outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, outcome)| matches!(outcome, Err(err) if err.is_shard_not_served()))
+                .map(|(i, _)| i)
                 .collect();
             if moving.is_empty() || !handover.wait().await {
                 return outcomes;

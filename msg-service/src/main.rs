@@ -110,32 +110,10 @@ async fn serve(config: ServeArgs) -> anyhow::Result<()> {
     let retry_worker = service.start_retry_worker();
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let renewals = keeper.clone().map(LeaseKeeper::spawn_renewals);
+    let mut renewals = keeper.clone().map(LeaseKeeper::spawn_renewals);
     let leaving = keeper.clone();
     let shutdown = async move {
-        let mut renewals = renewals;
-        let renewals_ended = {
-            // The renewals end only when a deposed instance cannot
-            // register again (see LeaseKeeper::spawn_renewals).
-            let deposed = async {
-                match renewals.as_mut() {
-                    Some(task) => match task.await {
-                        Ok(err) => {
-                            tracing::error!(error = %err, "this instance lost its lease and could not register again; stopping")
-                        }
-                        Err(err) => {
-                            tracing::error!(error = %err, "the lease renewals stopped; stopping")
-                        }
-                    },
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => false,
-                _ = terminate.recv() => false,
-                () = deposed => true,
-            }
-        };
+        let renewals_ended = shutdown_requested(renewals.as_mut(), &mut terminate).await;
         tracing::info!("shutdown requested");
         if let Some(task) = renewals.filter(|_| !renewals_ended) {
             // Stopped, and waited for, before the shards are released: a
@@ -206,6 +184,31 @@ fn readiness(ready: &Ready) -> axum::http::StatusCode {
         axum::http::StatusCode::OK
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Returns once a stop is asked for (Ctrl-C, SIGTERM) or the lease
+/// renewals end, which they do only when a deposed instance cannot register
+/// again (see `LeaseKeeper::spawn_renewals`); `true` in that last case.
+async fn shutdown_requested(
+    renewals: Option<&mut tokio::task::JoinHandle<msg_service::storage::Error>>,
+    terminate: &mut tokio::signal::unix::Signal,
+) -> bool {
+    let ended = async {
+        match renewals {
+            Some(task) => match task.await {
+                Ok(err) => {
+                    tracing::error!(error = %err, "this instance lost its lease and could not register again; stopping")
+                }
+                Err(err) => tracing::error!(error = %err, "the lease renewals stopped; stopping"),
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => false,
+        _ = terminate.recv() => false,
+        () = ended => true,
     }
 }
 

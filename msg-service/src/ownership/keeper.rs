@@ -142,6 +142,14 @@ struct Held {
     leaving: bool,
 }
 
+impl Held {
+    /// Whether its lease is valid at `now` (monotonic) and was not ended by
+    /// another instance.
+    fn lease_holds(&self, now: Duration) -> bool {
+        self.valid_until.is_some_and(|until| now < until) && !self.deposed
+    }
+}
+
 /// One instance's leases.
 pub struct LeaseKeeper {
     store: Arc<dyn LeaseStore>,
@@ -257,10 +265,8 @@ impl LeaseKeeper {
     pub fn serves(&self, shard: u16) -> Option<u64> {
         let now = self.clock.monotonic();
         let held = self.held();
-        match held.valid_until {
-            Some(until) if now < until && !held.deposed => held.shards.get(&shard).copied(),
-            _ => None,
-        }
+        let epoch = held.shards.get(&shard).copied();
+        epoch.filter(|_| held.lease_holds(now))
     }
 
     /// Whether it released its shards to leave: it forwards every call
@@ -272,18 +278,15 @@ impl LeaseKeeper {
     /// Whether its own lease is valid now and was not ended by another.
     pub fn holds_its_lease(&self) -> bool {
         let now = self.clock.monotonic();
-        let held = self.held();
-        held.valid_until.is_some_and(|until| now < until) && !held.deposed
+        self.held().lease_holds(now)
     }
 
     /// Whether it serves every shard assigned to it under a valid lease:
     /// what readiness means.
     pub fn serves_its_shards(&self) -> bool {
-        let held_all = {
-            let held = self.held();
-            held.assigned > 0 && held.shards.len() == held.assigned
-        };
-        held_all && self.holds_its_lease()
+        let now = self.clock.monotonic();
+        let held = self.held();
+        held.lease_holds(now) && held.assigned > 0 && held.shards.len() == held.assigned
     }
 
     /// Where calls for `shard` go: `None` here (it serves the shard, or the

@@ -307,6 +307,11 @@ pub fn seqs(entries: &[Entry]) -> Vec<Seq> {
     entries.iter().map(|e| e.seq).collect()
 }
 
+/// The bodies of some entries, in order.
+pub fn bodies(entries: &[Entry]) -> Vec<&str> {
+    entries.iter().map(|e| e.message.body.as_str()).collect()
+}
+
 /// How many times each `(from, client_msg_id)` occurs in some entries.
 pub fn count_by_sender_id(entries: &[Entry]) -> HashMap<(UserId, String), usize> {
     let mut counts = HashMap::new();

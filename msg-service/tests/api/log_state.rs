@@ -5,7 +5,7 @@
 use msg_service::ServiceConfig;
 use msg_service::storage::Page;
 
-use crate::helpers::{TestService, dm, seqs, strictly_increasing, user, users};
+use crate::helpers::{TestService, bodies, dm, seqs, strictly_increasing, user, users};
 
 fn capped(cap: usize) -> anyhow::Result<TestService> {
     TestService::with_config(ServiceConfig {
@@ -50,8 +50,7 @@ async fn a_forgotten_log_carries_on_above_what_it_had() -> anyhow::Result<()> {
     );
     service.send(&alice, &bob, "m2", "after").await?;
     let entries = service.sync_all(&bob, 0).await?;
-    let bodies: Vec<&str> = entries.iter().map(|e| e.message.body.as_str()).collect();
-    assert_eq!(bodies, ["before", "after"]);
+    assert_eq!(bodies(&entries), ["before", "after"]);
     assert!(strictly_increasing(&seqs(&entries)));
     let history = service.full_history(&alice, &dm(&alice, &bob)).await?;
     let conv_seqs: Vec<u64> = history.iter().map(|m| m.conv_seq).collect();

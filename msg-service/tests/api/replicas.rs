@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::helpers::user;
+use crate::helpers::{bodies, user};
 use crate::ownership::{CONFIG, ManualClock};
 
 /// One replica: its keeper, its service, and a client of its gRPC as a
@@ -162,12 +162,7 @@ async fn a_send_at_any_replica_reaches_every_inbox_once_through_their_owners() -
             let synced = replica.client.sync(reader, 0, 10).await?;
             let got: Vec<_> = synced.entries.iter().map(|e| e.seq).collect();
             assert_eq!(got, seqs, "{reader}'s inbox through either replica");
-            let bodies: Vec<_> = synced
-                .entries
-                .iter()
-                .map(|e| e.message.body.as_str())
-                .collect();
-            assert_eq!(bodies, ["hello", "again"]);
+            assert_eq!(bodies(&synced.entries), ["hello", "again"]);
         }
         let page = replica
             .client
@@ -199,12 +194,11 @@ async fn a_send_whose_peers_inbox_is_on_its_way_to_a_new_replica_reaches_it_ther
 
     // No retry worker runs here: bob has it from the send's own fan-out.
     let synced = b.service.sync(&bob, 0, 10).await?;
-    let bodies: Vec<_> = synced
-        .entries
-        .iter()
-        .map(|e| e.message.body.as_str())
-        .collect();
-    assert_eq!(bodies, ["hello"], "appended at b once it held bob's inbox");
+    assert_eq!(
+        bodies(&synced.entries),
+        ["hello"],
+        "appended at b once it held bob's inbox"
+    );
     Ok(())
 }
 
@@ -219,12 +213,12 @@ async fn a_replica_that_left_forwards_the_calls_it_still_gets_to_the_new_owners(
     b.keeper.release_all().await?; // b leaves; a takes its shards at its tick
     let (synced, taken) = tokio::join!(b.client.sync(&bob, 0, 10), a.keeper.tick());
     taken?;
-    let bodies: Vec<_> = synced?
-        .entries
-        .into_iter()
-        .map(|e| e.message.body)
-        .collect();
-    assert_eq!(bodies, ["hello"], "answered by a through b");
+    let synced = synced?;
+    assert_eq!(
+        bodies(&synced.entries),
+        ["hello"],
+        "answered by a through b"
+    );
 
     // b serves no shard to pick a new group's id in: a picks it.
     let group = b.client.create_group(&alice, vec![bob], None).await?;
@@ -366,12 +360,11 @@ async fn a_fan_out_that_failed_for_a_dead_replica_is_retried_once_its_shards_mov
     outlive_the_other(&cluster, &a).await?;
     passes(&a.service, 3).await?;
     let synced = a.client.sync(&bob, 0, 10).await?;
-    let bodies: Vec<_> = synced
-        .entries
-        .iter()
-        .map(|e| e.message.body.as_str())
-        .collect();
-    assert_eq!(bodies, ["hello"], "bob has it, before the hour is up");
+    assert_eq!(
+        bodies(&synced.entries),
+        ["hello"],
+        "bob has it, before the hour is up"
+    );
     Ok(())
 }
 
@@ -585,11 +578,10 @@ async fn a_send_forwarded_to_a_paused_owner_is_made_again_at_the_new_owner_once_
     let ack = answered(send).await?;
     assert_eq!(ack.conv_seq, 1);
     let synced = a.client.sync(&bob, 0, 10).await?;
-    let bodies: Vec<_> = synced
-        .entries
-        .iter()
-        .map(|e| e.message.body.as_str())
-        .collect();
-    assert_eq!(bodies, ["hello"], "bob has it from the new owner");
+    assert_eq!(
+        bodies(&synced.entries),
+        ["hello"],
+        "bob has it from the new owner"
+    );
     Ok(())
 }

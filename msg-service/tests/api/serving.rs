@@ -19,7 +19,7 @@ use storage::{
 use tempfile::TempDir;
 
 use crate::faults::assert_unavailable;
-use crate::helpers::{drain, send, user};
+use crate::helpers::{bodies, drain, send, user};
 use crate::ownership::{CONFIG, ManualClock};
 use crate::store_double::{Faults, StoreDouble, hold};
 
@@ -162,6 +162,13 @@ async fn a_then_c_with_a_pair_moving(
     Ok((a, c, alice, bob))
 }
 
+/// `a`, having seen `c`, gives c's share up; `c` takes it.
+async fn hand_c_its_share(a: &Instance, c: &Instance) -> anyhow::Result<()> {
+    a.keeper.tick().await?;
+    c.keeper.tick().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_instance_serves_only_the_shards_it_holds_and_only_while_its_lease_holds()
 -> anyhow::Result<()> {
@@ -245,8 +252,7 @@ async fn a_shard_that_comes_back_after_another_owner_wrote_carries_on_above_its_
     let shared = shared()?;
     let (a, c, alice, bob) = a_then_c_with_a_pair_moving(&shared).await?;
 
-    a.keeper.tick().await?; // gives c's share up
-    c.keeper.tick().await?;
+    hand_c_its_share(&a, &c).await?;
     send(&c.service, &alice, &bob, "m2", "two").await?;
     let seen = drain(&c.service, &bob, 0, 50).await?;
     let cursor = seen.last().map_or(0, |e| e.seq);
@@ -255,15 +261,13 @@ async fn a_shard_that_comes_back_after_another_owner_wrote_carries_on_above_its_
 
     send(&a.service, &alice, &bob, "m3", "three").await?;
     let after = drain(&a.service, &bob, cursor, 50).await?;
-    let bodies: Vec<&str> = after.iter().map(|e| e.message.body.as_str()).collect();
     assert_eq!(
-        bodies,
+        bodies(&after),
         ["three"],
         "bob's client, from where it was, gets it"
     );
     let all = drain(&a.service, &bob, 0, 50).await?;
-    let bodies: Vec<&str> = all.iter().map(|e| e.message.body.as_str()).collect();
-    assert_eq!(bodies, ["one", "two", "three"]);
+    assert_eq!(bodies(&all), ["one", "two", "three"]);
     Ok(())
 }
 
@@ -289,8 +293,7 @@ async fn a_fan_out_its_dead_owner_left_unfinished_is_finished_by_the_replica_tha
     passes.wait_for(|n| *n >= 1).await?;
     worker.stop().await;
     let got = drain(&b.service, &bob, 0, 10).await?;
-    let bodies: Vec<&str> = got.iter().map(|e| e.message.body.as_str()).collect();
-    assert_eq!(bodies, ["orphan"], "bob has it once");
+    assert_eq!(bodies(&got), ["orphan"], "bob has it once");
     assert!(b.keeper.adopted().is_empty(), "looked after");
     Ok(())
 }
@@ -321,11 +324,17 @@ async fn an_inbox_write_of_a_deposed_owner_that_lands_after_the_take_over_leaves
     );
     send(&b.service, &alice, &bob, "m2", "two").await?; // alice's retry, at b
     let after = drain(&b.service, &bob, cursor, 50).await?;
-    let bodies: Vec<&str> = after.iter().map(|e| e.message.body.as_str()).collect();
-    assert_eq!(bodies, ["two"], "bob's client, from where it was, gets it");
+    assert_eq!(
+        bodies(&after),
+        ["two"],
+        "bob's client, from where it was, gets it"
+    );
     let all = drain(&b.service, &bob, 0, 50).await?;
-    let bodies: Vec<&str> = all.iter().map(|e| e.message.body.as_str()).collect();
-    assert_eq!(bodies, ["one", "three", "two"], "once each, in that order");
+    assert_eq!(
+        bodies(&all),
+        ["one", "three", "two"],
+        "once each, in that order"
+    );
     Ok(())
 }
 
@@ -337,8 +346,7 @@ async fn the_first_entry_after_a_take_over_follows_the_visible_head_in_its_notif
     let seen = drain(&a.service, &bob, 0, 50).await?;
     let bob_is_at = seen.last().map_or(0, |e| e.seq);
 
-    a.keeper.tick().await?; // gives c's share up
-    c.keeper.tick().await?; // takes it at a new epoch: seqs jump
+    hand_c_its_share(&a, &c).await?; // at a new epoch: seqs jump
     let gateway = GatewayId("gw-1".into());
     let mut sub = c.bus.subscribe(&gateway).await?;
     c.presence.connected(&bob, &gateway).await?;
@@ -371,16 +379,13 @@ async fn a_call_for_a_shard_on_its_way_here_is_held_until_it_arrives_not_failed(
     assert!(c.keeper.serves(inbox_shard(&bob)).is_none());
     let routed = RoutedService::new((*c.service).clone());
 
-    let (synced, handed_over) = tokio::join!(routed.sync(&bob, 0, 10), async {
-        a.keeper.tick().await?; // gives c's share up
-        c.keeper.tick().await // takes it
-    });
+    let (synced, handed_over) = tokio::join!(routed.sync(&bob, 0, 10), hand_c_its_share(&a, &c));
     handed_over?;
-    let bodies: Vec<String> = synced?
-        .entries
-        .into_iter()
-        .map(|e| e.message.body)
-        .collect();
-    assert_eq!(bodies, ["one"], "answered by c once it holds bob's inbox");
+    let synced = synced?;
+    assert_eq!(
+        bodies(&synced.entries),
+        ["one"],
+        "answered by c once it holds bob's inbox"
+    );
     Ok(())
 }
