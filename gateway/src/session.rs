@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_channel::mpsc;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use proto::{ClientFrame, ErrorCode, Rid, Seq, ServerFrame, UserId, parse_client_frame};
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::budget::FrameBudget;
 use crate::close::{CloseReason, Closer, close_code, for_read_error};
@@ -42,11 +43,17 @@ where
     R: Stream<Item = Result<Message, E>> + Unpin + Send + 'static,
     E: std::error::Error + Send + 'static,
 {
-    let (out, queue) = mpsc::channel(state.limits.outgoing_queue.max(1));
-    // Weak: the hub must not keep the writer's queue open after the session.
-    let pushed_to = out.downgrade();
+    // futures' channels, not tokio's: tokio's allocates a block of 32
+    // slots and ~400 bytes of cache-padded state per socket up front,
+    // futures' a node per queued item (and each sender adds a slot).
+    let (mut out, queue) = mpsc::channel(state.limits.outgoing_queue.max(1));
+    // The hub gets a weak handle: it must not keep the writer's queue open
+    // after the session.
+    let pushed_to = Arc::new(std::sync::Mutex::new(out.clone()));
+    let weak_push = Arc::downgrade(&pushed_to);
     let push: Push = Arc::new(move |frame: &str| {
-        if let Some(out) = pushed_to.upgrade() {
+        if let Some(out) = weak_push.upgrade() {
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
             // Best effort: a full queue drops the frame (a typing indicator).
             let _ = out.try_send(Outgoing::Frame(frame.to_owned()));
         }
@@ -66,7 +73,8 @@ where
         state.clone(),
         Arc::clone(&closer),
     ));
-    let (requests, queued) = mpsc::channel(REQUESTS_AHEAD);
+    // The one sender adds a slot to the REQUESTS_AHEAD - 1 asked for.
+    let (mut requests, queued) = mpsc::channel(REQUESTS_AHEAD - 1);
     let answerer = tokio::spawn(answer_loop(
         queued,
         out.clone(),
@@ -75,12 +83,13 @@ where
         Arc::clone(&closer),
     ));
     let mut stream = stream;
-    read_loop(&mut stream, &out, &requests, &state, &user, &closer).await;
+    read_loop(&mut stream, &mut out, &mut requests, &state, &user, &closer).await;
     drop(requests);
     if let Err(err) = answerer.await {
         tracing::warn!(error = %err, "socket request task failed");
     }
     drop(out);
+    drop(pushed_to);
     if let Err(err) = writer.await {
         tracing::warn!(error = %err, "socket writer task failed");
     }
@@ -92,8 +101,8 @@ where
 
 async fn read_loop<R, E>(
     stream: &mut R,
-    out: &mpsc::Sender<Outgoing>,
-    requests: &mpsc::Sender<Request>,
+    out: &mut mpsc::Sender<Outgoing>,
+    requests: &mut mpsc::Sender<Request>,
     state: &AppState,
     user: &UserId,
     closer: &Closer,
@@ -167,7 +176,12 @@ fn bad_request(message: &str) -> ServerFrame {
 /// Queues a last `error` frame and the close after it. The writer sends
 /// both in order, so the client reads why before the close.
 /// When the queue is full the close cuts it short instead.
-fn refuse(out: &mpsc::Sender<Outgoing>, closer: &Closer, frame: ServerFrame, reason: CloseReason) {
+fn refuse(
+    out: &mut mpsc::Sender<Outgoing>,
+    closer: &Closer,
+    frame: ServerFrame,
+    reason: CloseReason,
+) {
     let _ = out.try_send(Outgoing::Frame(frame.to_json()));
     if out.try_send(Outgoing::Close(reason)).is_err() {
         closer.close(reason);
@@ -176,7 +190,7 @@ fn refuse(out: &mpsc::Sender<Outgoing>, closer: &Closer, frame: ServerFrame, rea
 
 /// The client sent frames faster than its budget: `rate_limited`, then 1008.
 fn refuse_flood(
-    out: &mpsc::Sender<Outgoing>,
+    out: &mut mpsc::Sender<Outgoing>,
     closer: &Closer,
     budget: &FrameBudget,
     state: &AppState,
@@ -198,7 +212,7 @@ fn refuse_flood(
 /// A read failed: invalid UTF-8 and oversized messages get an `error`
 /// frame and their close code; a dropped connection just ends.
 fn refuse_broken<E: std::error::Error + 'static>(
-    out: &mpsc::Sender<Outgoing>,
+    out: &mut mpsc::Sender<Outgoing>,
     closer: &Closer,
     err: &E,
 ) {
@@ -246,9 +260,8 @@ struct Me {
 }
 
 /// A parsed frame waiting for its answer, in arrival order. The frame is
-/// boxed: the request channel allocates its first block of 32 slots when
-/// the socket opens, so each slot's size is paid by every idle socket
-/// (~150 bytes a slot unboxed, ~40 boxed).
+/// boxed: the request queue keeps an empty node of this size for every
+/// open socket, idle ones included (~150 bytes unboxed, ~40 boxed).
 struct Request {
     rid: Option<Rid>,
     frame: Box<ClientFrame>,
@@ -285,7 +298,7 @@ fn admit(state: &AppState, user: &UserId, text: &str) -> Result<Request, ServerF
 /// or the session closes.
 async fn answer_loop(
     mut queued: mpsc::Receiver<Request>,
-    out: mpsc::Sender<Outgoing>,
+    mut out: mpsc::Sender<Outgoing>,
     state: AppState,
     me: Me,
     closer: Arc<Closer>,
@@ -293,7 +306,7 @@ async fn answer_loop(
     loop {
         let request = tokio::select! {
             () = closer.token.cancelled() => return,
-            request = queued.recv() => match request {
+            request = queued.next() => match request {
                 Some(request) => request,
                 None => return,
             },
@@ -429,7 +442,7 @@ async fn write_loop<S>(
                 }
                 Err(_) => break,
             },
-            outgoing = queue.recv() => match outgoing {
+            outgoing = queue.next() => match outgoing {
                 Some(Outgoing::Frame(text)) => Message::Text(text.into()),
                 Some(Outgoing::Close(reason)) => { closer.close(reason); break }
                 None => break,
@@ -495,9 +508,9 @@ fn goaway(state: &AppState) -> String {
 mod tests {
     use super::*;
 
-    /// Every open socket pays 32 slots of its request channel up front
-    /// (tokio's block size): a queued request stays a few words, whatever
-    /// the largest client frame is.
+    /// A client that pipelines sends holds up to `REQUESTS_AHEAD` queued
+    /// requests: each stays a few words, whatever the largest client frame
+    /// is (a frame is boxed only once it is admitted).
     #[test]
     fn a_queued_request_is_small_whatever_the_frame() {
         let (request, frame) = (size_of::<Request>(), size_of::<ClientFrame>());

@@ -31,7 +31,7 @@ use crate::linger::Lingering;
 use crate::presence::Presences;
 use crate::read_rate::ReadRate;
 use crate::slots::Slots;
-use crate::state::{AppState, Limits, WatchedBreaker};
+use crate::state::{AppState, Limits, Shared, WatchedBreaker};
 use crate::typing::Typist;
 
 /// How often presence claims are renewed (well within Redis' 90 s TTL).
@@ -96,7 +96,7 @@ impl App {
                 "DEV AUTH IS ON: POST /v1/dev/token mints a token for anyone. Turn it off (--dev-auth false) in production."
             );
         }
-        let state = AppState {
+        let state = AppState::new(Shared {
             api,
             hub,
             typing,
@@ -127,7 +127,7 @@ impl App {
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
             breakers: breakers.into(),
-        };
+        });
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(startup("the listen address"))?;
