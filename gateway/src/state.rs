@@ -192,6 +192,17 @@ mod tests {
         breaker
     }
 
+    /// Every socket's three tasks and every request keep a copy of the
+    /// state: a copy must stay one pointer, not the fields.
+    #[test]
+    fn a_copy_of_the_state_is_one_pointer() {
+        assert_eq!(size_of::<AppState>(), size_of::<usize>());
+        assert!(
+            size_of::<Shared>() > 100,
+            "the fields are behind the pointer"
+        );
+    }
+
     #[tokio::test]
     async fn an_open_required_breaker_makes_the_gateway_not_ready() {
         let watched = [WatchedBreaker {
