@@ -30,7 +30,8 @@
 # BENCH_SERVER_STEPS ("5 10 15 20 30 40 50 60 80 100 120" msg/s per user),
 # BENCH_CLUSTER_STEPS ("1 2 3 5 10 15 20 30 40 60"), BENCH_P99_BOUND_MS (50), BENCH_REPS (3),
 # BENCH_CLUSTER_STORE (cassandra: 3 replicas; embedded: 1), BENCH_IDLE (15000),
-# BENCH_IDLE_PROCS (3), BENCH_CATCH_UP (100000; 10,000 take ~35 ms, too short
+# BENCH_IDLE_PROCS (3), BENCH_CATCH_UP (50000: 100 sync pages, half the frame
+# burst of a connection; 10,000 take ~35 ms, too short
 # to compare runs), BENCH_FLAME (1: a flame graph of
 # the single-machine server during one more run at its knee, bench/flame.sh ->
 # bench/results/single-knee-flame.svg; 0: none), BENCH_SKIP (comma list of
@@ -63,7 +64,7 @@ cluster_store="${BENCH_CLUSTER_STORE:-cassandra}"
 flame="${BENCH_FLAME:-1}"
 idle_conns="${BENCH_IDLE:-15000}"
 idle_procs="${BENCH_IDLE_PROCS:-3}"
-catch_up="${BENCH_CATCH_UP:-100000}"
+catch_up="${BENCH_CATCH_UP:-50000}"
 skip=",${BENCH_SKIP:-},"
 
 export CHAT_JWT_SECRET="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"

@@ -25,6 +25,9 @@ use crate::state::AppState;
 /// sends is seen (and rate limited) as it arrives.
 const REQUESTS_AHEAD: usize = 64;
 
+/// Senders of a session's write queue: the reader, the request task, the hub.
+const WRITE_QUEUE_SENDERS: usize = 3;
+
 /// How long a closed session still reads the client's input (see `linger`).
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -46,16 +49,25 @@ where
     // futures' channels, not tokio's: tokio's allocates a block of 32
     // slots and ~400 bytes of cache-padded state per socket up front,
     // futures' a node per queued item (and each sender adds a slot).
-    let (mut out, queue) = mpsc::channel(state.limits.outgoing_queue.max(1));
+    // Each of the three senders (this one, the request task's, the hub's)
+    // adds a slot: the queue holds `outgoing_queue` in all.
+    let capacity = state
+        .limits
+        .outgoing_queue
+        .saturating_sub(WRITE_QUEUE_SENDERS);
+    let (mut out, queue) = mpsc::channel(capacity);
     // The hub gets a weak handle: it must not keep the writer's queue open
-    // after the session.
+    // after the session. One shared sender behind a lock, not a clone per
+    // push: every clone of a futures sender brings a slot of its own, so a
+    // clone per push would leave the queue unbounded.
     let pushed_to = Arc::new(std::sync::Mutex::new(out.clone()));
     let weak_push = Arc::downgrade(&pushed_to);
     let push: Push = Arc::new(move |frame: &str| {
         if let Some(out) = weak_push.upgrade() {
+            let frame = Outgoing::Frame(frame.to_owned());
             let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
             // Best effort: a full queue drops the frame (a typing indicator).
-            let _ = out.try_send(Outgoing::Frame(frame.to_owned()));
+            let _ = out.try_send(frame);
         }
     });
     let registration = state.hub.register_socket(&user, Arc::clone(&push)).await;
@@ -157,11 +169,27 @@ async fn read_loop<R, E>(
             }
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
         };
-        if out.try_send(Outgoing::Frame(reply.to_json())).is_err() {
-            metrics::counter!("chat_slow_client_closes_total").increment(1);
-            return closer.close(CloseReason::NOT_READING);
+        if !queue_reply(out, closer, reply) {
+            return;
         }
     }
+}
+
+/// Queues an answer for the writer; false when the session is over. A full
+/// queue is a client that does not read: closed with 1008. A queue whose
+/// writer has gone (the socket broke, or the gateway is stopping) just ends
+/// the session, and is not counted as a slow client.
+fn queue_reply(out: &mut mpsc::Sender<Outgoing>, closer: &Closer, reply: ServerFrame) -> bool {
+    let Err(err) = out.try_send(Outgoing::Frame(reply.to_json())) else {
+        return true;
+    };
+    if err.is_full() {
+        metrics::counter!("chat_slow_client_closes_total").increment(1);
+        closer.close(CloseReason::NOT_READING);
+    } else {
+        closer.close(CloseReason::NORMAL);
+    }
+    false
 }
 
 fn bad_request(message: &str) -> ServerFrame {
@@ -314,9 +342,8 @@ async fn answer_loop(
         let Some(reply) = answer(&state, &me, request).await else {
             continue;
         };
-        if out.try_send(Outgoing::Frame(reply.to_json())).is_err() {
-            metrics::counter!("chat_slow_client_closes_total").increment(1);
-            return closer.close(CloseReason::NOT_READING);
+        if !queue_reply(&mut out, &closer, reply) {
+            return;
         }
     }
 }
@@ -511,6 +538,23 @@ mod tests {
     /// A client that pipelines sends holds up to `REQUESTS_AHEAD` queued
     /// requests: each stays a few words, whatever the largest client frame
     /// is (a frame is boxed only once it is admitted).
+    #[test]
+    fn a_full_write_queue_closes_as_not_reading_and_a_gone_writer_just_ends() {
+        let pong = || ServerFrame::Pong { rid: None };
+        // Capacity 0: the sender's own slot only.
+        let (mut out, _queue) = mpsc::channel(0);
+        let closer = Closer::default();
+        assert!(queue_reply(&mut out, &closer, pong()));
+        assert!(!queue_reply(&mut out, &closer, pong()));
+        assert_eq!(closer.reason(), CloseReason::NOT_READING);
+
+        let (mut out, queue) = mpsc::channel(8);
+        drop(queue);
+        let closer = Closer::default();
+        assert!(!queue_reply(&mut out, &closer, pong()));
+        assert_eq!(closer.reason(), CloseReason::NORMAL);
+    }
+
     #[test]
     fn a_queued_request_is_small_whatever_the_frame() {
         let (request, frame) = (size_of::<Request>(), size_of::<ClientFrame>());
