@@ -3,7 +3,7 @@
 //! bounded queues between them, and notify pushes from the hub. A client that does not read, floods frames or goes
 //! silent is closed with 1008 (see `close`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
@@ -48,28 +48,15 @@ where
 {
     // futures' channels, not tokio's: tokio's allocates a block of 32
     // slots and ~400 bytes of cache-padded state per socket up front,
-    // futures' a node per queued item (and each sender adds a slot).
-    // Each of the three senders (this one, the request task's, the hub's)
-    // adds a slot: the queue holds `outgoing_queue` in all.
+    // futures' a node per queued item. Each sender adds a slot of its own,
+    // so with the three (this one, the request task's, the hub's) the
+    // queue holds `outgoing_queue` in all.
     let capacity = state
         .limits
         .outgoing_queue
         .saturating_sub(WRITE_QUEUE_SENDERS);
     let (mut out, queue) = mpsc::channel(capacity);
-    // The hub gets a weak handle: it must not keep the writer's queue open
-    // after the session. One shared sender behind a lock, not a clone per
-    // push: every clone of a futures sender brings a slot of its own, so a
-    // clone per push would leave the queue unbounded.
-    let pushed_to = Arc::new(std::sync::Mutex::new(out.clone()));
-    let weak_push = Arc::downgrade(&pushed_to);
-    let push: Push = Arc::new(move |frame: &str| {
-        if let Some(out) = weak_push.upgrade() {
-            let frame = Outgoing::Frame(frame.to_owned());
-            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-            // Best effort: a full queue drops the frame (a typing indicator).
-            let _ = out.try_send(frame);
-        }
-    });
+    let (pushed_to, push) = hub_push(&out);
     let registration = state.hub.register_socket(&user, Arc::clone(&push)).await;
     let me = Me {
         user: user.clone(),
@@ -109,6 +96,25 @@ where
     metrics::gauge!("chat_ws_connections").decrement(1.0);
     drop(registration);
     drop(slot);
+}
+
+/// The hub's way into a session's write queue: a weak handle, since the hub
+/// must not keep the queue open after the session; it works while the
+/// session holds the returned sender. One shared sender behind a lock, not
+/// a clone per push: every clone of a futures sender brings a slot of its
+/// own, so a clone per push would leave the queue unbounded.
+fn hub_push(out: &mpsc::Sender<Outgoing>) -> (Arc<Mutex<mpsc::Sender<Outgoing>>>, Push) {
+    let pushed_to = Arc::new(Mutex::new(out.clone()));
+    let weak = Arc::downgrade(&pushed_to);
+    let push: Push = Arc::new(move |frame: &str| {
+        if let Some(out) = weak.upgrade() {
+            let frame = Outgoing::Frame(frame.to_owned());
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            // Best effort: a full queue drops the frame (a typing indicator).
+            let _ = out.try_send(frame);
+        }
+    });
+    (pushed_to, push)
 }
 
 async fn read_loop<R, E>(
@@ -535,9 +541,23 @@ fn goaway(state: &AppState) -> String {
 mod tests {
     use super::*;
 
-    /// A client that pipelines sends holds up to `REQUESTS_AHEAD` queued
-    /// requests: each stays a few words, whatever the largest client frame
-    /// is (a frame is boxed only once it is admitted).
+    #[tokio::test]
+    async fn the_hubs_push_reaches_the_queue_only_while_the_session_holds_it() {
+        let (out, mut queue) = mpsc::channel(8);
+        let (pushed_to, push) = hub_push(&out);
+        push("one");
+        assert!(matches!(queue.next().await, Some(Outgoing::Frame(f)) if f == "one"));
+
+        drop((out, pushed_to));
+        push("two");
+        let ended = tokio::time::timeout(Duration::from_secs(5), queue.next()).await;
+        assert!(
+            matches!(ended, Ok(None)),
+            "the queue ended though the hub still holds its push"
+        );
+        drop(push);
+    }
+
     #[test]
     fn a_full_write_queue_closes_as_not_reading_and_a_gone_writer_just_ends() {
         let pong = || ServerFrame::Pong { rid: None };
@@ -555,6 +575,9 @@ mod tests {
         assert_eq!(closer.reason(), CloseReason::NORMAL);
     }
 
+    /// A client that pipelines sends holds up to `REQUESTS_AHEAD` queued
+    /// requests: each stays a few words, whatever the largest client frame
+    /// is (a frame is boxed only once it is admitted).
     #[test]
     fn a_queued_request_is_small_whatever_the_frame() {
         let (request, frame) = (size_of::<Request>(), size_of::<ClientFrame>());
