@@ -10,7 +10,7 @@ conformance="${CONFORMANCE_DIR:-$root/../shared/conformance}"
 cassandra="${CASSANDRA_DIR:-$root/../shared/cassandra}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
-STAGES=(fmt clippy shell rust conformance smoke cluster faults history-flood scylla cassandra-faults replicas deploy
+STAGES=(fmt clippy shell rust vendor conformance smoke cluster faults history-flood scylla cassandra-faults replicas deploy
   schemathesis browser selftest)
 QUICK_STAGES="fmt,clippy,rust,conformance"
 declare -A STAGE_DESC=(
@@ -18,6 +18,7 @@ declare -A STAGE_DESC=(
   [clippy]="cargo clippy --all-targets, warnings are errors"
   [shell]="bash -n and shellcheck (errors) on every script"
   [rust]="cargo test --workspace: unit, integration, Redis (real redis-server) and local-cluster tests"
+  [vendor]="the unit tests of the patched fjall and lsm-tree in vendor/ (vendor/PATCHES.md)"
   [conformance]="../shared/conformance against a fresh single-machine server"
   [smoke]="every load test scenario briefly against a fresh server (0 lost, 0 duplicated), then SIGTERM exits 0"
   [cluster]="../shared/conformance through HAProxy against the two-gateway cluster"
@@ -117,6 +118,18 @@ stage_rust() {
   out="$(mktemp)"
   cargo test --workspace --locked 2>&1 | tee "$out"
   stage_note "$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { print p " passed, " f " failed, " i " ignored" }' "$out")"
+  rm -f "$out"
+}
+
+# The store's engine, patched (vendor/PATCHES.md): upstream's unit tests and
+# the patches' own, each crate with its own lock file, in the same target dir.
+stage_vendor() {
+  local out crate
+  out="$(mktemp)"
+  for crate in lsm-tree fjall; do
+    CARGO_TARGET_DIR="$target_dir" cargo test --locked --manifest-path "vendor/$crate/Cargo.toml" --lib 2>&1 | tee -a "$out"
+  done
+  stage_note "$(awk '/^test result:/ { p += $4; f += $6 } END { print p " passed, " f " failed" }' "$out")"
   rm -f "$out"
 }
 
