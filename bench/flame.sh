@@ -15,6 +15,7 @@ if [[ ! -x "$tools/bin/inferno-flamegraph" ]]; then
 fi
 data="$(mktemp -t flame.XXXXXX)"
 trap 'rm -f "$data"' EXIT
-perf record --quiet -F 199 -g --call-graph dwarf,16384 -p "$pid" -o "$data" -- sleep "$seconds" >/dev/null 2>&1
+perf record --quiet -F 199 -g --call-graph dwarf,16384 -p "$pid" -o "$data" -- sleep "$seconds" >/dev/null
+ls -l "$data" >&2
 perf script -i "$data" 2>/dev/null | "$tools/bin/inferno-collapse-perf" >"${svg%.svg}.folded"
 "$tools/bin/inferno-flamegraph" --title "$(basename "${svg%.svg}")" <"${svg%.svg}.folded" >"$svg"
