@@ -241,13 +241,7 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                     .ok();
             }
 
-            let evicted = ctx
-                .supervisor
-                .journal_manager
-                .write()
-                .expect("lock is poisoned")
-                .maintenance();
-            crate::journal::manager::remove_journals(evicted)?;
+            crate::journal::manager::collect_garbage(&ctx.supervisor.journal_manager)?;
         }
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes

@@ -5,7 +5,10 @@
 use super::writer::Writer;
 use crate::Keyspace;
 use lsm_tree::{AbstractTree, SeqNo};
-use std::{path::PathBuf, sync::MutexGuard};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard, RwLock},
+};
 
 /// Stores the highest seqno of a keyspace found in a journal.
 #[derive(Clone)]
@@ -44,6 +47,10 @@ impl std::fmt::Debug for Item {
 pub struct JournalManager {
     items: Vec<Item>,
     disk_space_in_bytes: u64,
+
+    /// Held by the one thread deleting old journals ([`collect_garbage`]),
+    /// so that they are deleted oldest first
+    collector: Arc<Mutex<()>>,
 }
 
 impl Drop for JournalManager {
@@ -63,6 +70,7 @@ impl JournalManager {
         Self {
             items: Vec::with_capacity(10),
             disk_space_in_bytes: 0,
+            collector: Arc::default(),
         }
     }
 
@@ -111,37 +119,32 @@ impl JournalManager {
         items
     }
 
-    /// Performs maintenance: forgets the old journals that are fully flushed
-    /// and returns their paths, for [`remove_journals`] to delete once the
-    /// caller has released its locks (unlinking a journal of ~64 MB takes
-    /// tens of milliseconds on ext4, and writers wait for these locks).
-    pub(crate) fn maintenance(&mut self) -> Vec<PathBuf> {
+    /// The paths of the oldest journals whose items are all flushed to
+    /// tables, oldest first: what [`collect_garbage`] deletes.
+    fn evictable(&self) -> Vec<PathBuf> {
         log::debug!("Running journal maintenance");
 
         let mut evicted = vec![];
 
-        loop {
-            let Some(item) = self.items.first() else {
-                return evicted;
-            };
-
+        for item in &self.items {
             // TODO: unit test: check deleted keyspace does not prevent journal eviction
-            for item in &item.watermarks {
+            for watermark in &item.watermarks {
                 // Only check keyspace seqno if not deleted
-                if !item
+                if !watermark
                     .keyspace
                     .is_deleted
                     .load(std::sync::atomic::Ordering::Acquire)
                 {
-                    let Some(keyspace_seqno) = item.keyspace.tree.get_highest_persisted_seqno()
+                    let Some(keyspace_seqno) =
+                        watermark.keyspace.tree.get_highest_persisted_seqno()
                     else {
                         return evicted;
                     };
 
-                    if keyspace_seqno < item.lsn {
+                    if keyspace_seqno < watermark.lsn {
                         log::trace!(
                             "Keyspace {:?} not flushed enough to evict journal",
-                            item.keyspace.name,
+                            watermark.keyspace.name,
                         );
                         return evicted;
                     }
@@ -157,15 +160,20 @@ impl JournalManager {
             // [2] Checking the seqno is safe because the queues inside the flush manager are FIFO.
             //
             // IMPORTANT: On recovery, the journals need to be flushed from oldest to newest.
-            //
-            // A journal forgotten here but not yet deleted when the process
-            // dies is replayed on recovery like one whose flush completed
-            // just before a crash: its items are all persisted already.
-            log::trace!("Evicting fully flushed journal at {}", item.path.display());
-
-            self.disk_space_in_bytes = self.disk_space_in_bytes.saturating_sub(item.size_in_bytes);
-            evicted.push(self.items.remove(0).path);
+            evicted.push(item.path.clone());
         }
+
+        evicted
+    }
+
+    /// Forgets the oldest journal, once [`collect_garbage`] deleted it.
+    fn forget_oldest(&mut self) {
+        if self.items.is_empty() {
+            return;
+        }
+
+        let item = self.items.remove(0);
+        self.disk_space_in_bytes = self.disk_space_in_bytes.saturating_sub(item.size_in_bytes);
     }
 
     pub(crate) fn rotate_journal(
@@ -187,10 +195,25 @@ impl JournalManager {
     }
 }
 
-/// Deletes the journals [`JournalManager::maintenance`] evicted; call it with
-/// no lock held.
-pub(crate) fn remove_journals(paths: Vec<PathBuf>) -> crate::Result<()> {
-    for path in paths {
+/// Performs maintenance: deletes the oldest journals whose items are all
+/// flushed, oldest first, stopping at the first that cannot be deleted (as
+/// upstream's `maintenance` did), but without holding the manager's lock
+/// across the unlinks: unlinking a journal of ~64 MB takes tens of
+/// milliseconds on ext4, and the flush worker waits for that lock while it
+/// holds the journal's. The manager's collector mutex keeps one deleter at a
+/// time, so a journal is never deleted before an older one; only the
+/// collector removes items, and rotations append, so the oldest items stay
+/// put while it works.
+pub(crate) fn collect_garbage(manager: &RwLock<JournalManager>) -> crate::Result<()> {
+    #[expect(clippy::expect_used)]
+    let collector = manager.read().expect("lock is poisoned").collector.clone();
+    #[expect(clippy::expect_used)]
+    let _collecting = collector.lock().expect("lock is poisoned");
+
+    #[expect(clippy::expect_used)]
+    let evictable = manager.read().expect("lock is poisoned").evictable();
+
+    for path in evictable {
         log::trace!("Removing fully flushed journal at {}", path.display());
 
         std::fs::remove_file(&path).inspect_err(|e| {
@@ -199,6 +222,9 @@ pub(crate) fn remove_journals(paths: Vec<PathBuf>) -> crate::Result<()> {
                 path.display(),
             );
         })?;
+
+        #[expect(clippy::expect_used)]
+        manager.write().expect("lock is poisoned").forget_oldest();
     }
 
     Ok(())
@@ -208,6 +234,7 @@ pub(crate) fn remove_journals(paths: Vec<PathBuf>) -> crate::Result<()> {
 mod tests {
     use super::*;
     use crate::{Database, KeyspaceCreateOptions};
+    use std::path::Path;
     use test_log::test;
 
     fn sealed_journal(path: PathBuf, keyspace: &Keyspace, lsn: SeqNo) -> Item {
@@ -221,34 +248,74 @@ mod tests {
         }
     }
 
-    // Patched (vendor/PATCHES.md): maintenance only forgets a flushed
-    // journal; its file is deleted by `remove_journals`, with no lock held
-    #[test]
-    fn maintenance_evicts_flushed_journals_for_remove_journals_to_delete() -> crate::Result<()> {
-        let folder = tempfile::tempdir()?;
-        let db = Database::builder(folder.path()).open()?;
+    /// A manager with a sealed journal per lsn, files created, and a flushed
+    /// keyspace (its persisted seqno is 0).
+    fn manager_of(
+        folder: &Path,
+        keyspace: &Keyspace,
+        lsns: &[SeqNo],
+    ) -> crate::Result<(RwLock<JournalManager>, Vec<PathBuf>)> {
+        let mut manager = JournalManager::new();
+        let mut paths = vec![];
+        for (i, &lsn) in lsns.iter().enumerate() {
+            let path = folder.join(format!("sealed-{i}.jnl"));
+            std::fs::write(&path, b"journal")?;
+            manager.enqueue(sealed_journal(path.clone(), keyspace, lsn));
+            paths.push(path);
+        }
+        Ok((RwLock::new(manager), paths))
+    }
+
+    fn flushed_keyspace(db: &Database) -> crate::Result<Keyspace> {
         let keyspace = db.keyspace("default", KeyspaceCreateOptions::default)?;
         keyspace.insert("a", "a")?;
         keyspace.rotate_memtable_and_wait()?;
+        Ok(keyspace)
+    }
 
-        let flushed = folder.path().join("flushed.jnl");
-        let unflushed = folder.path().join("unflushed.jnl");
-        std::fs::write(&flushed, b"journal")?;
-        std::fs::write(&unflushed, b"journal")?;
-        let mut manager = JournalManager::new();
-        manager.enqueue(sealed_journal(flushed.clone(), &keyspace, 0));
-        manager.enqueue(sealed_journal(unflushed.clone(), &keyspace, 1_000));
+    // Patched (vendor/PATCHES.md): the oldest flushed journals are deleted,
+    // the first one not flushed and all after it kept
+    #[test]
+    fn collect_garbage_deletes_the_flushed_journals_oldest_first() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(folder.path().join("db")).open()?;
+        let keyspace = flushed_keyspace(&db)?;
+        let (manager, paths) = manager_of(folder.path(), &keyspace, &[0, 0, 1_000, 0])?;
 
-        let evicted = manager.maintenance();
+        collect_garbage(&manager)?;
 
-        assert_eq!(vec![flushed.clone()], evicted);
-        assert_eq!(1, manager.sealed_journal_count());
-        assert!(flushed.try_exists()?, "deleted under the manager's lock");
+        let manager = manager.read().expect("lock is poisoned");
+        assert_eq!(2, manager.sealed_journal_count());
+        assert_eq!(14, manager.disk_space_used());
+        let kept = paths
+            .iter()
+            .map(|p| p.try_exists())
+            .collect::<Result<Vec<_>, _>>()?;
+        assert_eq!(vec![false, false, true, true], kept);
 
-        remove_journals(evicted)?;
+        Ok(())
+    }
 
-        assert!(!flushed.try_exists()?);
-        assert!(unflushed.try_exists()?);
+    // Patched (vendor/PATCHES.md): a journal that cannot be deleted stops the
+    // collection and stays queued, so no younger journal goes before it
+    #[test]
+    fn collect_garbage_stops_at_a_journal_it_cannot_delete() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(folder.path().join("db")).open()?;
+        let keyspace = flushed_keyspace(&db)?;
+        let (manager, paths) = manager_of(folder.path(), &keyspace, &[0, 0])?;
+        std::fs::remove_file(&paths[0])?;
+
+        assert!(collect_garbage(&manager).is_err());
+
+        assert_eq!(
+            2,
+            manager
+                .read()
+                .expect("lock is poisoned")
+                .sealed_journal_count()
+        );
+        assert!(paths[1].try_exists()?, "deleted before an older journal");
 
         Ok(())
     }

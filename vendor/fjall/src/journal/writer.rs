@@ -199,13 +199,13 @@ impl Writer {
         })
     }
 
-    /// Persists the journal file.
     /// A second handle to the journal file, to fsync it without this
     /// writer (see `Journal::persist`).
     pub(crate) fn duplicate_file_handle(&self) -> std::io::Result<File> {
         self.file.get_ref().try_clone()
     }
 
+    /// Persists the journal file.
     pub(crate) fn persist(&mut self, mode: PersistMode) -> std::io::Result<()> {
         log::trace!(
             "Persisting journal at {} with mode={mode:?}",

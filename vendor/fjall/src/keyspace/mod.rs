@@ -785,14 +785,7 @@ impl Keyspace {
             }
         }
 
-        #[expect(clippy::expect_used)]
-        let evicted = self
-            .supervisor
-            .journal_manager
-            .write()
-            .expect("lock is poisoned")
-            .maintenance();
-        crate::journal::manager::remove_journals(evicted)?;
+        crate::journal::manager::collect_garbage(&self.supervisor.journal_manager)?;
 
         Ok(true)
     }

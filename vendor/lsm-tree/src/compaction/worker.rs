@@ -17,7 +17,7 @@ use crate::{
     run_scanner::RunScanner,
     stop_signal::StopSignal,
     tree::inner::TreeId,
-    version::{persist_version, Run, SuperVersions, Version},
+    version::{persist_version, Retired, Run, SuperVersions, Version},
     vlog::{BlobFileMergeScanner, BlobFileScanner, BlobFileWriter},
     BlobFile, Config, HashSet, InternalValue, SeqNo, SequenceNumberCounter, Table, TableId,
 };
@@ -116,7 +116,12 @@ pub fn do_compaction(opts: &Options) -> crate::Result<()> {
         Choice::Move(payload) => {
             drop(version_history_lock);
 
-            move_tables(&compaction_state, opts, &payload)
+            let retired = move_tables(&compaction_state, opts, &payload)?;
+            drop(compaction_state);
+
+            retired.release().inspect_err(|e| {
+                log::error!("Manifest maintenance failed: {e:?}");
+            })
         }
         Choice::Drop(payload) => {
             drop(version_history_lock);
@@ -181,11 +186,13 @@ fn create_compaction_stream<'a>(
     })
 }
 
+/// Returns the retired super versions, for the caller to release once it
+/// has dropped the compaction state lock (see `SuperVersions::retire`).
 fn move_tables(
     compaction_state: &MutexGuard<'_, CompactionState>,
     opts: &Options,
     payload: &CompactionPayload,
-) -> crate::Result<()> {
+) -> crate::Result<Retired> {
     // Fail-safe for buggy compaction strategies
     if compaction_state
         .hidden_set()
@@ -195,7 +202,7 @@ fn move_tables(
         "Compaction task created by {:?} contained hidden tables, declining to run it - please report this at https://github.com/fjall-rs/lsm-tree/issues/new?template=bug_report.md",
         opts.strategy.get_name(),
     );
-        return Ok(());
+        return Ok(Retired::default());
     }
 
     let table_ids = payload.table_ids.iter().copied().collect::<Vec<_>>();
@@ -222,7 +229,7 @@ fn move_tables(
         .any(|&id| latest.version.get_table(id).is_none())
     {
         log::debug!("{table_ids:?} are not referenced anymore; skipping move");
-        return Ok(());
+        return Ok(Retired::default());
     }
     drop(latest);
 
@@ -239,15 +246,7 @@ fn move_tables(
         &opts.visible_seqno,
     )?;
 
-    let retired = version_history_lock.retire(&opts.config.path, opts.mvcc_gc_watermark);
-    drop(version_history_lock);
-
-    if let Err(e) = retired.release() {
-        log::error!("Manifest maintenance failed: {e:?}");
-        return Err(e);
-    }
-
-    Ok(())
+    Ok(version_history_lock.retire(&opts.config.path, opts.mvcc_gc_watermark))
 }
 
 fn pick_blob_files_to_rewrite(
@@ -610,11 +609,11 @@ fn merge_tables(
         .expect("lock is poisoned")
         .retire(&opts.config.path, opts.mvcc_gc_watermark);
 
+    drop(compaction_state);
+
     retired.release().inspect_err(|e| {
         log::error!("Manifest maintenance failed: {e:?}");
     })?;
-
-    drop(compaction_state);
 
     log::trace!("Compaction successful");
 
@@ -683,11 +682,6 @@ fn drop_tables(
     let retired = version_history_lock.retire(&opts.config.path, opts.mvcc_gc_watermark);
     drop(version_history_lock);
 
-    if let Err(e) = retired.release() {
-        log::error!("Manifest maintenance failed: {e:?}");
-        return Err(e);
-    }
-
     // NOTE: If the application were to crash >here< it's fine
     // The tables are not referenced anymore, and will be
     // cleaned up upon recovery
@@ -700,6 +694,11 @@ fn drop_tables(
     }
 
     drop(compaction_state);
+
+    if let Err(e) = retired.release() {
+        log::error!("Manifest maintenance failed: {e:?}");
+        return Err(e);
+    }
 
     log::trace!("Dropped {} tables", ids_to_drop.len());
 
