@@ -113,11 +113,17 @@ stage_shell() {
   stage_note "${#scripts[@]} scripts"
 }
 
+# "N passed, N failed, N ignored" summed over the `test result:` lines of
+# cargo's output in $1.
+test_totals() {
+  awk '/^test result:/ { p += $4; f += $6; i += $8 } END { print p " passed, " f " failed, " i " ignored" }' "$1"
+}
+
 stage_rust() {
   local out
   out="$(mktemp)"
   cargo test --workspace --locked 2>&1 | tee "$out"
-  stage_note "$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { print p " passed, " f " failed, " i " ignored" }' "$out")"
+  stage_note "$(test_totals "$out")"
   rm -f "$out"
 }
 
@@ -129,7 +135,7 @@ stage_vendor() {
   for crate in lsm-tree fjall; do
     CARGO_TARGET_DIR="$target_dir" cargo test --locked --manifest-path "vendor/$crate/Cargo.toml" --lib 2>&1 | tee -a "$out"
   done
-  stage_note "$(awk '/^test result:/ { p += $4; f += $6 } END { print p " passed, " f " failed" }' "$out")"
+  stage_note "$(test_totals "$out")"
   rm -f "$out"
 }
 

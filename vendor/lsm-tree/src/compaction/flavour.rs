@@ -281,7 +281,9 @@ impl CompactionFlavour for RelocatingCompaction {
 
         let mut blob_files_to_drop = self.rewriting_blob_files;
 
-        let _version_lock = SuperVersions::upgrade_levels_off_lock(
+        // The write lock it returns is released at once: marking the old
+        // tables deleted needs no lock.
+        drop(SuperVersions::upgrade_levels_off_lock(
             history,
             |current| {
                 for blob_file in current.version.blob_files.iter() {
@@ -310,7 +312,7 @@ impl CompactionFlavour for RelocatingCompaction {
             |_| {},
             &opts.global_seqno,
             &opts.visible_seqno,
-        )?;
+        )?);
 
         // NOTE: If the application were to crash >here< it's fine
         // The tables/blob files are not referenced anymore, and will be
@@ -407,7 +409,9 @@ impl CompactionFlavour for StandardCompaction {
 
         let mut blob_files_to_drop = Vec::default();
 
-        let _version_lock = SuperVersions::upgrade_levels_off_lock(
+        // The write lock it returns is released at once: marking the old
+        // tables deleted needs no lock.
+        drop(SuperVersions::upgrade_levels_off_lock(
             history,
             |current| {
                 for blob_file in current.version.blob_files.iter() {
@@ -436,7 +440,7 @@ impl CompactionFlavour for StandardCompaction {
             |_| {},
             &opts.global_seqno,
             &opts.visible_seqno,
-        )?;
+        )?);
 
         // NOTE: If the application were to crash >here< it's fine
         // The tables are not referenced anymore, and will be

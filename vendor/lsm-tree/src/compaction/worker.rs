@@ -186,6 +186,21 @@ fn create_compaction_stream<'a>(
     })
 }
 
+/// Whether the latest version still holds all of `table_ids` (a `clear()`
+/// may have swapped the version out since the compaction was chosen).
+fn all_referenced(opts: &Options, table_ids: &[TableId]) -> bool {
+    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+    let latest = opts
+        .version_history
+        .read()
+        .expect("lock is poisoned")
+        .latest_version();
+
+    table_ids
+        .iter()
+        .all(|&id| latest.version.get_table(id).is_some())
+}
+
 /// Returns the retired super versions, for the caller to release once it
 /// has dropped the compaction state lock (see `SuperVersions::retire`).
 fn move_tables(
@@ -218,20 +233,10 @@ fn move_tables(
     //
     // Every change of the levels holds the compaction state lock we hold, so
     // this check stays true until the new version is installed.
-    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let latest = opts
-        .version_history
-        .read()
-        .expect("lock is poisoned")
-        .latest_version();
-    if table_ids
-        .iter()
-        .any(|&id| latest.version.get_table(id).is_none())
-    {
+    if !all_referenced(opts, &table_ids) {
         log::debug!("{table_ids:?} are not referenced anymore; skipping move");
         return Ok(Retired::default());
     }
-    drop(latest);
 
     let mut version_history_lock = SuperVersions::upgrade_levels_off_lock(
         &opts.version_history,
@@ -540,20 +545,8 @@ fn merge_tables(
     //
     // Every change of the levels holds the compaction state lock we hold now,
     // so this check stays true until `finish` installs the new version.
-    let inputs_referenced = {
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        let latest = opts
-            .version_history
-            .read()
-            .expect("lock is poisoned")
-            .latest_version();
-
-        payload
-            .table_ids
-            .iter()
-            .all(|&id| latest.version.get_table(id).is_some())
-    };
-    if !inputs_referenced {
+    let input_ids = payload.table_ids.iter().copied().collect::<Vec<_>>();
+    if !all_referenced(opts, &input_ids) {
         log::debug!("Input table(s) are not referenced anymore; skipping result installation");
 
         compaction_state
