@@ -45,14 +45,15 @@ impl Head {
         if head <= self.seq {
             return false;
         }
+        let kept = self.recent.take();
         self.recent = inline
-            .and_then(|inline| self.joined(head, inline))
+            .and_then(|inline| self.joined(kept, head, inline))
             .map(Arc::new);
         self.seq = head;
         true
     }
 
-    fn joined(&self, head: Seq, inline: &Inline) -> Option<Recent> {
+    fn joined(&self, kept: Option<Arc<Recent>>, head: Seq, inline: &Inline) -> Option<Recent> {
         if !covers(inline, head) {
             return None;
         }
@@ -62,11 +63,13 @@ impl Head {
             .entries
             .iter()
             .any(|entry| entry.message.kind == MessageKind::Recall);
-        let mut recent = match &self.recent {
-            Some(kept) if inline.prev == self.seq && !recalls => Recent {
-                prev: kept.prev,
-                entries: kept.entries.clone(),
-            },
+        let mut recent = match kept {
+            // Taken over, not copied, when no socket is reading it now.
+            Some(kept) if inline.prev == self.seq && !recalls => Arc::try_unwrap(kept)
+                .unwrap_or_else(|shared| Recent {
+                    prev: shared.prev,
+                    entries: shared.entries.clone(),
+                }),
             _ => Recent {
                 prev: inline.prev,
                 entries: Vec::new(),

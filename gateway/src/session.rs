@@ -4,6 +4,7 @@
 //! silent is closed with 1008 (see `close`).
 
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
@@ -12,6 +13,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use proto::{ClientFrame, ErrorCode, Rid, Seq, ServerFrame, UserId, parse_client_frame};
 use rand::Rng;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::budget::FrameBudget;
 use crate::close::{CloseReason, Closer, close_code, for_read_error};
@@ -129,17 +131,30 @@ async fn read_loop<R, E>(
     E: std::error::Error + 'static,
 {
     let mut budget = FrameBudget::new(state.limits.frame_rate, state.limits.frame_burst);
+    let idle_timeout = state.limits.idle_timeout;
+    // One timer for the session, moved on only when it fires: arming a new
+    // one per frame cost more than the frame's parsing.
+    let idle = tokio::time::sleep(idle_timeout);
+    let closed = closer.token.cancelled();
+    tokio::pin!(idle, closed);
+    let mut heard_at = Instant::now();
     loop {
         // Anything from the client (a pong to the writer's pings included)
         // proves it is alive; silence for the idle timeout ends the session.
         let message = tokio::select! {
-            () = closer.token.cancelled() => return,
-            () = tokio::time::sleep(state.limits.idle_timeout) => {
+            () = &mut closed => return,
+            () = &mut idle => {
+                let quiet_until = heard_at + idle_timeout;
+                if quiet_until > Instant::now() {
+                    idle.as_mut().reset(quiet_until);
+                    continue;
+                }
                 metrics::counter!("chat_ws_idle_closes_total").increment(1);
                 return closer.close(CloseReason::IDLE);
             }
             message = stream.next() => message,
         };
+        heard_at = Instant::now();
         let message = match message {
             None | Some(Ok(Message::Close(_))) => return closer.close(CloseReason::NORMAL),
             Some(Err(err)) => return refuse_broken(out, closer, &err),
@@ -163,7 +178,7 @@ async fn read_loop<R, E>(
                     // back-pressure on a client that sends faster than it
                     // is answered.
                     tokio::select! {
-                        () = closer.token.cancelled() => return,
+                        () = &mut closed => return,
                         queued = requests.send(request) => if queued.is_err() { return },
                     }
                     continue;
@@ -337,9 +352,11 @@ async fn answer_loop(
     me: Me,
     closer: Arc<Closer>,
 ) {
+    let closed = closer.token.cancelled();
+    tokio::pin!(closed);
     loop {
         let request = tokio::select! {
-            () = closer.token.cancelled() => return,
+            () = &mut closed => return,
             request = queued.next() => match request {
                 Some(request) => request,
                 None => return,
@@ -457,12 +474,17 @@ async fn write_loop<S>(
     let mut pings = tokio::time::interval(ping_interval(state.limits.idle_timeout));
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     pings.reset();
+    // Made once, not per frame: each makes and drops a waiter on its token.
+    let closed = closer.token.cancelled();
+    let hard_stop = state.hard_stop.cancelled();
+    let draining = state.draining.cancelled();
+    tokio::pin!(closed, hard_stop, draining);
     loop {
         let message = tokio::select! {
-            () = closer.token.cancelled() => break,
-            () = state.hard_stop.cancelled() => { closer.close(CloseReason::GOING_AWAY); break }
+            () = &mut closed => break,
+            () = &mut hard_stop => { closer.close(CloseReason::GOING_AWAY); break }
             _ = pings.tick() => Message::Ping(axum::body::Bytes::new()),
-            () = state.draining.cancelled(), if !goaway_sent => {
+            () = &mut draining, if !goaway_sent => {
                 goaway_sent = true;
                 Message::Text(goaway(&state).into())
             }
@@ -505,11 +527,15 @@ async fn write_in_time<S: Sink<Message> + Unpin>(
     state: &AppState,
     closer: &Closer,
 ) -> bool {
+    let mut send = sink.send(message);
+    // Most writes fit the socket's buffer at once: no deadline to arm.
+    if let Poll::Ready(written) = futures_util::poll!(&mut send) {
+        return sent(written, closer);
+    }
     tokio::select! {
         () = closer.token.cancelled() => false,
-        written = tokio::time::timeout(state.limits.write_timeout, sink.send(message)) => match written {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => { closer.close(CloseReason::NORMAL); false }
+        written = tokio::time::timeout(state.limits.write_timeout, send) => match written {
+            Ok(written) => sent(written, closer),
             Err(_) => {
                 metrics::counter!("chat_slow_client_closes_total").increment(1);
                 closer.close(CloseReason::NOT_READING);
@@ -517,6 +543,14 @@ async fn write_in_time<S: Sink<Message> + Unpin>(
             }
         },
     }
+}
+
+/// Whether a write went through; a failed one closes the session.
+fn sent<E>(written: Result<(), E>, closer: &Closer) -> bool {
+    if written.is_err() {
+        closer.close(CloseReason::NORMAL);
+    }
+    written.is_ok()
 }
 
 /// A third of the idle timeout, so two pongs may be lost before it fires.

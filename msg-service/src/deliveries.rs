@@ -154,8 +154,14 @@ impl Core {
                     .run(self.deliver(member, message, pass))
             })
             .collect();
+        let concurrency = self.config.fanout_concurrency.max(1);
+        // Polling a few futures together costs less than a buffered
+        // stream's task per future and its wakers (a DM has two members).
+        if deliveries.len() <= concurrency.min(FEW_MEMBERS) {
+            return join_all(deliveries).await;
+        }
         stream::iter(deliveries)
-            .buffered(self.config.fanout_concurrency.max(1))
+            .buffered(concurrency)
             .collect()
             .await
     }
@@ -201,6 +207,9 @@ impl Core {
         self.append_to_inbox(user, message).await
     }
 }
+
+/// Up to this many members, a fan-out polls its appends as one future.
+const FEW_MEMBERS: usize = 8;
 
 /// How a fan-out appends to each inbox.
 #[derive(Debug, Clone, Copy)]

@@ -93,8 +93,10 @@ pub(crate) fn announcer(backends: Backends) -> Announce<InboxWrite> {
                 tracing::warn!(error = %err, %user, "inbox cache write failed; dropping it");
                 drop_cache(&backends, &user).await;
             }
-            let inline = inline_entry(previous, &entry);
-            notifier.notify(&user, entry.seq, inline).await;
+            let seq = entry.seq;
+            notifier
+                .notify(&user, seq, inline_entry(previous, entry))
+                .await;
         })
     })
 }
@@ -105,10 +107,10 @@ pub(crate) fn announcer(backends: Backends) -> Announce<InboxWrite> {
 const INLINE_BODY_MAX: usize = 3 * 1024;
 
 /// The entry as a notify carries it, when it is small.
-fn inline_entry(previous: Seq, entry: &Entry) -> Option<Inline> {
+fn inline_entry(previous: Seq, entry: Entry) -> Option<Inline> {
     (entry.message.body.len() <= INLINE_BODY_MAX).then(|| Inline {
         prev: previous,
-        entries: vec![entry.clone()],
+        entries: vec![entry],
     })
 }
 

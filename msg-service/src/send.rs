@@ -146,18 +146,22 @@ impl Core {
 
     /// A direct conversation exists implicitly once its first message is sent.
     async fn ensure_dm(&self, conv: &ConvId, a: &UserId, b: &UserId) -> Result<()> {
-        let store = &self.backends.store;
-        if store.conversation(conv).await?.is_some() {
+        if self.known_dms.contains(conv) {
             return Ok(());
         }
-        store.add_members(conv, &[a.clone(), b.clone()]).await?;
-        let meta = ConversationMeta {
-            conv_id: conv.clone(),
-            kind: ConvKind::Dm,
-            title: None,
-            created_at: now_ms(),
-        };
-        Ok(store.put_conversation(&meta).await?)
+        let store = &self.backends.store;
+        if store.conversation(conv).await?.is_none() {
+            store.add_members(conv, &[a.clone(), b.clone()]).await?;
+            let meta = ConversationMeta {
+                conv_id: conv.clone(),
+                kind: ConvKind::Dm,
+                title: None,
+                created_at: now_ms(),
+            };
+            store.put_conversation(&meta).await?;
+        }
+        self.known_dms.insert(conv);
+        Ok(())
     }
 
     /// Logs the message in its conversation (with its dedup record); the

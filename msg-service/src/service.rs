@@ -10,6 +10,7 @@ use crate::bulkhead::{Bulkhead, BulkheadConfig};
 use crate::fanouts::FanoutTurns;
 use crate::inbox::{InboxWrite, announcer};
 use crate::intents::InFlight;
+use crate::known_dms::KnownDms;
 use crate::logs::{Logs, silent};
 use crate::ownership::{LeaseKeeper, Routes};
 use crate::rate_limit::SendLimiter;
@@ -143,7 +144,12 @@ pub(crate) struct Core {
     /// Where logs this process does not serve are served (`None`: it
     /// serves every log).
     pub(crate) routes: Option<Arc<Routes>>,
+    /// Direct conversations the store is known to have.
+    pub(crate) known_dms: KnownDms,
 }
+
+/// Direct conversations remembered as stored (about 100 bytes each).
+const KNOWN_DMS_CAP: usize = 100_000;
 
 /// One bulkhead per kind of work.
 pub(crate) struct Bulkheads {
@@ -242,6 +248,7 @@ impl MessageService {
             bulkheads: Bulkheads::new(&config),
             in_flight: Arc::new(InFlight::new()),
             routes,
+            known_dms: KnownDms::new(KNOWN_DMS_CAP),
             backends,
             config,
         };

@@ -67,6 +67,11 @@ impl GroupCommit {
 
     /// Waits until the write with `ticket` is durable.
     pub(crate) async fn wait(&self, ticket: u64) -> Result<()> {
+        // Covered already (another write's wait ran the fsync): no wake-up.
+        let synced = *self.synced.borrow();
+        if synced.ticket >= ticket && !synced.failed {
+            return Ok(());
+        }
         // A send error means the syncer is gone; the wait below reports it.
         if let Some(wake) = &self.wake {
             let _ = wake.send(());
