@@ -10,6 +10,7 @@ pub mod config;
 mod error;
 mod extract;
 pub mod head;
+pub mod hot_metrics;
 pub mod hub;
 mod linger;
 mod ops;

@@ -20,9 +20,9 @@ use crate::state::AppState;
 pub async fn send_checked(state: &AppState, user: &UserId, request: SendRequest) -> Result<Ack> {
     let started = std::time::Instant::now();
     let result = state.api.send(user, request).await;
-    metrics::histogram!("chat_send_duration_seconds").record(started.elapsed().as_secs_f64());
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!("chat_sends_total", "outcome" => outcome).increment(1);
+    state
+        .hot_metrics
+        .send_answered(started.elapsed(), result.is_ok());
     Ok(result?)
 }
 

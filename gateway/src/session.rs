@@ -323,7 +323,7 @@ struct Request {
 fn admit(state: &AppState, user: &UserId, text: &str) -> Result<Request, ServerFrame> {
     let (rid, frame) =
         parse_client_frame(text).map_err(|err| ServerFrame::from_frame_error(&err))?;
-    metrics::counter!("chat_frames_total", "type" => frame_type(&frame)).increment(1);
+    state.hot_metrics.frame(&frame);
     match frame {
         ClientFrame::Ping => Err(ServerFrame::Pong { rid }),
         ClientFrame::Send(_) => match crate::rest::admit_send(state, user) {
@@ -443,17 +443,6 @@ async fn presence(
         state.hub.watch(socket, &me.push, &watched);
     }
     Ok(answer.into_iter().map(|(seen, _)| seen).collect())
-}
-
-fn frame_type(frame: &ClientFrame) -> &'static str {
-    match frame {
-        ClientFrame::Send(_) => "send",
-        ClientFrame::Sync(_) => "sync",
-        ClientFrame::Ping => "ping",
-        ClientFrame::Typing(_) => "typing",
-        ClientFrame::Presence { .. } => "presence",
-        ClientFrame::Read { .. } => "read",
-    }
 }
 
 async fn write_loop<S>(

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Auth, load_or_create_secret};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::hot_metrics::HotMetrics;
 use crate::hub::{Hub, PresenceTimes};
 use crate::linger::Lingering;
 use crate::presence::Presences;
@@ -125,6 +126,7 @@ impl App {
             drain_window: config.drain_timeout(),
             sockets: TaskTracker::new(),
             metrics,
+            hot_metrics: HotMetrics::register(),
             ready: Arc::new(AtomicBool::new(false)),
             breakers: breakers.into(),
         });

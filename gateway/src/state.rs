@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
+use crate::hot_metrics::HotMetrics;
 use crate::hub::Hub;
 use crate::presence::Presences;
 use crate::read_rate::ReadRate;
@@ -112,6 +113,8 @@ pub struct Shared {
     pub sockets: TaskTracker,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The metrics of every send and frame.
+    pub hot_metrics: HotMetrics,
     /// False while draining or before start-up finished.
     pub ready: Arc<AtomicBool>,
     /// The circuit breakers of this process's dependencies, for `/readyz`.

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
+use crate::background_priority;
 use crate::clock::now_ms;
 use crate::group_commit::GroupCommit;
 use crate::model::{ConversationMeta, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket};
@@ -68,7 +69,12 @@ pub struct EmbeddedStore {
     commit: Arc<GroupCommit>,
     writer: Arc<Writer<Tables>>,
     durability: Durability,
+    /// The engine's background threads, run at a lower CPU priority.
+    background_threads: Arc<[i32]>,
 }
+
+/// The name fjall gives its flush and compaction worker threads.
+const ENGINE_WORKER_THREAD: &str = "fjall:worker";
 
 /// Separates a key's parts; ids never contain a NUL byte.
 const SEP: u8 = 0;
@@ -113,7 +119,14 @@ fn id_after_prefix<T: std::str::FromStr>(key: &[u8], prefix_len: usize) -> Resul
 impl EmbeddedStore {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Result<Self> {
+        // This store's engine workers are the ones that are new after it opens.
+        let known = background_priority::threads_named(ENGINE_WORKER_THREAD);
         let db = Database::builder(dir).open()?;
+        let background_threads = background_priority::lower_new_threads_named(
+            ENGINE_WORKER_THREAD,
+            &known,
+            background_priority::BACKGROUND_NICENESS,
+        );
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let tables = Tables {
             conversations: open("conversations")?,
@@ -143,7 +156,14 @@ impl EmbeddedStore {
             commit,
             writer: Arc::new(writer),
             durability,
+            background_threads: background_threads.into(),
         })
+    }
+
+    /// The ids of the engine's background threads (flush, compaction),
+    /// which run at a lower CPU priority than the caller's.
+    pub fn background_threads(&self) -> &[i32] {
+        &self.background_threads
     }
 
     /// How many group fsyncs the store has run since it was opened.

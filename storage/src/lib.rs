@@ -4,6 +4,7 @@
 //! and the distributed ones (Redis cache, bus, presence; the Scylla store
 //! behind the `scylla` feature, on by default).
 
+mod background_priority;
 mod bus;
 mod cache;
 mod clock;
