@@ -2,6 +2,7 @@
 //! Each is parsed once at the edge; holding one means it is valid.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,9 @@ fn check_id_alphabet(what: &'static str, s: &str) -> Result<(), ProtoError> {
     Err(ProtoError::InvalidId { what, reason })
 }
 
+/// The id types hold their text in an `Arc<str>`: an id is cloned many
+/// times per message (into every write, entry and notify), and a clone of
+/// it is a count, not an allocation and a copy.
 macro_rules! string_newtype {
     ($name:ident) => {
         impl $name {
@@ -50,7 +54,31 @@ macro_rules! string_newtype {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.as_ref().to_owned()
+            }
+        }
+
+        // Written and read as the string itself, with no `String` copy
+        // in between; read, it is parsed (validated) like any other.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a ", stringify!($name), " string"))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        $name::parse(s).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Text)
             }
         }
 
@@ -64,9 +92,8 @@ macro_rules! string_newtype {
 }
 
 /// A user id: 1-64 characters of `A-Z a-z 0-9 _ . -`, the first a letter or digit.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct UserId(String);
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserId(Arc<str>);
 string_newtype!(UserId);
 
 impl UserId {
@@ -79,21 +106,20 @@ impl UserId {
                 reason: "must start with a letter or digit".into(),
             });
         }
-        Ok(UserId(s.to_owned()))
+        Ok(UserId(s.into()))
     }
 }
 
 /// A device id: 1-64 characters of `A-Z a-z 0-9 _ . -`; `default` when absent.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct DeviceId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceId(Arc<str>);
 string_newtype!(DeviceId);
 
 impl DeviceId {
     /// Parses a device id.
     pub fn parse(s: &str) -> Result<Self, ProtoError> {
         check_id_alphabet("device id", s)?;
-        Ok(DeviceId(s.to_owned()))
+        Ok(DeviceId(s.into()))
     }
 }
 
@@ -104,9 +130,8 @@ impl Default for DeviceId {
 }
 
 /// A client message id: 1-64 printable ASCII characters without space.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ClientMsgId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientMsgId(Arc<str>);
 string_newtype!(ClientMsgId);
 
 impl ClientMsgId {
@@ -119,7 +144,7 @@ impl ClientMsgId {
         } else if !s.bytes().all(|c| (0x21..=0x7e).contains(&c)) {
             "may only contain printable ASCII without space"
         } else {
-            return Ok(ClientMsgId(s.to_owned()));
+            return Ok(ClientMsgId(s.into()));
         };
         Err(ProtoError::InvalidId {
             what: "client_msg_id",
@@ -139,9 +164,8 @@ pub enum ConvKind {
 }
 
 /// A conversation id: `dm:<a>:<b>` with `a < b` in byte order, or `g:<opaque>`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ConvId(String);
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConvId(Arc<str>);
 string_newtype!(ConvId);
 
 impl ConvId {
@@ -159,10 +183,10 @@ impl ConvId {
             if a >= b {
                 return Err(invalid("the users of a dm id must be distinct and sorted"));
             }
-            Ok(ConvId(s.to_owned()))
+            Ok(ConvId(s.into()))
         } else if let Some(opaque) = s.strip_prefix("g:") {
             check_id_alphabet("conv_id", opaque)?;
-            Ok(ConvId(s.to_owned()))
+            Ok(ConvId(s.into()))
         } else {
             Err(invalid("must start with dm: or g:"))
         }
@@ -180,7 +204,7 @@ impl ConvId {
                 });
             }
         };
-        Ok(ConvId(format!("dm:{lo}:{hi}")))
+        Ok(ConvId(format!("dm:{lo}:{hi}").into()))
     }
 
     /// A group id from an opaque token of the id alphabet.
@@ -200,7 +224,7 @@ impl ConvId {
     /// The two members of a direct conversation; `None` for a group.
     pub fn dm_members(&self) -> Option<(UserId, UserId)> {
         let (a, b) = self.0.strip_prefix("dm:")?.split_once(':')?;
-        Some((UserId(a.to_owned()), UserId(b.to_owned())))
+        Some((UserId(a.into()), UserId(b.into())))
     }
 }
 
@@ -229,6 +253,30 @@ mod tests {
         assert_eq!(ConvId::dm(&b, &a).unwrap(), id);
         assert_eq!(id.kind(), ConvKind::Dm);
         assert_eq!(id.dm_members(), Some((b, a)));
+    }
+
+    #[test]
+    fn ids_are_json_strings_and_are_validated_when_read() {
+        let user = UserId::parse("alice").unwrap();
+        assert_eq!(serde_json::to_string(&user).unwrap(), r#""alice""#);
+        assert_eq!(serde_json::from_str::<UserId>(r#""alice""#).unwrap(), user);
+        // An escaped string is read like a plain one.
+        assert_eq!(
+            serde_json::from_str::<UserId>(r#""al\u0069ce""#).unwrap(),
+            user
+        );
+        let refused = serde_json::from_str::<UserId>(r#""-alice""#).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("must start with a letter or digit"),
+            "{refused}"
+        );
+        assert!(serde_json::from_str::<ConvId>(r#""dm:bob:alice""#).is_err());
+        assert!(serde_json::from_str::<ClientMsgId>("7").is_err());
+        let conv = ConvId::parse("dm:alice:bob").unwrap();
+        let text = serde_json::to_string(&conv).unwrap();
+        assert_eq!(serde_json::from_str::<ConvId>(&text).unwrap(), conv);
     }
 
     #[test]
