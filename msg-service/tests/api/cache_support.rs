@@ -60,11 +60,7 @@ impl Harness {
             cache: Some(cache),
             wrap_store: Some(Arc::new(move |inner: EmbeddedStore| {
                 *b.lock().unwrap_or_else(|p| p.into_inner()) = Some(inner.clone());
-                Arc::new(StoreDouble {
-                    inner,
-                    faults: Arc::default(),
-                    reads: Arc::clone(&r),
-                }) as Arc<dyn MessageStore>
+                StoreDouble::counting(inner, &r)
             })),
             ..Options::default()
         })?;

@@ -7,7 +7,12 @@ use msg_service::Error;
 use proto::{ConvKind, ErrorCode, Seq};
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestService, count_by_sender_id, dm, strictly_increasing, user, users};
+use storage::EmbeddedStore;
+
+use crate::helpers::{
+    Options, TestService, count_by_sender_id, dm, strictly_increasing, user, users,
+};
+use crate::store_double::{StoreDouble, StoreReads};
 
 #[tokio::test]
 async fn a_dm_reaches_both_inboxes_and_the_ack_names_the_senders_entry() -> anyhow::Result<()> {
@@ -173,5 +178,36 @@ async fn concurrent_senders_into_one_group_get_gap_free_increasing_conv_seqs() -
             );
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dms_later_sends_do_not_read_its_conversation_from_the_store() -> anyhow::Result<()> {
+    let reads = Arc::new(StoreReads::default());
+    let counted = Arc::clone(&reads);
+    let svc = TestService::start_with(Options {
+        wrap_store: Some(Arc::new(move |inner: EmbeddedStore| {
+            StoreDouble::counting(inner, &counted)
+        })),
+        ..Options::default()
+    })?;
+    let (alice, bob) = (user("alice"), user("bob"));
+
+    svc.send(&alice, &bob, "c-1", "first").await?;
+    assert_eq!(reads.conversations(), 1, "the first send looks it up");
+    for k in 2..=5 {
+        let (from, to) = if k % 2 == 0 {
+            (&bob, &alice)
+        } else {
+            (&alice, &bob)
+        };
+        svc.send(from, to, &format!("c-{k}"), "again").await?;
+    }
+    assert_eq!(reads.conversations(), 1, "a later send looked it up again");
+
+    let list = svc.conversations(&alice).await?;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].members, [alice.clone(), bob.clone()]);
+    assert_eq!(list[0].last_conv_seq, 5);
     Ok(())
 }

@@ -13,11 +13,12 @@ use storage::{
 };
 use tokio::sync::oneshot;
 
-/// Store calls a sync can make, counted.
+/// Store calls a sync can make, counted, and the reads of conversations.
 #[derive(Default)]
 pub struct StoreReads {
     read_inbox: AtomicUsize,
     inbox_head: AtomicUsize,
+    conversation: AtomicUsize,
 }
 
 impl StoreReads {
@@ -27,6 +28,11 @@ impl StoreReads {
             self.read_inbox.load(Ordering::SeqCst),
             self.inbox_head.load(Ordering::SeqCst),
         )
+    }
+
+    /// `conversation` calls so far.
+    pub fn conversations(&self) -> usize {
+        self.conversation.load(Ordering::SeqCst)
     }
 }
 
@@ -154,6 +160,15 @@ fn take_if_user<T>(
 }
 
 impl StoreDouble {
+    /// `inner` with no faults, counting its reads into `reads`.
+    pub fn counting(inner: EmbeddedStore, reads: &Arc<StoreReads>) -> Arc<dyn MessageStore> {
+        Arc::new(StoreDouble {
+            inner,
+            faults: Arc::default(),
+            reads: Arc::clone(reads),
+        })
+    }
+
     fn history_read(&self) -> storage::Result<()> {
         if self.faults.history_reads_down.load(Ordering::Acquire) {
             return Err(outage());
@@ -187,6 +202,7 @@ impl MessageStore for StoreDouble {
         self.inner.put_conversation(meta).await
     }
     async fn conversation(&self, conv: &ConvId) -> storage::Result<Option<ConversationMeta>> {
+        self.reads.conversation.fetch_add(1, Ordering::SeqCst);
         self.inner.conversation(conv).await
     }
     async fn add_members(&self, conv: &ConvId, users: &[UserId]) -> storage::Result<()> {
