@@ -4,12 +4,12 @@
 //! silent is closed with 1008 (see `close`).
 
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_channel::mpsc;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use msg_service::storage::resilience::within;
 use proto::{ClientFrame, ErrorCode, Rid, Seq, ServerFrame, UserId, parse_client_frame};
 use rand::Rng;
 use tokio::sync::watch;
@@ -492,7 +492,7 @@ async fn write_loop<S>(
                 None => break,
             },
         };
-        if !write_in_time(&mut sink, message, &state, &closer).await {
+        if !write_in_time(&mut sink, message, &state, &closer, &mut closed).await {
             break;
         }
     }
@@ -509,22 +509,25 @@ async fn write_loop<S>(
     .await;
 }
 
-/// Writes one message unless the client stops reading (then closes with 1008).
-async fn write_in_time<S: Sink<Message> + Unpin>(
+/// Writes one message unless the client stops reading (then closes with
+/// 1008) or the session is closed meanwhile (`closed`, the writer's own
+/// wait for `closer`).
+async fn write_in_time<S, C>(
     sink: &mut S,
     message: Message,
     state: &AppState,
     closer: &Closer,
-) -> bool {
-    let mut send = sink.send(message);
-    // Most writes fit the socket's buffer at once: no deadline to arm.
-    if let Poll::Ready(written) = futures_util::poll!(&mut send) {
-        return sent(written, closer);
-    }
+    closed: &mut C,
+) -> bool
+where
+    S: Sink<Message> + Unpin,
+    C: Future<Output = ()> + Unpin,
+{
     tokio::select! {
-        () = closer.token.cancelled() => false,
-        written = tokio::time::timeout(state.limits.write_timeout, send) => match written {
-            Ok(written) => sent(written, closer),
+        () = closed => false,
+        written = within(state.limits.write_timeout, sink.send(message)) => match written {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => { closer.close(CloseReason::NORMAL); false }
             Err(_) => {
                 metrics::counter!("chat_slow_client_closes_total").increment(1);
                 closer.close(CloseReason::NOT_READING);
@@ -532,14 +535,6 @@ async fn write_in_time<S: Sink<Message> + Unpin>(
             }
         },
     }
-}
-
-/// Whether a write went through; a failed one closes the session.
-fn sent<E>(written: Result<(), E>, closer: &Closer) -> bool {
-    if written.is_err() {
-        closer.close(CloseReason::NORMAL);
-    }
-    written.is_ok()
 }
 
 /// A third of the idle timeout, so two pongs may be lost before it fires.

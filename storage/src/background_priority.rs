@@ -2,8 +2,8 @@
 //! (fjall's flush and compaction workers): on a busy machine their bursts
 //! take the CPU from the threads that deliver messages, and a flush or a
 //! compaction can wait a little where a delivery cannot. At 12,000 msg/s on
-//! 2 cores, nice 10 for them took the delivery p99 from 32-35 ms to 21-22
-//! and the max from 118-140 ms to 70.
+//! 2 cores (4 alternating runs each), nice 10 for them took the delivery
+//! p99 from 24-54 ms to 20-23 and the max from 66-203 ms to 57-70.
 
 use rustix::process::{Pid, getpriority_process, setpriority_process};
 

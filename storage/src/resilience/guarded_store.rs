@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
-use super::{Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_idempotent, watch_recovery};
+use super::{
+    Breaker, BreakerConfig, RetryBudget, RetryPolicy, retry_idempotent, watch_recovery, within,
+};
 use crate::layered::{CallKind, StoreCall};
 use crate::{Error, MessageStore, Result};
 
@@ -98,13 +99,7 @@ impl GuardedStore {
     async fn call<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
         let timeout = self.config.timeout;
         let bounded = async move {
-            let mut call = std::pin::pin!(call);
-            // A call that answers at once (a read from memory) cannot miss
-            // its deadline: no timer is armed for it.
-            if let Poll::Ready(answer) = futures_util::poll!(call.as_mut()) {
-                return answer;
-            }
-            tokio::time::timeout(timeout, call)
+            within(timeout, call)
                 .await
                 .map_err(|_| Error::unavailable(StoreTimedOut(timeout)))?
         };

@@ -4,11 +4,13 @@
 //! msg-service and the gateway use the same pieces.
 
 mod breaker;
+mod deadline;
 mod guarded_store;
 mod recovery;
 mod retry;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerOpen, BreakerState, WeakBreaker};
+pub use deadline::within;
 pub use guarded_store::{GuardedStore, GuardedStoreConfig};
 pub use recovery::watch_recovery;
 pub use retry::{RetryBudget, RetryPolicy, retry_idempotent, retry_when};

@@ -179,9 +179,10 @@ impl<O: Openable> Builder<O> {
     /// let db = Database::builder(&folder)
     ///     .temporary(true)
     ///     .with_compaction_filter_factories(
-    ///         Arc::new(|keyspace| {
+    ///         Arc::new(|keyspace: &str| {
     ///             // Match on the keyspace name to assign specific compaction filters
-    ///             todo!()
+    ///             let _ = keyspace;
+    ///             None::<Arc<dyn Factory>>
     ///         })
     ///     )
     ///     .open()?;

@@ -6,7 +6,6 @@
 
 pub(crate) mod fifo;
 pub(crate) mod leveled;
-// pub(crate) mod maintenance;
 pub(crate) mod drop_range;
 pub mod filter;
 mod flavour;

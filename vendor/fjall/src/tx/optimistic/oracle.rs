@@ -106,13 +106,13 @@ mod tests {
             run_tx(&db, &part).unwrap();
         }
 
-        assert!(dbg!(db.oracle.write_serialize_lock.lock().unwrap().len()) < 10_000);
+        assert!(db.oracle.write_serialize_lock.lock().unwrap().len() < 10_000);
 
         for _ in 0..10_000 {
             run_tx(&db, &part).unwrap();
         }
 
-        assert!(dbg!(db.oracle.write_serialize_lock.lock().unwrap().len()) < 10_000);
+        assert!(db.oracle.write_serialize_lock.lock().unwrap().len() < 10_000);
 
         Ok(())
     }
