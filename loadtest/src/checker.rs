@@ -32,7 +32,12 @@ pub struct Receipts {
     last_seq: u64,
     counts: HashMap<MsgKey, u32>,
     out_of_order: u64,
+    /// The first extra copies received, with their seqs (to look them up).
+    extra_copies: Vec<(MsgKey, u64)>,
 }
+
+/// Lost or duplicated messages named in a verdict, at most.
+const EXAMPLES: usize = 5;
 
 impl Receipts {
     /// Records an inbox entry; returns whether it was new (not a duplicate).
@@ -42,8 +47,11 @@ impl Receipts {
         } else {
             self.last_seq = seq;
         }
-        let count = self.counts.entry(key).or_default();
+        let count = self.counts.entry(key.clone()).or_default();
         *count += 1;
+        if *count > 1 && self.extra_copies.len() < EXAMPLES {
+            self.extra_copies.push((key, seq));
+        }
         *count == 1
     }
 
@@ -94,6 +102,9 @@ pub struct Verdict {
     pub expected: u64,
     /// Distinct expected deliveries that arrived.
     pub delivered: u64,
+    /// The first lost and duplicated messages, named, with their seqs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
 }
 
 impl Verdict {
@@ -104,9 +115,15 @@ impl Verdict {
     ) -> Verdict {
         let receipts: HashMap<&str, &Receipts> = receipts.into_iter().collect();
         let mut verdict = Verdict::default();
-        for r in receipts.values() {
+        for (user, r) in &receipts {
             verdict.out_of_order += r.out_of_order;
             verdict.duplicated += r.counts.values().map(|&n| u64::from(n - 1)).sum::<u64>();
+            for (key, seq) in &r.extra_copies {
+                verdict.examples.push(format!(
+                    "{}/{} again in {user}'s inbox, at seq {seq}",
+                    key.from, key.client_msg_id
+                ));
+            }
         }
         for (key, recipients) in acks.into_iter().flat_map(|a| a.acked.iter()) {
             for recipient in recipients {
@@ -118,6 +135,12 @@ impl Verdict {
                     verdict.delivered += 1;
                 } else {
                     verdict.lost += 1;
+                    if verdict.lost <= EXAMPLES as u64 {
+                        verdict.examples.push(format!(
+                            "{}/{} never reached {recipient}",
+                            key.from, key.client_msg_id
+                        ));
+                    }
                 }
             }
         }
@@ -156,6 +179,7 @@ mod tests {
     fn a_complete_ordered_stream_is_clean() {
         let v = verdict(&[(1, 1), (2, 2), (5, 3)], 3);
         assert!(v.is_clean(), "{v:?}");
+        assert!(v.examples.is_empty());
         assert_eq!((v.expected, v.delivered), (3, 3));
     }
 
@@ -164,6 +188,7 @@ mod tests {
         let v = verdict(&[(1, 1), (3, 3)], 3);
         assert_eq!(v.lost, 1);
         assert!(!v.is_clean());
+        assert_eq!(v.examples, ["alice/alice-2 never reached bob"]);
     }
 
     #[test]
@@ -171,6 +196,7 @@ mod tests {
         let v = verdict(&[(1, 1), (2, 2), (3, 2)], 2);
         assert_eq!((v.duplicated, v.lost, v.out_of_order), (1, 0, 0));
         assert!(!v.is_clean());
+        assert_eq!(v.examples, ["alice/alice-2 again in bob's inbox, at seq 3"]);
     }
 
     #[test]

@@ -90,6 +90,9 @@ impl Report {
             v.out_of_order,
             if v.is_clean() { "OK" } else { "FAILED" }
         );
+        for example in &v.examples {
+            let _ = writeln!(out, "  {example}");
+        }
         let _ = writeln!(
             out,
             "latency (ms)        p50      p90      p99    p99.9      max    count"
