@@ -43,7 +43,9 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Writes a new instance's lease (alive). Instances are unique per
     /// process start, so this never overwrites another process's lease.
     async fn register_instance(&self, lease: &InstanceLease) -> Result<()>;
-    /// Moves `instance`'s expiry to `expires_at` if its lease is still alive.
+    /// Moves `instance`'s expiry up to `expires_at` if its lease is still
+    /// alive; never back: a renewal that arrives after a later one leaves
+    /// the later end, and answers true (the lease lasts as long as asked).
     async fn renew_instance(&self, instance: &str, expires_at: u64) -> Result<bool>;
     /// Ends `instance`'s lease if its expiry is still `seen_expires_at` (the
     /// expired value the caller read), so that a renewal racing with it

@@ -567,6 +567,7 @@ macro_rules! lease_suite {
         $crate::lease_suite!(@case #[$attr] $open, of_two_instances_racing_for_a_shard_one_wins_at_the_next_epoch);
         $crate::lease_suite!(@case #[$attr] $open, a_released_shard_keeps_its_epoch_and_the_next_claim_raises_it);
         $crate::lease_suite!(@case #[$attr] $open, an_ended_instance_lease_is_never_renewed);
+        $crate::lease_suite!(@case #[$attr] $open, a_late_renewal_never_moves_a_lease_end_back);
     };
     ($open:expr) => {
         $crate::lease_suite!(#[cfg(all())] $open);

@@ -90,7 +90,7 @@ impl LeaseStore for EmbeddedStore {
     async fn renew_instance(&self, instance: &str, expires_at: u64) -> Result<bool> {
         Ok(match self.leases().instances.get_mut(instance) {
             Some(lease) if lease.alive => {
-                lease.expires_at = expires_at;
+                lease.expires_at = lease.expires_at.max(expires_at);
                 true
             }
             _ => false,

@@ -4,6 +4,7 @@
 //! (Cassandra does not order plain writes with Paxos ones).
 
 use ::scylla::DeserializeRow;
+use ::scylla::value::CqlValue;
 use async_trait::async_trait;
 
 use super::buckets::{from_cql, to_cql};
@@ -67,7 +68,17 @@ impl LeaseStore for ScyllaStore {
 
     async fn renew_instance(&self, instance: &str, expires_at: u64) -> Result<bool> {
         let st = &self.statements().renew_instance;
-        self.lwt(st, (to_cql(expires_at)?, instance)).await
+        let until = to_cql(expires_at)?;
+        let result = self
+            .execute(Class::Lwt, st, (until, instance, until))
+            .await?;
+        let (applied, [alive, ends]) = rows::applied_and_current(result, ["alive", "expires_at"])?;
+        // Not applied because a later renewal of ours got there first: the
+        // lease lasts at least as long as asked. Not applied because it was
+        // ended (`alive` false) or is gone: not renewed.
+        let renewed_later = matches!(alive, Some(CqlValue::Boolean(true)))
+            && matches!(ends, Some(CqlValue::BigInt(ends)) if ends >= until);
+        Ok(applied || renewed_later)
     }
 
     async fn end_instance(&self, instance: &str, seen_expires_at: u64) -> Result<bool> {

@@ -298,6 +298,30 @@ pub(crate) fn applied(result: QueryResult) -> Result<bool> {
     }
 }
 
+/// Whether a conditional statement applied and, when it did not, the
+/// current values of `columns`, columns its condition names (each answer
+/// carries those, by name, on Cassandra and ScyllaDB alike; `None` for a
+/// column not in the answer, as when the row is missing).
+pub(crate) fn applied_and_current<const N: usize>(
+    result: QueryResult,
+    columns: [&str; N],
+) -> Result<(bool, [Option<CqlValue>; N])> {
+    let rows = result.into_rows_result().map_err(errors::rows)?;
+    let indexes = columns.map(|name| rows.column_specs().get_by_name(name).map(|(i, _)| i));
+    let row = rows.rows::<Row>().map_err(errors::rows)?.next();
+    let mut values = row.transpose().map_err(errors::rows)?.map(|r| r.columns);
+    let applied = match values.as_ref().and_then(|v| v.first()) {
+        Some(Some(CqlValue::Boolean(applied))) => *applied,
+        other => {
+            return Err(Error::BadData(format!(
+                "a conditional update answered {other:?}, not [applied]"
+            )));
+        }
+    };
+    let current = indexes.map(|index| index.and_then(|i| values.as_mut()?.get_mut(i)?.take()));
+    Ok((applied, current))
+}
+
 /// The ids of a one-column result, parsed.
 pub(crate) fn ids<T: std::str::FromStr>(what: &str, rows: Vec<(String,)>) -> Result<Vec<T>> {
     rows.into_iter().map(|(text,)| id(what, &text)).collect()

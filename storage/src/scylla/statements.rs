@@ -114,8 +114,11 @@ pub(crate) const RAISE_CEILING: &str = "UPDATE {ks}.seq_ceilings SET max_seq = ?
 
 pub(crate) const REGISTER_INSTANCE: &str = "INSERT INTO {ks}.instance_leases \
      (instance, addr, expires_at, alive) VALUES (?, ?, ?, true) IF NOT EXISTS";
-pub(crate) const RENEW_INSTANCE: &str =
-    "UPDATE {ks}.instance_leases SET expires_at = ? WHERE instance = ? IF alive = true";
+/// Only ever later: a renewal that reaches the cluster late (queued in a
+/// coordinator that hung, say) must not move a lease's end back, or other
+/// instances would end a lease its holder still counts on.
+pub(crate) const RENEW_INSTANCE: &str = "UPDATE {ks}.instance_leases SET expires_at = ? \
+     WHERE instance = ? IF alive = true AND expires_at < ?";
 pub(crate) const END_INSTANCE: &str =
     "UPDATE {ks}.instance_leases SET alive = false WHERE instance = ? IF expires_at = ?";
 pub(crate) const REMOVE_INSTANCE: &str =

@@ -13,6 +13,16 @@ fn instance(name: &str) -> String {
     format!("{name}-{}", rand_salt())
 }
 
+/// A live lease of `instance` that ends at 1,000.
+fn alive_until_1000(instance: &str) -> InstanceLease {
+    InstanceLease {
+        instance: instance.to_owned(),
+        addr: "127.0.0.1:7000".into(),
+        expires_at: 1_000,
+        alive: true,
+    }
+}
+
 async fn owner_of(store: &dyn LeaseStore, shard: u16) -> ShardOwner {
     let owners = store.shard_owners().await.unwrap();
     owners
@@ -64,12 +74,7 @@ pub async fn a_released_shard_keeps_its_epoch_and_the_next_claim_raises_it(store
 
 pub async fn an_ended_instance_lease_is_never_renewed(store: &dyn LeaseStore) {
     let a = instance("a");
-    let lease = InstanceLease {
-        instance: a.clone(),
-        addr: "127.0.0.1:7000".into(),
-        expires_at: 1_000,
-        alive: true,
-    };
+    let lease = alive_until_1000(&a);
     assert!(
         !store.renew_instance(&a, 2_000).await.unwrap(),
         "unknown yet"
@@ -91,4 +96,31 @@ pub async fn an_ended_instance_lease_is_never_renewed(store: &dyn LeaseStore) {
     store.remove_instance(&a).await.unwrap();
     let found = store.instances().await.unwrap();
     assert!(found.iter().all(|l| l.instance != a));
+}
+
+pub async fn a_late_renewal_never_moves_a_lease_end_back(store: &dyn LeaseStore) {
+    let a = instance("a");
+    let lease = alive_until_1000(&a);
+    store.register_instance(&lease).await.unwrap();
+    assert!(store.renew_instance(&a, 3_000).await.unwrap());
+    // A renewal sent before that one, arriving after it: the lease still
+    // lasts past what it asked, so it counts as renewed, and stays at 3,000.
+    assert!(store.renew_instance(&a, 2_000).await.unwrap());
+    assert!(
+        store.renew_instance(&a, 3_000).await.unwrap(),
+        "the same end"
+    );
+    let found = store.instances().await.unwrap();
+    let kept = found.iter().find(|l| l.instance == a).unwrap();
+    assert_eq!((kept.alive, kept.expires_at), (true, 3_000));
+    assert!(
+        !store.end_instance(&a, 2_000).await.unwrap(),
+        "the late renewal's end was never the lease's"
+    );
+    assert!(store.end_instance(&a, 3_000).await.unwrap());
+    assert!(
+        !store.renew_instance(&a, 2_000).await.unwrap(),
+        "ended: not renewed, whatever it asks"
+    );
+    store.remove_instance(&a).await.unwrap();
 }
