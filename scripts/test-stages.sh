@@ -25,7 +25,7 @@ declare -A STAGE_DESC=(
   [faults]="kill -9 redis, a gateway, msg-service; a stalled store; fan-outs failing part-way; under load"
   [history-flood]="a history flood from 30 users while sending (release binaries): send p99 within 2x of calm"
   [scylla]="a Cassandra node from ../shared/cassandra: every Scylla-gated test against it; conformance and smoke on 3 msg-service replicas (--store scylla)"
-  [cassandra-faults]="3 Cassandra nodes (RF 3) and 3 msg-service replicas under load: kill -9 of a node, restarted (0 lost, 0 duplicated)"
+  [cassandra-faults]="3 Cassandra nodes (RF 3) and 3 msg-service replicas under load: kill -9 of a node, restarted; SIGSTOP of a node for 20 s (0 lost, 0 duplicated, acks go on)"
   [replicas]="3 msg-service replicas on Cassandra under load: kill -9 of one, SIGSTOP of one past its lease, scale 3-1-3-2 and a rolling restart; then the redis, gateway, msg-service (kill -9 and restart of replica 1) and store-stall faults with 3 replicas"
   [deploy]="deployment files validated offline (kustomize, schemas, haproxy -c, nginx -t, rules)"
   [schemathesis]="schemathesis against the REST API of a fresh server"
@@ -242,7 +242,7 @@ stage_scylla() {
   scripts/loadtest-smoke.sh "ws://${lb_url#http://}/v1/ws"
 }
 
-stage_cassandra_faults() { scripts/faults.sh cassandra-node; }
+stage_cassandra_faults() { scripts/faults.sh cassandra-node cassandra-stop; }
 
 stage_replicas() {
   local out

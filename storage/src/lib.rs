@@ -12,6 +12,7 @@ mod embedded;
 mod error;
 pub mod fault;
 mod group_commit;
+mod known;
 mod layered;
 mod leases;
 mod model;
@@ -35,6 +36,7 @@ pub use bus::{
 pub use cache::{InProcessCache, InboxCache};
 pub use embedded::{Durability, EmbeddedStore};
 pub use error::{Error, Result};
+pub use known::KnownSet;
 pub use leases::{InstanceLease, LeaseStore, ShardOwner};
 pub use model::{
     ConversationMeta, GatewayId, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket,

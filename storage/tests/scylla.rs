@@ -56,6 +56,26 @@ mod scylla_needs_node {
         );
     }
 
+    /// Appends the message at `seq` of `conv` from `peer` to `user`'s inbox
+    /// (at the same seq) and to the conversation's log.
+    async fn append_both(
+        store: &dyn MessageStore,
+        user: &proto::UserId,
+        conv: &ConvId,
+        seq: Seq,
+        peer: &proto::UserId,
+    ) {
+        store
+            .append_inbox(user, &entry(seq, conv, peer))
+            .await
+            .expect("append");
+        let msg = message(conv, seq, peer);
+        store
+            .append_message(&msg, &storage::suite::intent_of(&msg))
+            .await
+            .expect("append message");
+    }
+
     fn inbox_seqs(entries: &[proto::Entry]) -> Vec<Seq> {
         entries.iter().map(|e| e.seq).collect()
     }
@@ -73,15 +93,7 @@ mod scylla_needs_node {
         // Buckets 0, 1, 2, 3 and 40 (4 to 39 stay empty), on bucket edges.
         let seqs = [5, 131_071, 131_072, 196_608, 2_621_449];
         for seq in seqs {
-            store
-                .append_inbox(&u, &entry(seq, &conv, &peer))
-                .await
-                .expect("append");
-            let msg = message(&conv, seq, &peer);
-            store
-                .append_message(&msg, &storage::suite::intent_of(&msg))
-                .await
-                .expect("append message");
+            append_both(&*store, &u, &conv, seq, &peer).await;
         }
         assert_eq!(store.inbox_head(&u).await.expect("head"), 2_621_449);
         assert_eq!(store.last_conv_seq(&conv).await.expect("last"), 2_621_449);
@@ -104,6 +116,33 @@ mod scylla_needs_node {
             .await
             .expect("page");
         assert_eq!(log_seqs(&after), [131_072, 196_608, 2_621_449]);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs a ScyllaDB/Cassandra node: SCYLLA_NODES=host:port cargo test -p storage --test scylla -- --ignored"]
+    async fn a_bucket_is_listed_by_the_first_append_into_it_only() {
+        let scratch = ScratchKeyspace::from_env();
+        let store = scratch.connect().await.expect("connect to SCYLLA_NODES");
+        let (u, peer) = (user("lister"), user("peer"));
+        let conv = ConvId::dm(&u, &peer).expect("dm");
+        let mut requests = Vec::new();
+        // Bucket 0 twice, then bucket 1.
+        for seq in [1, 2, 65_536] {
+            let before = store.requests_sent();
+            append_both(&store, &u, &conv, seq, &peer).await;
+            requests.push(store.requests_sent() - before);
+        }
+        // Inbox: index, listing, entry. Log: dedup, listing, intent, row.
+        assert_eq!(requests, [7, 5, 7]);
+        // A store that never listed them (a restart) reads every bucket.
+        let reader = scratch.connect().await.expect("connect");
+        let inbox = reader.read_inbox(&u, 0, 10).await.expect("read");
+        assert_eq!(inbox_seqs(&inbox), [1, 2, 65_536]);
+        let log = reader
+            .messages(&conv, Page::After(0), 10)
+            .await
+            .expect("page");
+        assert_eq!(log_seqs(&log), [1, 2, 65_536]);
     }
 
     #[tokio::test]

@@ -6,13 +6,15 @@
 //! returns. Appends return `WriteTicket::default()` (durable already), and
 //! `durable` and `flush` have nothing to wait for.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::scylla::client::execution_profile::ExecutionProfile;
 use ::scylla::client::session::Session;
 use ::scylla::client::session_builder::SessionBuilder;
-use ::scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use ::scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy;
+use ::scylla::policies::timestamp_generator::{MonotonicTimestampGenerator, TimestampGenerator};
 use ::scylla::response::query_result::QueryResult;
 use ::scylla::response::{PagingState, PagingStateResponse};
 use ::scylla::serialize::batch::BatchValues;
@@ -27,7 +29,8 @@ use super::config::{Keyspace, ScyllaOptions};
 use super::rows;
 use super::statements::Statements;
 use super::{errors, guards, schema};
-use crate::{Error, Result};
+use crate::{Error, KnownSet, Result};
+use proto::{ConvId, UserId};
 
 /// Added to the driver's request timeout for the bulkhead's own deadline: it
 /// only ends requests the driver failed to end.
@@ -46,24 +49,70 @@ struct Inner {
     bulkhead: Bulkhead,
     /// Seconds a dedup record lives.
     dedup_ttl: i32,
+    /// The session's client-side timestamps, also taken by `stamped`.
+    clock: Arc<MonotonicTimestampGenerator>,
     /// Warnings the cluster sent back with responses (a batch over the
     /// size warning threshold, too many tombstones read).
     server_warnings: AtomicU64,
+    /// Requests sent to the cluster (each page of a long read counts).
+    requests: AtomicU64,
+    /// The buckets whose listing rows this store has written.
+    listed_buckets: KnownSet<ListedBucket>,
 }
 
-async fn open_session(options: &ScyllaOptions) -> Result<Session> {
+fn is_read(statement: &PreparedStatement) -> bool {
+    statement.get_statement().trim_start().starts_with("SELECT")
+}
+
+/// Buckets remembered as listed (about 100 bytes each).
+const LISTED_BUCKETS_CAP: usize = 100_000;
+
+/// A log's bucket, as listed in `message_buckets` or `inbox_buckets`.
+/// Listing rows are never deleted (fences delete a log's rows, not its
+/// buckets'), so a bucket once listed stays listed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum ListedBucket {
+    Conversation(ConvId, i64),
+    Inbox(UserId, i64),
+}
+
+/// How long a read or plain write waits for its coordinator before the same
+/// request also goes to the next node (once): a node that hangs (paused,
+/// or stuck in a GC) holds up a request for this long, not for the
+/// request timeout. Well above a healthy request's latency, so that a
+/// loaded cluster is not sent every request twice.
+const HEDGE_AFTER: Duration = Duration::from_millis(250);
+
+/// CQL keepalives on every connection: a node that stops answering them
+/// for `KEEPALIVE_TIMEOUT` has its connections closed, and requests stop
+/// going to it (the driver reconnects in the background).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn open_session(
+    options: &ScyllaOptions,
+    clock: Arc<MonotonicTimestampGenerator>,
+) -> Result<Session> {
+    let hedge = SimpleSpeculativeExecutionPolicy {
+        max_retry_count: 1,
+        retry_interval: HEDGE_AFTER,
+    };
     let profile = ExecutionProfile::builder()
         .consistency(options.consistency.driver())
         .serial_consistency(Some(options.consistency.serial()))
         .request_timeout(Some(options.request_timeout))
+        // Idempotent requests only (not LWTs); see `stamped`.
+        .speculative_execution_policy(Some(Arc::new(hedge)))
         .build();
     // Client-side timestamps, rising within this process: of two writes to
     // one row from here (a member removed, then added back), the later one
     // wins even if the coordinators' clocks disagree.
     SessionBuilder::new()
         .known_nodes(&options.nodes)
-        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
+        .timestamp_generator(clock)
         .connection_timeout(options.connect_timeout)
+        .keepalive_interval(KEEPALIVE_INTERVAL)
+        .keepalive_timeout(KEEPALIVE_TIMEOUT)
         .default_execution_profile_handle(profile.into_handle())
         .build()
         .await
@@ -81,7 +130,8 @@ impl ScyllaStore {
             .dedup_ttl_secs()
             .map_err(|err| Error::Rejected(Box::new(err)))?;
         guards::check_consistency(options).map_err(|err| Error::Rejected(Box::new(err)))?;
-        let session = open_session(options).await?;
+        let clock = Arc::new(MonotonicTimestampGenerator::new());
+        let session = open_session(options, Arc::clone(&clock)).await?;
         guards::check_replication(&session, options).await?;
         schema::ensure(&session, &options.keyspace, &options.replication).await?;
         let statements =
@@ -95,7 +145,10 @@ impl ScyllaStore {
                 statements,
                 bulkhead,
                 dedup_ttl,
+                clock,
                 server_warnings: AtomicU64::new(0),
+                requests: AtomicU64::new(0),
+                listed_buckets: KnownSet::new(LISTED_BUCKETS_CAP),
             }),
         })
     }
@@ -103,7 +156,8 @@ impl ScyllaStore {
     /// Drops a keyspace and everything in it, through a session of its own
     /// (tests and tear-downs; never called by the service).
     pub async fn drop_keyspace(options: &ScyllaOptions) -> Result<()> {
-        let session = open_session(options).await?;
+        let clock = Arc::new(MonotonicTimestampGenerator::new());
+        let session = open_session(options, clock).await?;
         schema::drop_keyspace(&session, &options.keyspace).await
     }
 
@@ -117,6 +171,19 @@ impl ScyllaStore {
     /// message adds none: see `bodies`.
     pub fn server_warnings(&self) -> u64 {
         self.inner.server_warnings.load(Ordering::Relaxed)
+    }
+
+    /// How many requests this store has sent to the cluster so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    fn count_request(&self) {
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn listed_buckets(&self) -> &KnownSet<ListedBucket> {
+        &self.inner.listed_buckets
     }
 
     fn count_warnings(&self, result: &QueryResult) {
@@ -134,6 +201,22 @@ impl ScyllaStore {
         self.inner.dedup_ttl
     }
 
+    /// `statement` as this request sends it: an idempotent write with its
+    /// timestamp taken now, once. The driver would take one per attempt, and
+    /// an attempt that starts late (a retry, a hedge after this process was
+    /// paused) would then carry a timestamp newer than a fence's delete
+    /// made meanwhile, and outlive it. With one timestamp every attempt is
+    /// the same write. LWTs (never retried or hedged) and reads go as they
+    /// are.
+    fn stamped<'s>(&self, statement: &'s PreparedStatement) -> Cow<'s, PreparedStatement> {
+        if !statement.get_is_idempotent() || is_read(statement) {
+            return Cow::Borrowed(statement);
+        }
+        let mut stamped = statement.clone();
+        stamped.set_timestamp(Some(self.inner.clock.next_timestamp()));
+        Cow::Owned(stamped)
+    }
+
     /// Runs one prepared statement in a slot of `class`.
     pub(crate) async fn execute(
         &self,
@@ -141,13 +224,15 @@ impl ScyllaStore {
         statement: &PreparedStatement,
         values: impl SerializeRow,
     ) -> Result<QueryResult> {
+        self.count_request();
         let session = &self.inner.session;
+        let statement = self.stamped(statement);
         let result = self
             .inner
             .bulkhead
             .run(class, async {
                 session
-                    .execute_unpaged(statement, values)
+                    .execute_unpaged(&statement, values)
                     .await
                     .map_err(errors::execution)
             })
@@ -158,13 +243,16 @@ impl ScyllaStore {
 
     /// Runs one batch of writes in a write slot.
     pub(crate) async fn batch(&self, batch: &Batch, values: impl BatchValues) -> Result<()> {
+        self.count_request();
         let session = &self.inner.session;
+        let mut batch = batch.clone();
+        batch.set_timestamp(Some(self.inner.clock.next_timestamp()));
         let result = self
             .inner
             .bulkhead
             .run(Class::Write, async {
                 session
-                    .batch(batch, values)
+                    .batch(&batch, values)
                     .await
                     .map_err(errors::execution)
             })
@@ -211,6 +299,7 @@ impl ScyllaStore {
         let mut all = Vec::new();
         let mut paging = PagingState::start();
         loop {
+            self.count_request();
             let (result, next): (QueryResult, PagingStateResponse) = self
                 .inner
                 .bulkhead
