@@ -17,6 +17,7 @@ pub mod grpc;
 mod history;
 mod inbox;
 mod intents;
+mod known_dms;
 mod logs;
 pub mod ownership;
 mod rate_limit;

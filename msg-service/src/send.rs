@@ -160,7 +160,7 @@ impl Core {
             };
             store.put_conversation(&meta).await?;
         }
-        self.known_dms.insert(conv.clone());
+        self.known_dms.insert(conv);
         Ok(())
     }
 

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use proto::{ConvId, Seq, UserId};
-use storage::{InboxCache, KnownSet, LogId, MessageStore, NotifyBus, Presence, SeqAllocator};
+use storage::{InboxCache, LogId, MessageStore, NotifyBus, Presence, SeqAllocator};
 
 use crate::background::LowPriority;
 use crate::bulkhead::{Bulkhead, BulkheadConfig};
 use crate::fanouts::FanoutTurns;
 use crate::inbox::{InboxWrite, announcer};
 use crate::intents::InFlight;
+use crate::known_dms::KnownDms;
 use crate::logs::{Logs, silent};
 use crate::ownership::{LeaseKeeper, Routes};
 use crate::rate_limit::SendLimiter;
@@ -143,10 +144,8 @@ pub(crate) struct Core {
     /// Where logs this process does not serve are served (`None`: it
     /// serves every log).
     pub(crate) routes: Option<Arc<Routes>>,
-    /// Direct conversations the store is known to have: a conversation is
-    /// never deleted, so once stored it stays known, and a DM's later sends
-    /// do not read the store to ask again.
-    pub(crate) known_dms: KnownSet<ConvId>,
+    /// Direct conversations the store is known to have.
+    pub(crate) known_dms: KnownDms,
 }
 
 /// Direct conversations remembered as stored (about 100 bytes each).
@@ -249,7 +248,7 @@ impl MessageService {
             bulkheads: Bulkheads::new(&config),
             in_flight: Arc::new(InFlight::new()),
             routes,
-            known_dms: KnownSet::new(KNOWN_DMS_CAP),
+            known_dms: KnownDms::new(KNOWN_DMS_CAP),
             backends,
             config,
         };

@@ -12,7 +12,6 @@ mod embedded;
 mod error;
 pub mod fault;
 mod group_commit;
-mod known;
 mod layered;
 mod leases;
 mod model;
@@ -36,7 +35,6 @@ pub use bus::{
 pub use cache::{InProcessCache, InboxCache};
 pub use embedded::{Durability, EmbeddedStore};
 pub use error::{Error, Result};
-pub use known::KnownSet;
 pub use leases::{InstanceLease, LeaseStore, ShardOwner};
 pub use model::{
     ConversationMeta, GatewayId, LogId, MessageRef, Page, RetryItem, RetryKey, WriteTicket,

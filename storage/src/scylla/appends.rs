@@ -22,22 +22,20 @@
 //!   index row whose entry is missing reads as none (the entry is appended
 //!   again and the index overwritten).
 //!
-//! A bucket's entry (its listing row) is written by the first append into
-//! that bucket this process makes, not by every one: listing rows are never
-//! deleted, so one written at the configured consistency stays.
-//!
 //! Every write is idempotent (plain inserts of the same values), so the
-//! driver may retry each on another node.
+//! driver may retry each on another node, or hedge it there. All the rows of
+//! one append carry one client timestamp, taken as the append starts (see
+//! `ScyllaStore::stamp`): a fence made after that shadows every one of them,
+//! whenever it lands.
 
 use proto::{ClientMsgId, ConvId, Entry, HistoryMessage, Seq, UserId};
 
 use super::buckets::{bucket_of, from_cql, to_cql};
 use super::bulkhead::Class;
 use super::rows::{self, DedupRow};
-use super::store::{ListedBucket, ScyllaStore};
+use super::store::{ScyllaStore, Stamp};
 use crate::Result;
 use crate::model::{MessageRef, RetryItem};
-use ::scylla::statement::prepared::PreparedStatement;
 
 impl ScyllaStore {
     /// The dedup record (with the members), the bucket's entry and the
@@ -46,6 +44,7 @@ impl ScyllaStore {
         &self,
         msg: &HistoryMessage,
         intent: &RetryItem,
+        stamp: Stamp,
     ) -> Result<()> {
         let st = self.statements();
         let conv_seq = to_cql(msg.conv_seq)?;
@@ -57,49 +56,42 @@ impl ScyllaStore {
         );
         let members: Vec<&str> = intent.members.iter().map(|m| m.as_str()).collect();
         let dedup = (from, id, conv, conv_seq, members, self.dedup_ttl());
-        let listed = ListedBucket::Conversation(msg.conv_id.clone(), bucket);
         tokio::try_join!(
-            self.execute(Class::Write, &st.insert_dedup, dedup),
-            self.list_bucket(listed, &st.insert_message_bucket, (conv, bucket)),
-            self.write_intent(intent),
+            self.execute_at(stamp, Class::Write, &st.insert_dedup, dedup),
+            self.execute_at(
+                stamp,
+                Class::Write,
+                &st.insert_message_bucket,
+                (conv, bucket)
+            ),
+            self.write_intent(intent, stamp),
         )?;
         let row = rows::message_values(msg, bucket)?;
-        self.execute(Class::Write, &st.insert_message, row).await?;
+        self.execute_at(stamp, Class::Write, &st.insert_message, row)
+            .await?;
         Ok(())
     }
 
     /// The index row and the bucket's entry (together), then the row.
-    pub(crate) async fn write_inbox_entry(&self, user: &UserId, entry: &Entry) -> Result<()> {
+    pub(crate) async fn write_inbox_entry(
+        &self,
+        user: &UserId,
+        entry: &Entry,
+        stamp: Stamp,
+    ) -> Result<()> {
         let st = self.statements();
         let seq = to_cql(entry.seq)?;
         let conv_seq = to_cql(entry.message.conv_seq)?;
         let (bucket, u) = (bucket_of(seq), user.as_str());
         let conv = entry.message.conv_id.as_str();
         let index = (u, conv, bucket_of(conv_seq), conv_seq, seq);
-        let listed = ListedBucket::Inbox(user.clone(), bucket);
         tokio::try_join!(
-            self.execute(Class::Write, &st.insert_inbox_index, index),
-            self.list_bucket(listed, &st.insert_inbox_bucket, (u, bucket)),
+            self.execute_at(stamp, Class::Write, &st.insert_inbox_index, index),
+            self.execute_at(stamp, Class::Write, &st.insert_inbox_bucket, (u, bucket)),
         )?;
         let row = rows::inbox_values(user, entry, bucket)?;
-        self.execute(Class::Write, &st.insert_inbox, row).await?;
-        Ok(())
-    }
-
-    /// Writes a bucket's listing row, unless this store wrote it before: a
-    /// bucket is listed once per process, not once per append (a DM's send
-    /// saves three of its ten writes).
-    async fn list_bucket(
-        &self,
-        bucket: ListedBucket,
-        statement: &PreparedStatement,
-        values: (&str, i64),
-    ) -> Result<()> {
-        if self.listed_buckets().contains(&bucket) {
-            return Ok(());
-        }
-        self.execute(Class::Write, statement, values).await?;
-        self.listed_buckets().insert(bucket);
+        self.execute_at(stamp, Class::Write, &st.insert_inbox, row)
+            .await?;
         Ok(())
     }
 

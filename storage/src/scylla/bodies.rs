@@ -23,7 +23,7 @@ use proto::{Entry, HistoryMessage};
 
 use super::buckets::{bucket_of, to_cql};
 use super::bulkhead::Class;
-use super::store::ScyllaStore;
+use super::store::{ScyllaStore, Stamp};
 use crate::{Error, Result};
 
 /// The largest body kept inline, in its row and its batch: with the ids
@@ -79,14 +79,15 @@ fn body_key(msg: &HistoryMessage) -> Result<(&str, i64, i64, &str, &str)> {
 impl ScyllaStore {
     /// Stores `msg`'s body apart if it is too large to be inline; call it
     /// before the writes that make the message's row visible.
-    pub(crate) async fn put_body_apart(&self, msg: &HistoryMessage) -> Result<()> {
+    pub(crate) async fn put_body_apart(&self, msg: &HistoryMessage, stamp: Stamp) -> Result<()> {
         if is_inline(&msg.body) {
             return Ok(());
         }
         let (conv, bucket, conv_seq, sender, id) = body_key(msg)?;
         let values = (conv, bucket, conv_seq, sender, id, msg.body.as_str());
         let statement = &self.statements().put_body;
-        self.execute(Class::Write, statement, values).await?;
+        self.execute_at(stamp, Class::Write, statement, values)
+            .await?;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use futures_util::future::try_join_all;
 use super::buckets::{from_cql, to_cql};
 use super::bulkhead::Class;
 use super::rows;
-use super::store::ScyllaStore;
+use super::store::{ScyllaStore, Stamp};
 use crate::Result;
 use crate::clock::now_ms;
 use crate::model::{RetryItem, RetryKey};
@@ -67,7 +67,7 @@ pub(crate) fn shard_of(conv: &str, shards: i32) -> i32 {
 }
 
 impl ScyllaStore {
-    pub(crate) async fn write_intent(&self, intent: &RetryItem) -> Result<()> {
+    pub(crate) async fn write_intent(&self, intent: &RetryItem, stamp: Stamp) -> Result<()> {
         let key = &intent.key;
         let members: Vec<&str> = intent.members.iter().map(|m| m.as_str()).collect();
         let values = (
@@ -79,7 +79,8 @@ impl ScyllaStore {
             members,
         );
         let statement = &self.statements().insert_intent;
-        self.execute(Class::Write, statement, values).await?;
+        self.execute_at(stamp, Class::Write, statement, values)
+            .await?;
         Ok(())
     }
 

@@ -88,8 +88,9 @@ impl MessageStore for ScyllaStore {
     ) -> Result<WriteTicket> {
         // A large body first, alone: the row that makes the message
         // visible (and its dedup record count) must find it stored.
-        self.put_body_apart(msg).await?;
-        self.write_message(msg, intent).await?;
+        let stamp = self.stamp();
+        self.put_body_apart(msg, stamp).await?;
+        self.write_message(msg, intent, stamp).await?;
         // Durable at the consistency level already: see the module doc.
         Ok(WriteTicket::default())
     }
@@ -210,8 +211,9 @@ impl MessageStore for ScyllaStore {
     async fn append_inbox(&self, user: &UserId, entry: &Entry) -> Result<WriteTicket> {
         // A large body first, alone (idempotent: the message's append wrote
         // the same row), so the entry is never visible without it.
-        self.put_body_apart(&entry.message).await?;
-        self.write_inbox_entry(user, entry).await?;
+        let stamp = self.stamp();
+        self.put_body_apart(&entry.message, stamp).await?;
+        self.write_inbox_entry(user, entry, stamp).await?;
         // Durable at the consistency level already: see the module doc.
         Ok(WriteTicket::default())
     }

@@ -29,8 +29,7 @@ use super::config::{Keyspace, ScyllaOptions};
 use super::rows;
 use super::statements::Statements;
 use super::{errors, guards, schema};
-use crate::{Error, KnownSet, Result};
-use proto::{ConvId, UserId};
+use crate::{Error, Result};
 
 /// Added to the driver's request timeout for the bulkhead's own deadline: it
 /// only ends requests the driver failed to end.
@@ -49,31 +48,19 @@ struct Inner {
     bulkhead: Bulkhead,
     /// Seconds a dedup record lives.
     dedup_ttl: i32,
-    /// The session's client-side timestamps, also taken by `stamped`.
+    /// The session's client-side timestamps, also taken by `stamp`.
     clock: Arc<MonotonicTimestampGenerator>,
     /// Warnings the cluster sent back with responses (a batch over the
     /// size warning threshold, too many tombstones read).
     server_warnings: AtomicU64,
-    /// Requests sent to the cluster (each page of a long read counts).
-    requests: AtomicU64,
-    /// The buckets whose listing rows this store has written.
-    listed_buckets: KnownSet<ListedBucket>,
 }
+
+/// A client-side write timestamp (microseconds), see `ScyllaStore::stamp`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp(i64);
 
 fn is_read(statement: &PreparedStatement) -> bool {
     statement.get_statement().trim_start().starts_with("SELECT")
-}
-
-/// Buckets remembered as listed (about 100 bytes each).
-const LISTED_BUCKETS_CAP: usize = 100_000;
-
-/// A log's bucket, as listed in `message_buckets` or `inbox_buckets`.
-/// Listing rows are never deleted (fences delete a log's rows, not its
-/// buckets'), so a bucket once listed stays listed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum ListedBucket {
-    Conversation(ConvId, i64),
-    Inbox(UserId, i64),
 }
 
 /// How long a read or plain write waits for its coordinator before the same
@@ -87,7 +74,7 @@ const HEDGE_AFTER: Duration = Duration::from_millis(250);
 /// for `KEEPALIVE_TIMEOUT` has its connections closed, and requests stop
 /// going to it (the driver reconnects in the background).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn open_session(
     options: &ScyllaOptions,
@@ -101,7 +88,9 @@ async fn open_session(
         .consistency(options.consistency.driver())
         .serial_consistency(Some(options.consistency.serial()))
         .request_timeout(Some(options.request_timeout))
-        // Idempotent requests only (not LWTs); see `stamped`.
+        // Idempotent requests only: reads (serial reads of a ceiling too: a
+        // second Paxos round at most delays the first) and plain writes,
+        // each stamped once (see `stamp`). Never an LWT.
         .speculative_execution_policy(Some(Arc::new(hedge)))
         .build();
     // Client-side timestamps, rising within this process: of two writes to
@@ -147,8 +136,6 @@ impl ScyllaStore {
                 dedup_ttl,
                 clock,
                 server_warnings: AtomicU64::new(0),
-                requests: AtomicU64::new(0),
-                listed_buckets: KnownSet::new(LISTED_BUCKETS_CAP),
             }),
         })
     }
@@ -173,19 +160,6 @@ impl ScyllaStore {
         self.inner.server_warnings.load(Ordering::Relaxed)
     }
 
-    /// How many requests this store has sent to the cluster so far.
-    pub fn requests_sent(&self) -> u64 {
-        self.inner.requests.load(Ordering::Relaxed)
-    }
-
-    fn count_request(&self) {
-        self.inner.requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn listed_buckets(&self) -> &KnownSet<ListedBucket> {
-        &self.inner.listed_buckets
-    }
-
     fn count_warnings(&self, result: &QueryResult) {
         let warnings = result.warnings().count() as u64;
         self.inner
@@ -201,32 +175,53 @@ impl ScyllaStore {
         self.inner.dedup_ttl
     }
 
-    /// `statement` as this request sends it: an idempotent write with its
-    /// timestamp taken now, once. The driver would take one per attempt, and
-    /// an attempt that starts late (a retry, a hedge after this process was
-    /// paused) would then carry a timestamp newer than a fence's delete
-    /// made meanwhile, and outlive it. With one timestamp every attempt is
-    /// the same write. LWTs (never retried or hedged) and reads go as they
-    /// are.
-    fn stamped<'s>(&self, statement: &'s PreparedStatement) -> Cow<'s, PreparedStatement> {
+    /// A client timestamp taken now, for the writes of one call.
+    ///
+    /// Why a call takes its own rather than leaving it to the driver: the
+    /// driver takes one per attempt, and an attempt that starts late (a
+    /// retry, a hedge, after this process was paused) would carry a
+    /// timestamp newer than a fence's delete made meanwhile, and outlive
+    /// it. An append (`append_message`, `append_inbox`) takes one when it
+    /// starts, right after its caller checked its lease, and every row and
+    /// every attempt of it carries that one.
+    pub(crate) fn stamp(&self) -> Stamp {
+        Stamp(self.inner.clock.next_timestamp())
+    }
+
+    /// `statement` as this request sends it: an idempotent write stamped
+    /// with `stamp`. LWTs (never retried or hedged; Paxos orders them) and
+    /// reads go as they are.
+    fn stamped<'s>(statement: &'s PreparedStatement, stamp: Stamp) -> Cow<'s, PreparedStatement> {
         if !statement.get_is_idempotent() || is_read(statement) {
             return Cow::Borrowed(statement);
         }
         let mut stamped = statement.clone();
-        stamped.set_timestamp(Some(self.inner.clock.next_timestamp()));
+        stamped.set_timestamp(Some(stamp.0));
         Cow::Owned(stamped)
     }
 
-    /// Runs one prepared statement in a slot of `class`.
+    /// Runs one prepared statement in a slot of `class`, a write stamped now.
     pub(crate) async fn execute(
         &self,
         class: Class,
         statement: &PreparedStatement,
         values: impl SerializeRow,
     ) -> Result<QueryResult> {
-        self.count_request();
+        self.execute_at(self.stamp(), class, statement, values)
+            .await
+    }
+
+    /// Runs one prepared statement in a slot of `class`, a write stamped
+    /// with `stamp`.
+    pub(crate) async fn execute_at(
+        &self,
+        stamp: Stamp,
+        class: Class,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult> {
         let session = &self.inner.session;
-        let statement = self.stamped(statement);
+        let statement = Self::stamped(statement, stamp);
         let result = self
             .inner
             .bulkhead
@@ -243,10 +238,9 @@ impl ScyllaStore {
 
     /// Runs one batch of writes in a write slot.
     pub(crate) async fn batch(&self, batch: &Batch, values: impl BatchValues) -> Result<()> {
-        self.count_request();
         let session = &self.inner.session;
         let mut batch = batch.clone();
-        batch.set_timestamp(Some(self.inner.clock.next_timestamp()));
+        batch.set_timestamp(Some(self.stamp().0));
         let result = self
             .inner
             .bulkhead
@@ -299,7 +293,6 @@ impl ScyllaStore {
         let mut all = Vec::new();
         let mut paging = PagingState::start();
         loop {
-            self.count_request();
             let (result, next): (QueryResult, PagingStateResponse) = self
                 .inner
                 .bulkhead
