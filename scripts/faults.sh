@@ -44,7 +44,12 @@
 # msg-service2 until the others hold its shards, then SIGCONT: it must find
 # itself deposed and serve again as a new incarnation, in the same process),
 # replica-roll (3 -> 1 -> 3 -> 2 replicas by graceful stops and starts under
-# load, then a rolling restart of the two left).
+# load, then a rolling restart of the two left). lb (kill -9 of the clients'
+# HAProxy, restarted 2 s later: every socket drops, the clients reconnect and
+# sync), msg-lb and msg-lb-stop (kill -9 of the HAProxy between the gateways
+# and the replicas, restarted 2 s later; SIGSTOP of it for FAULTS_STOP_S s:
+# the gateways' calls fail or time out, the clients retry) need several
+# replicas for msg-lb, as the replica scenarios run them.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -90,6 +95,9 @@ inject() {
     gateway-stop) paused gateway1 "${FAULTS_STOP_S:-8}" ;;
     redis-stop) paused redis "${FAULTS_STOP_S:-8}" ;;
     msg-service-stop) paused msg-service "${FAULTS_STOP_S:-8}" ;;
+    lb) "$cluster" kill9 haproxy; sleep 2; "$cluster" restart haproxy ;;
+    msg-lb) "$cluster" kill9 msg-lb; sleep 2; "$cluster" restart msg-lb ;;
+    msg-lb-stop) paused msg-lb "${FAULTS_STOP_S:-8}" ;;
     store-stall)
       echo stall_writes >"$fault_file"
       sleep 0.5  # the hook reads the file every 100 ms

@@ -26,7 +26,7 @@ declare -A STAGE_DESC=(
   [history-flood]="a history flood from 30 users while sending (release binaries): send p99 within 2x of calm"
   [scylla]="a Cassandra node from ../shared/cassandra: every Scylla-gated test against it; conformance and smoke on 3 msg-service replicas (--store scylla)"
   [cassandra-faults]="3 Cassandra nodes (RF 3) and 3 msg-service replicas under load: kill -9 of a node, restarted; SIGSTOP of a node for 20 s (0 lost, 0 duplicated, acks go on)"
-  [replicas]="3 msg-service replicas on Cassandra under load: kill -9 of one, SIGSTOP of one past its lease, scale 3-1-3-2 and a rolling restart; then the redis, gateway, msg-service (kill -9 and restart of replica 1) and store-stall faults with 3 replicas"
+  [replicas]="3 msg-service replicas on Cassandra under load: kill -9 of one, SIGSTOP of one past its lease, scale 3-1-3-2 and a rolling restart; then the redis, gateway, msg-service (kill -9 and restart of replica 1) and store-stall faults with 3 replicas; kill -9 of the clients' HAProxy and of the gateways' gRPC HAProxy, SIGSTOP of the latter"
   [deploy]="deployment files validated offline (kustomize, schemas, haproxy -c, nginx -t, rules)"
   [schemathesis]="schemathesis against the REST API of a fresh server"
   [browser]="the web client in headless Chromium"
@@ -255,7 +255,7 @@ stage_replicas() {
   # fault (delivery p50 0.4-1.0 s), and a fault's wait was measured on top
   # of that queue (4.3-5.6 s); at 2 the p50 is 30-70 ms.
   FAULTS_RATE=2 CLUSTER_STORE=cassandra CLUSTER_CASSANDRA_NODES=1 scripts/faults.sh \
-    replica-kill replica-stop replica-roll redis gateway msg-service store-stall | tee "$out"
+    replica-kill replica-stop replica-roll redis gateway msg-service store-stall lb msg-lb msg-lb-stop | tee "$out"
   stage_note "$(grep -o 'served again after [0-9.]* s' "$out" | tr '\n' ';' | sed 's/;$//')"
   rm -f "$out"
 }
