@@ -189,8 +189,9 @@ impl ScyllaStore {
     }
 
     /// `statement` as this request sends it: an idempotent write stamped
-    /// with `stamp`. LWTs (never retried or hedged; Paxos orders them) and
-    /// reads go as they are.
+    /// with `stamp`. Reads, and LWTs (not idempotent: never hedged, retried
+    /// only after errors that say they did not run; Paxos orders them), go
+    /// as they are.
     fn stamped<'s>(statement: &'s PreparedStatement, stamp: Stamp) -> Cow<'s, PreparedStatement> {
         if !statement.get_is_idempotent() || is_read(statement) {
             return Cow::Borrowed(statement);
