@@ -101,13 +101,58 @@ impl HistoryMessage {
 }
 
 /// An entry of a user's inbox: a message with the inbox seq it got there.
+///
+/// Its JSON is one object: `seq` and the message's fields. It is read
+/// through [`EntryFields`], field by field: serde's `flatten` would buffer
+/// every field of every entry first, and entries are read in bulk (a sync
+/// page, the store's inbox rows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "EntryFields")]
 pub struct Entry {
     /// The entry's seq in this inbox.
     pub seq: Seq,
     /// The message.
     #[serde(flatten)]
     pub message: HistoryMessage,
+}
+
+/// The fields of an entry's JSON, as [`Entry`] reads them; its message's
+/// fields, with their defaults, are those of [`HistoryMessage`].
+#[derive(Deserialize)]
+struct EntryFields {
+    seq: Seq,
+    conv_id: ConvId,
+    #[serde(default)]
+    conv_seq: Seq,
+    from: UserId,
+    client_msg_id: ClientMsgId,
+    kind: MessageKind,
+    body: String,
+    ts: u64,
+    #[serde(rename = "ref", default)]
+    refers_to: Option<Seq>,
+    #[serde(default)]
+    recalled: bool,
+}
+
+impl From<EntryFields> for Entry {
+    fn from(fields: EntryFields) -> Self {
+        let message = HistoryMessage {
+            conv_id: fields.conv_id,
+            conv_seq: fields.conv_seq,
+            from: fields.from,
+            client_msg_id: fields.client_msg_id,
+            kind: fields.kind,
+            body: fields.body,
+            ts: fields.ts,
+            refers_to: fields.refers_to,
+            recalled: fields.recalled,
+        };
+        Entry {
+            seq: fields.seq,
+            message,
+        }
+    }
 }
 
 /// The answer to a successful send.
@@ -342,5 +387,50 @@ mod tests {
         assert_eq!(clamp_sync_limit(Some(1000)), Ok(MAX_SYNC_LIMIT));
         assert_eq!(clamp_sync_limit(Some(u64::MAX)), Ok(MAX_SYNC_LIMIT));
         assert!(clamp_sync_limit(Some(0)).is_err());
+    }
+
+    fn message(kind: MessageKind, conv_seq: Seq, refers_to: Option<Seq>) -> HistoryMessage {
+        HistoryMessage {
+            conv_id: ConvId::parse("dm:alice:bob").unwrap(),
+            conv_seq,
+            from: UserId::parse("alice").unwrap(),
+            client_msg_id: ClientMsgId::parse("m-1").unwrap(),
+            kind,
+            body: "h\u{e9}llo \"there\"".into(),
+            ts: 1_700_000_000_123,
+            refers_to,
+            recalled: false,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_its_message_with_a_seq_and_reads_back_whole() {
+        let entries = [
+            message(MessageKind::Text, 7, None),
+            message(MessageKind::Text, 8, None).recalled(),
+            message(MessageKind::Edit, 9, Some(7)),
+            message(MessageKind::Read, 0, Some(9)),
+        ]
+        .map(|message| Entry { seq: 42, message });
+        for entry in entries {
+            let mut expected = serde_json::to_value(&entry.message).unwrap();
+            expected["seq"] = 42.into();
+            assert_eq!(serde_json::to_value(&entry).unwrap(), expected);
+            let text = serde_json::to_string(&entry).unwrap();
+            assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), entry);
+        }
+    }
+
+    #[test]
+    fn an_entry_without_its_optional_fields_takes_their_defaults() {
+        let text = r#"{"seq":3,"conv_id":"dm:alice:bob","from":"alice","client_msg_id":"m-1","kind":"read","body":"","ts":5,"extra":1}"#;
+        let entry: Entry = serde_json::from_str(text).unwrap();
+        assert_eq!((entry.seq, entry.message.conv_seq), (3, 0));
+        assert_eq!(entry.message.refers_to, None);
+        assert!(!entry.message.recalled);
+        let bad_sender = text.replace(r#""from":"alice""#, r#""from":"a b""#);
+        assert!(serde_json::from_str::<Entry>(&bad_sender).is_err());
+        let no_seq = text.replace(r#""seq":3,"#, "");
+        assert!(serde_json::from_str::<Entry>(&no_seq).is_err());
     }
 }
