@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Frames queued per connection before a sender waits.
 const QUEUE: usize = 1024;
@@ -93,14 +94,26 @@ fn authorize(
     Err(refused)
 }
 
+/// The gateway's socket buffers, so that the baseline is not slowed by
+/// tungstenite's default: a 128 KiB read buffer, zero-filled before every
+/// read. With it the relay took 12-13 us of CPU per message at 30,000/s;
+/// with these, 10.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(4096)
+}
+
 // The handshake callback's error type (a whole HTTP response) is fixed by tungstenite.
 #[allow(clippy::result_large_err)]
 async fn connection(stream: TcpStream, registry: &Registry, secret: &str) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut user = None;
-    let ws = tokio_tungstenite::accept_hdr_async(stream, |req: &Request, resp: Response| {
-        authorize(req, resp, secret, &mut user)
-    })
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |req: &Request, resp: Response| authorize(req, resp, secret, &mut user),
+        Some(socket_config()),
+    )
     .await?;
     let Some(user) = user else {
         return Ok(());
