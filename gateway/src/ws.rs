@@ -65,7 +65,8 @@ pub async fn upgrade(
         .max_frame_size(limit * 4)
         // tungstenite zero-fills its whole read buffer on every read, so
         // its size is resident memory of every idle socket (4 KiB -> 1 KiB
-        // took ~3 KiB off each); a larger frame grows it as needed.
+        // took ~3 KiB off each); a larger frame grows it as needed. The
+        // bench's relay (loadtest/src/relay.rs) uses the same two sizes.
         .read_buffer_size(1024)
         .write_buffer_size(4096);
     let sockets = state.sockets.clone();
