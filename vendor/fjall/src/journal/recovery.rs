@@ -39,10 +39,16 @@ pub fn recover_journals<P: AsRef<Path>>(
             ));
         };
 
-        if !std::path::Path::new(filename)
-            .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("jnl"))
-        {
+        let extension = std::path::Path::new(filename).extension();
+
+        // Patched (vendor/PATCHES.md): a journal whose removal a crash
+        // interrupted (see `manager::remove_journal`)
+        if extension.is_some_and(|ext| ext == super::manager::REMOVING_EXTENSION) {
+            std::fs::remove_file(&path)?;
+            continue;
+        }
+
+        if !extension.is_some_and(|ext| ext.eq_ignore_ascii_case("jnl")) {
             continue;
         }
 

@@ -1470,3 +1470,31 @@ fn table_return_global_seqno() -> crate::Result<()> {
 
     Ok(())
 }
+
+// Patched (vendor/PATCHES.md): a table synced several times while it was
+// written (BYTES_PER_SYNC) reads back whole
+#[test]
+fn table_synced_while_written_reads_back_whole() -> crate::Result<()> {
+    let value = vec![7u8; 1_000];
+    let items = (0..4_000u32)
+        .map(|key| {
+            crate::InternalValue::from_components(
+                key.to_be_bytes(),
+                value.clone(),
+                0,
+                crate::ValueType::Value,
+            )
+        })
+        .collect::<Vec<_>>();
+
+    test_with_table(
+        &items,
+        |table| {
+            assert!(table.metadata.file_size > 3 * crate::table::writer::BYTES_PER_SYNC);
+            assert_eq!(items, &*table.iter().flatten().collect::<Vec<_>>());
+            Ok(())
+        },
+        None,
+        None::<fn(Writer) -> Writer>,
+    )
+}
