@@ -120,11 +120,11 @@ impl EmbeddedStore {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Result<Self> {
         // This store's engine workers are the ones that are new after it opens.
-        let before = background_priority::thread_ids();
+        let known = background_priority::threads_named(ENGINE_WORKER_THREAD);
         let db = Database::builder(dir).open()?;
         let background_threads = background_priority::lower_new_threads_named(
             ENGINE_WORKER_THREAD,
-            &before,
+            &known,
             background_priority::BACKGROUND_NICENESS,
         );
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);

@@ -68,6 +68,12 @@ impl WorkerPool {
     ) -> crate::Result<()> {
         log::debug!("Starting worker pool with {pool_size} threads");
 
+        // Patched (vendor/PATCHES.md): each worker reports once it runs, and
+        // this returns after all of them have, so a caller can find them by
+        // their name as soon as the database is open (a thread takes its
+        // name as it starts; the embedded store lowers their CPU priority)
+        let (started, all_started) = std::sync::mpsc::channel::<()>();
+
         let thread_handles = claim_and_spawn(pool_size, thread_counter, |i| {
             std::thread::Builder::new()
                 .name("fjall:worker".to_string())
@@ -85,8 +91,12 @@ impl WorkerPool {
 
                     let thread_counter = thread_counter.clone();
                     let poison_dart = poison_dart.clone();
+                    let started = started.clone();
 
                     move || {
+                        started.send(()).ok();
+                        drop(started);
+
                         // The counter must drop on *every* way out of this
                         // thread, not just the graceful one: `Database::drop`
                         // spins on it (`while counter > 0`), so a worker that
@@ -112,6 +122,14 @@ impl WorkerPool {
                     }
                 })
         })?;
+
+        // Ends early only if a worker is gone, since every sender is dropped
+        drop(started);
+        for _ in 0..thread_handles.len() {
+            if all_started.recv().is_err() {
+                break;
+            }
+        }
 
         *self.thread_handles.lock().expect("lock is poisoned") = thread_handles;
 
@@ -262,6 +280,41 @@ mod tests {
     use super::*;
     use crate::{AbstractTree, Database, KeyspaceCreateOptions};
     use test_log::test;
+
+    /// This process's threads named `fjall:worker`.
+    fn named_workers() -> std::io::Result<Vec<String>> {
+        let mut found = vec![];
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let task = task?;
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == "fjall:worker" {
+                found.push(task.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(found)
+    }
+
+    // Patched (vendor/PATCHES.md): every worker has named itself by the
+    // time the database is open
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn open_returns_once_every_worker_runs_under_its_name() -> crate::Result<()> {
+        // Without the wait, a worker is not always named yet: several opens
+        // make a miss likely
+        for _ in 0..20 {
+            let folder = tempfile::tempdir()?;
+            let before = named_workers()?;
+
+            let _db = Database::builder(&folder).worker_threads(3).open()?;
+
+            let new = named_workers()?
+                .into_iter()
+                .filter(|tid| !before.contains(tid))
+                .count();
+            assert!(new >= 3, "only {new} of 3 new workers carry their name");
+        }
+        Ok(())
+    }
 
     // https://github.com/fjall-rs/fjall/pull/303
     #[test]

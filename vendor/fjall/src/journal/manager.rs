@@ -239,11 +239,19 @@ pub(crate) const REMOVING_EXTENSION: &str = "removing";
 ///
 /// Patched (vendor/PATCHES.md): unlinking a journal of ~100 MB at once held
 /// the commit path's `fsync` for 18-22 ms here (see
-/// `lsm_tree::file::remove_file_gradually`).
+/// `lsm_tree::file::remove_file_gradually`). Once renamed, the journal is
+/// gone for recovery, so a failure to free it is only logged: recovery
+/// deletes what is left.
 fn remove_journal(path: &std::path::Path) -> std::io::Result<()> {
     let removing = path.with_extension(REMOVING_EXTENSION);
     std::fs::rename(path, &removing)?;
-    lsm_tree::file::remove_file_gradually(&removing)
+    if let Err(e) = lsm_tree::file::remove_file_gradually(&removing) {
+        log::warn!(
+            "Journal {} is out of use but could not be deleted (deleted at the next open): {e:?}",
+            removing.display(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,7 +44,9 @@ pub fn recover_journals<P: AsRef<Path>>(
         // Patched (vendor/PATCHES.md): a journal whose removal a crash
         // interrupted (see `manager::remove_journal`)
         if extension.is_some_and(|ext| ext == super::manager::REMOVING_EXTENSION) {
-            std::fs::remove_file(&path)?;
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!("Could not delete the old journal {}: {e:?}", path.display());
+            }
             continue;
         }
 
