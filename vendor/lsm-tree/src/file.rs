@@ -44,7 +44,6 @@ pub fn read_exact(file: &File, offset: u64, size: usize) -> std::io::Result<Slic
         #[cfg(not(any(unix, windows)))]
         {
             compile_error!("unsupported platform");
-            unimplemented!();
         }
 
         if bytes_read != size {

@@ -262,8 +262,11 @@ impl Table {
             } else {
                 None
             }
-        } else if let Some(_filter_tli_handle) = &self.regions.filter_tli {
-            unimplemented!("unpinned filter TLI not supported");
+        } else if self.regions.filter_tli.is_some() {
+            // Patched (vendor/PATCHES.md): an unpinned partitioned filter is
+            // not read (upstream panicked here); the table is read without
+            // it, which a filter only ever spares
+            None
         } else if let Some(filter_block_handle) = &self.regions.filter {
             let block = self.load_block(
                 filter_block_handle,
@@ -649,8 +652,13 @@ impl Table {
     #[must_use]
     #[doc(hidden)]
     pub fn tombstone_ratio(&self) -> f32 {
-        todo!()
-
-        //  self.metadata.tombstone_count as f32 / self.metadata.key_count as f32
+        // Patched (vendor/PATCHES.md): upstream's commented-out formula, over
+        // the item count (it had `todo!()`); an empty table has none
+        #[expect(clippy::cast_precision_loss, reason = "a ratio")]
+        if self.metadata.item_count == 0 {
+            0.0
+        } else {
+            self.metadata.tombstone_count as f32 / self.metadata.item_count as f32
+        }
     }
 }

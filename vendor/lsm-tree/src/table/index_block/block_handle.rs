@@ -163,7 +163,12 @@ impl Encodable<BlockOffset> for KeyedBlockHandle {
         _state: &mut BlockOffset,
         _shared_len: usize,
     ) -> crate::Result<()> {
-        unimplemented!()
+        // Patched (vendor/PATCHES.md): an error, not a panic; index blocks
+        // are written with a restart interval of 1, so never truncated
+        Err(crate::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "index block items are not written truncated",
+        )))
     }
 
     fn key(&self) -> &[u8] {
@@ -246,6 +251,8 @@ impl Decodable<IndexBlockParsedItem> for KeyedBlockHandle {
         _offset: usize,
         _base_key_offset: usize,
     ) -> Option<IndexBlockParsedItem> {
-        unimplemented!()
+        // Patched (vendor/PATCHES.md): no item, not a panic, when a damaged
+        // block's header claims truncated items (none are ever written)
+        None
     }
 }
