@@ -45,16 +45,28 @@ pub struct WorkerPool {
     thread_handles: Mutex<Vec<WorkerHandle>>,
     pub(crate) rx: flume::Receiver<WorkerMessage>,
     pub(crate) sender: flume::Sender<WorkerMessage>,
+
+    /// Patched (vendor/PATCHES.md): with several workers, worker #0 takes
+    /// the shared channel (flushes, rotations) and passes compactions on
+    /// to this one, which only the other workers read. Upstream sent them
+    /// back into the shared channel, where worker #0, alone at `recv` while
+    /// the others were busy compacting, took the same message back at once:
+    /// a busy loop for as long as a compaction ran
+    pub(crate) compactions_rx: flume::Receiver<WorkerMessage>,
+    pub(crate) compactions: flume::Sender<WorkerMessage>,
 }
 
 impl WorkerPool {
     pub fn prepare() -> Self {
         let (sender, rx) = flume::bounded(1_000);
+        let (compactions, compactions_rx) = flume::bounded(1_000);
 
         Self {
             thread_handles: Mutex::default(),
             rx,
             sender,
+            compactions_rx,
+            compactions,
         }
     }
 
@@ -87,6 +99,8 @@ impl WorkerPool {
                         supervisor: supervisor.clone(),
                         stats: stats.clone(),
                         sender: self.sender.clone(),
+                        compactions_rx: self.compactions_rx.clone(),
+                        compactions: self.compactions.clone(),
                     };
 
                     let thread_counter = thread_counter.clone();
@@ -181,11 +195,34 @@ struct WorkerState {
     supervisor: Supervisor,
     rx: flume::Receiver<WorkerMessage>,
     sender: flume::Sender<WorkerMessage>,
+    compactions_rx: flume::Receiver<WorkerMessage>,
+    compactions: flume::Sender<WorkerMessage>,
     stats: Arc<Stats>,
 }
 
+impl WorkerState {
+    /// Whether this worker leaves compactions to the others, to be free
+    /// for flushes: worker #0 of several
+    fn passes_on_compactions(&self) -> bool {
+        self.pool_size > 1 && self.worker_id == 0
+    }
+
+    /// The channel this worker takes its messages from: the shared one for
+    /// worker #0 (alone, or the flusher of several); the compactions for
+    /// the others. One channel each, and a plain `recv`: a flume `Selector`
+    /// over both loses its wake-up when another receiver takes the message
+    /// first
+    fn inbox(&self) -> &flume::Receiver<WorkerMessage> {
+        if self.worker_id == 0 {
+            &self.rx
+        } else {
+            &self.compactions_rx
+        }
+    }
+}
+
 fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
-    let Ok(item) = ctx.rx.recv() else {
+    let Ok(item) = ctx.inbox().recv() else {
         return Ok(true);
     };
 
@@ -196,6 +233,12 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
             return Ok(true);
         }
         WorkerMessage::RotateMemtable(keyspace, memtable_id) => {
+            // Cleared before the rotation, so a request made after it is
+            // sent (and is a no-op if this rotation already covers it)
+            keyspace
+                .rotation_requested
+                .store(false, std::sync::atomic::Ordering::Release);
+
             log::trace!("acquiring journal lock");
             let journal_writer = keyspace.supervisor.journal.get_writer()?;
             keyspace.inner_rotate_memtable(journal_writer, memtable_id)?;
@@ -263,8 +306,10 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
         }
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
-            if ctx.pool_size > 1 && ctx.worker_id == 0 {
-                ctx.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
+            if ctx.passes_on_compactions() {
+                ctx.compactions
+                    .try_send(WorkerMessage::Compact(keyspace))
+                    .ok();
                 return Ok(false);
             }
 
@@ -313,6 +358,119 @@ mod tests {
                 .count();
             assert!(new >= 3, "only {new} of 3 new workers carry their name");
         }
+        Ok(())
+    }
+
+    /// The state of worker `worker_id` of a pool of `pool_size`, on the
+    /// channels and supervisor of `db`, whose own pool runs no worker
+    fn worker_of(db: &Database, worker_id: usize, pool_size: usize) -> WorkerState {
+        WorkerState {
+            pool_size,
+            worker_id,
+            supervisor: db.supervisor.clone(),
+            rx: db.worker_pool.rx.clone(),
+            sender: db.worker_pool.sender.clone(),
+            compactions_rx: db.worker_pool.compactions_rx.clone(),
+            compactions: db.worker_pool.compactions.clone(),
+            stats: db.stats.clone(),
+        }
+    }
+
+    // Patched (vendor/PATCHES.md): worker #0 of several passes a compaction
+    // on where only the others read, so it cannot take it back at once
+    // (upstream spun on it for as long as the others were busy)
+    #[test]
+    fn worker_zero_passes_a_compaction_on_to_the_others() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+        db.worker_pool
+            .sender
+            .send(WorkerMessage::Compact(ks.clone()))
+            .expect("the channel is open");
+
+        assert!(!worker_tick(&worker_of(&db, 0, 2))?);
+        assert!(
+            db.worker_pool.rx.is_empty(),
+            "worker #0 would take the compaction back",
+        );
+        assert_eq!(1, db.worker_pool.compactions_rx.len());
+
+        assert!(!worker_tick(&worker_of(&db, 1, 2))?);
+        assert!(
+            db.worker_pool.compactions_rx.is_empty(),
+            "worker #1 compacts"
+        );
+        Ok(())
+    }
+
+    // Patched (vendor/PATCHES.md): a keyspace has at most one rotation
+    // request waiting, however many writes find its memtable over its size
+    #[test]
+    fn rotation_requests_of_a_keyspace_wait_once_in_the_channel() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", || {
+            KeyspaceCreateOptions::default().max_memtable_size(1_024)
+        })?;
+        let other = db.keyspace("other", || {
+            KeyspaceCreateOptions::default().max_memtable_size(1_024)
+        })?;
+        for i in 0..50u32 {
+            ks.insert(i.to_be_bytes(), [0u8; 100])?;
+            other.insert(i.to_be_bytes(), [0u8; 100])?;
+        }
+        assert_eq!(2, db.worker_pool.rx.len(), "one request per keyspace");
+
+        // A worker takes a request: a later write over the size asks again
+        assert!(!worker_tick(&worker_of(&db, 0, 2))?);
+        assert!(!worker_tick(&worker_of(&db, 0, 2))?);
+        let flushes = db.worker_pool.rx.len();
+        assert_eq!(2, flushes, "each rotation asks for a flush");
+        for i in 0..50u32 {
+            ks.insert(i.to_be_bytes(), [1u8; 100])?;
+        }
+        assert_eq!(flushes + 1, db.worker_pool.rx.len());
+        Ok(())
+    }
+
+    // Patched (vendor/PATCHES.md): a database whose workers compact from
+    // their own channel still closes, busy or idle, and opens again
+    #[test]
+    fn a_pool_of_several_workers_closes() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        for _ in 0..5 {
+            let db = Database::builder(&folder).worker_threads(3).open()?;
+            let ks = db.keyspace("default", || {
+                KeyspaceCreateOptions::default().max_memtable_size(4_096)
+            })?;
+            for i in 0..2_000u32 {
+                ks.insert(i.to_be_bytes(), [0u8; 64])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A lone worker compacts itself
+    #[test]
+    fn a_lone_worker_compacts_itself() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+        db.worker_pool
+            .sender
+            .send(WorkerMessage::Compact(ks.clone()))
+            .expect("the channel is open");
+
+        assert!(!worker_tick(&worker_of(&db, 0, 1))?);
+        assert!(db.worker_pool.rx.is_empty());
+        assert!(db.worker_pool.compactions_rx.is_empty());
         Ok(())
     }
 

@@ -88,6 +88,14 @@ pub struct KeyspaceInner {
 
     pub(crate) worker_messager: flume::Sender<WorkerMessage>,
 
+    /// Patched (vendor/PATCHES.md): whether a rotation request of this
+    /// keyspace waits in the workers' channel. Upstream sent one after
+    /// every write while the memtable was over its size, until a worker
+    /// rotated it: they filled the channel, each took the journal lock
+    /// from the writers, and a worker rotating then waited in a blocking
+    /// `send(Flush)` on the full channel (two such workers wait forever)
+    pub(crate) rotation_requested: AtomicBool,
+
     #[expect(unused)]
     lock_file: LockedFileGuard,
 }
@@ -316,6 +324,7 @@ impl Keyspace {
             supervisor: db.supervisor.clone(),
             worker_messager: db.worker_pool.sender.clone(),
             is_deleted: AtomicBool::default(),
+            rotation_requested: AtomicBool::default(),
             is_poisoned: db.is_poisoned.clone(),
             lock_file: db.lock_file.clone(),
             stats: db.stats.clone(),
@@ -358,6 +367,7 @@ impl Keyspace {
             config,
             tree,
             is_deleted: AtomicBool::default(),
+            rotation_requested: AtomicBool::default(),
             is_poisoned: db.is_poisoned.clone(),
             stats: db.stats.clone(),
             lock_file: db.lock_file.clone(),
@@ -820,16 +830,26 @@ impl Keyspace {
     }
 
     pub(crate) fn request_rotation(&self) {
+        if self
+            .rotation_requested
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+
         let lock = self.tree.get_version_history_lock();
         let latest_version = lock.latest_version();
         let active_memtable = &latest_version.active_memtable;
 
-        self.worker_messager
-            .try_send(WorkerMessage::RotateMemtable(
-                self.clone(),
-                active_memtable.id(),
-            ))
-            .ok();
+        let sent = self.worker_messager.try_send(WorkerMessage::RotateMemtable(
+            self.clone(),
+            active_memtable.id(),
+        ));
+        if sent.is_err() {
+            // Not waiting: the next write over the size asks again
+            self.rotation_requested
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
     }
 
     pub(crate) fn check_memtable_rotate(&self, size: u64) {
