@@ -73,16 +73,13 @@ impl Drop for DatabaseInner {
         {
             let _ = self.worker_pool.rx.drain().count();
             let _ = self.worker_pool.sender.try_send(WorkerMessage::Close);
-            // Patched (vendor/PATCHES.md): the workers that compact read
-            // a channel of their own
-            let _ = self.worker_pool.compactions_rx.drain().count();
-            let _ = self.worker_pool.compactions.try_send(WorkerMessage::Close);
             std::thread::sleep(std::time::Duration::from_micros(10));
         }
 
         // Drain again after threads are closed
         let _ = self.worker_pool.rx.drain().count();
-        let _ = self.worker_pool.compactions_rx.drain().count();
+        // Patched (vendor/PATCHES.md)
+        self.worker_pool.forget_pending_compactions();
 
         // IMPORTANT: Break cyclic Arcs
         self.supervisor.flush_manager.clear();

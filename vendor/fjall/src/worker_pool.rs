@@ -46,28 +46,29 @@ pub struct WorkerPool {
     pub(crate) rx: flume::Receiver<WorkerMessage>,
     pub(crate) sender: flume::Sender<WorkerMessage>,
 
-    /// Patched (vendor/PATCHES.md): with several workers, worker #0 takes
-    /// the shared channel (flushes, rotations) and passes compactions on
-    /// to this one, which only the other workers read. Upstream sent them
-    /// back into the shared channel, where worker #0, alone at `recv` while
-    /// the others were busy compacting, took the same message back at once:
-    /// a busy loop for as long as a compaction ran
-    pub(crate) compactions_rx: flume::Receiver<WorkerMessage>,
-    pub(crate) compactions: flume::Sender<WorkerMessage>,
+    /// Patched (vendor/PATCHES.md): the compactions worker #0 of several
+    /// hands on. Upstream sent them back into the channel, where worker #0,
+    /// alone at `recv` while the others were busy compacting, took the same
+    /// message back at once: a busy loop for as long as a compaction ran
+    pub(crate) handoff: Arc<Mutex<Handoff>>,
 }
 
 impl WorkerPool {
     pub fn prepare() -> Self {
         let (sender, rx) = flume::bounded(1_000);
-        let (compactions, compactions_rx) = flume::bounded(1_000);
 
         Self {
             thread_handles: Mutex::default(),
             rx,
             sender,
-            compactions_rx,
-            compactions,
+            handoff: Arc::default(),
         }
+    }
+
+    /// Forgets the compactions still waiting for a worker (they hold their
+    /// keyspace, which holds the database: dropped with it)
+    pub(crate) fn forget_pending_compactions(&self) {
+        lock(&self.handoff).pending.clear();
     }
 
     pub fn start(
@@ -99,8 +100,7 @@ impl WorkerPool {
                         supervisor: supervisor.clone(),
                         stats: stats.clone(),
                         sender: self.sender.clone(),
-                        compactions_rx: self.compactions_rx.clone(),
-                        compactions: self.compactions.clone(),
+                        handoff: self.handoff.clone(),
                     };
 
                     let thread_counter = thread_counter.clone();
@@ -195,9 +195,26 @@ struct WorkerState {
     supervisor: Supervisor,
     rx: flume::Receiver<WorkerMessage>,
     sender: flume::Sender<WorkerMessage>,
-    compactions_rx: flume::Receiver<WorkerMessage>,
-    compactions: flume::Sender<WorkerMessage>,
+    handoff: Arc<Mutex<Handoff>>,
     stats: Arc<Stats>,
+}
+
+/// How worker #0 of several hands a compaction to the others: through the
+/// channel while one of them waits at it, else into `pending`, which they
+/// look at before they wait. One lock over both, so a compaction is never
+/// parked while a worker goes to wait without seeing it
+#[derive(Default)]
+pub(crate) struct Handoff {
+    /// Workers other than #0 waiting at the channel
+    idle: usize,
+    pending: std::collections::VecDeque<Keyspace>,
+}
+
+fn lock(handoff: &Mutex<Handoff>) -> std::sync::MutexGuard<'_, Handoff> {
+    // Two counters and a queue: nothing half done after a panic
+    handoff
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl WorkerState {
@@ -207,22 +224,42 @@ impl WorkerState {
         self.pool_size > 1 && self.worker_id == 0
     }
 
-    /// The channel this worker takes its messages from: the shared one for
-    /// worker #0 (alone, or the flusher of several); the compactions for
-    /// the others. One channel each, and a plain `recv`: a flume `Selector`
-    /// over both loses its wake-up when another receiver takes the message
-    /// first
-    fn inbox(&self) -> &flume::Receiver<WorkerMessage> {
+    /// The next message for this worker: a compaction handed on to it
+    /// first, else the channel's next, `None` once the channel is gone
+    fn next_message(&self) -> Option<WorkerMessage> {
         if self.worker_id == 0 {
-            &self.rx
-        } else {
-            &self.compactions_rx
+            return self.rx.recv().ok();
         }
+        {
+            let mut handoff = lock(&self.handoff);
+            if let Some(keyspace) = handoff.pending.pop_front() {
+                return Some(WorkerMessage::Compact(keyspace));
+            }
+            handoff.idle += 1;
+        }
+        let message = self.rx.recv().ok();
+        lock(&self.handoff).idle -= 1;
+        message
+    }
+
+    /// Worker #0 hands a compaction on: to a worker waiting at the channel,
+    /// which a blocked `recv` takes before worker #0 is back at it, or to
+    /// the next one that is done with its work
+    fn hand_on(&self, keyspace: Keyspace) {
+        let mut handoff = lock(&self.handoff);
+        if handoff.idle == 0 {
+            if !handoff.pending.iter().any(|k| k.id == keyspace.id) {
+                handoff.pending.push_back(keyspace);
+            }
+            return;
+        }
+        drop(handoff);
+        self.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
     }
 }
 
 fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
-    let Ok(item) = ctx.inbox().recv() else {
+    let Some(item) = ctx.next_message() else {
         return Ok(true);
     };
 
@@ -307,9 +344,7 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
             if ctx.passes_on_compactions() {
-                ctx.compactions
-                    .try_send(WorkerMessage::Compact(keyspace))
-                    .ok();
+                ctx.hand_on(keyspace);
                 return Ok(false);
             }
 
@@ -370,17 +405,16 @@ mod tests {
             supervisor: db.supervisor.clone(),
             rx: db.worker_pool.rx.clone(),
             sender: db.worker_pool.sender.clone(),
-            compactions_rx: db.worker_pool.compactions_rx.clone(),
-            compactions: db.worker_pool.compactions.clone(),
+            handoff: db.worker_pool.handoff.clone(),
             stats: db.stats.clone(),
         }
     }
 
-    // Patched (vendor/PATCHES.md): worker #0 of several passes a compaction
-    // on where only the others read, so it cannot take it back at once
-    // (upstream spun on it for as long as the others were busy)
+    // Patched (vendor/PATCHES.md): while no other worker waits, worker #0
+    // of several parks a compaction for them, so it cannot take it back at
+    // once (upstream spun on it for as long as the others were busy)
     #[test]
-    fn worker_zero_passes_a_compaction_on_to_the_others() -> crate::Result<()> {
+    fn worker_zero_parks_a_compaction_while_the_others_are_busy() -> crate::Result<()> {
         let folder = tempfile::tempdir()?;
         let db = Database::builder(&folder)
             .worker_threads_unchecked(0)
@@ -396,13 +430,43 @@ mod tests {
             db.worker_pool.rx.is_empty(),
             "worker #0 would take the compaction back",
         );
-        assert_eq!(1, db.worker_pool.compactions_rx.len());
+        // Parked once per keyspace
+        db.worker_pool
+            .sender
+            .send(WorkerMessage::Compact(ks.clone()))
+            .expect("the channel is open");
+        assert!(!worker_tick(&worker_of(&db, 0, 2))?);
+        assert_eq!(1, lock(&db.worker_pool.handoff).pending.len());
 
+        // Worker #1 takes it before it waits at the channel
         assert!(!worker_tick(&worker_of(&db, 1, 2))?);
-        assert!(
-            db.worker_pool.compactions_rx.is_empty(),
-            "worker #1 compacts"
-        );
+        assert!(lock(&db.worker_pool.handoff).pending.is_empty());
+        assert!(db.worker_pool.rx.is_empty());
+        Ok(())
+    }
+
+    // Patched (vendor/PATCHES.md): while another worker waits at the
+    // channel, worker #0 of several hands a compaction to it there
+    #[test]
+    fn worker_zero_hands_a_compaction_to_a_waiting_worker() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+        let worker_one = worker_of(&db, 1, 2);
+        let waiting = std::thread::spawn(move || worker_tick(&worker_one));
+        while lock(&db.worker_pool.handoff).idle == 0 {
+            std::thread::yield_now();
+        }
+
+        // What worker #0 does with a `Compact` it takes from the channel
+        worker_of(&db, 0, 2).hand_on(ks.clone());
+
+        let closed = waiting.join().expect("worker #1 does not panic")?;
+        assert!(!closed, "worker #1 took the compaction, not a Close");
+        assert!(lock(&db.worker_pool.handoff).pending.is_empty());
+        assert_eq!(0, lock(&db.worker_pool.handoff).idle);
         Ok(())
     }
 
@@ -470,7 +534,7 @@ mod tests {
 
         assert!(!worker_tick(&worker_of(&db, 0, 1))?);
         assert!(db.worker_pool.rx.is_empty());
-        assert!(db.worker_pool.compactions_rx.is_empty());
+        assert!(lock(&db.worker_pool.handoff).pending.is_empty());
         Ok(())
     }
 
