@@ -653,7 +653,7 @@ impl Table {
     #[doc(hidden)]
     pub fn tombstone_ratio(&self) -> f32 {
         // Patched (vendor/PATCHES.md): upstream's commented-out formula, over
-        // the item count (it had `todo!()`); an empty table has none
+        // the item count; an empty table has no tombstones
         #[expect(clippy::cast_precision_loss, reason = "a ratio")]
         if self.metadata.item_count == 0 {
             0.0
