@@ -211,7 +211,7 @@ pub(crate) struct Handoff {
 }
 
 fn lock(handoff: &Mutex<Handoff>) -> std::sync::MutexGuard<'_, Handoff> {
-    // Two counters and a queue: nothing half done after a panic
+    // A count and a queue, each changed in one step: nothing half done after a panic
     handoff
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
