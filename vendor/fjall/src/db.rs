@@ -71,6 +71,9 @@ impl Drop for DatabaseInner {
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
         {
+            // Patched (vendor/PATCHES.md): a worker finds no parked
+            // compaction to run before it takes its `Close`
+            self.worker_pool.forget_pending_compactions();
             let _ = self.worker_pool.rx.drain().count();
             let _ = self.worker_pool.sender.try_send(WorkerMessage::Close);
             std::thread::sleep(std::time::Duration::from_micros(10));

@@ -4,7 +4,7 @@
 
 use crate::{
     compaction::worker::run as run_compaction, flush::worker::run as run_flush, poison::PoisonDart,
-    stats::Stats, supervisor::Supervisor, Keyspace,
+    stats::Stats, supervisor::Supervisor, AbstractTree, Keyspace,
 };
 use lsm_tree::MemtableId;
 use std::{
@@ -224,11 +224,18 @@ impl WorkerState {
         self.pool_size > 1 && self.worker_id == 0
     }
 
-    /// The next message for this worker: a compaction handed on to it
-    /// first, else the channel's next, `None` once the channel is gone
+    /// The next message for this worker: the channel's next if one waits
+    /// there (a `Close` among them, so closing does not wait for parked
+    /// compactions), else a compaction handed on to it, else the channel's
+    /// next to come, `None` once the channel is gone
     fn next_message(&self) -> Option<WorkerMessage> {
         if self.worker_id == 0 {
             return self.rx.recv().ok();
+        }
+        match self.rx.try_recv() {
+            Ok(message) => return Some(message),
+            Err(flume::TryRecvError::Disconnected) => return None,
+            Err(flume::TryRecvError::Empty) => {}
         }
         {
             let mut handoff = lock(&self.handoff);
@@ -278,7 +285,12 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
 
             log::trace!("acquiring journal lock");
             let journal_writer = keyspace.supervisor.journal.get_writer()?;
-            keyspace.inner_rotate_memtable(journal_writer, memtable_id)?;
+            if !keyspace.inner_rotate_memtable(journal_writer, memtable_id)? {
+                // Patched (vendor/PATCHES.md): a stale request, its memtable
+                // rotated already. Writes that found the new memtable over its
+                // size while this one waited sent nothing, so look at it now
+                keyspace.check_memtable_rotate(keyspace.tree.active_memtable().size());
+            }
         }
         WorkerMessage::Flush => {
             let Some(task) = ctx.supervisor.flush_manager.dequeue() else {
@@ -358,7 +370,7 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AbstractTree, Database, KeyspaceCreateOptions};
+    use crate::{Database, KeyspaceCreateOptions};
     use test_log::test;
 
     /// This process's threads named `fjall:worker`.
@@ -499,6 +511,66 @@ mod tests {
             ks.insert(i.to_be_bytes(), [1u8; 100])?;
         }
         assert_eq!(flushes + 1, db.worker_pool.rx.len());
+        Ok(())
+    }
+
+    // Patched (vendor/PATCHES.md): a rotation request whose memtable was
+    // rotated already still gets the new memtable rotated, when writes
+    // found it over its size while the request waited
+    #[test]
+    fn a_stale_rotation_request_asks_for_the_new_memtable() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", || {
+            KeyspaceCreateOptions::default().max_memtable_size(1_024)
+        })?;
+        for i in 0..50u32 {
+            ks.insert(i.to_be_bytes(), [0u8; 100])?;
+        }
+        // Rotated by another way while the request waits: it is stale now
+        assert!(ks.rotate_memtable()?);
+        for i in 0..50u32 {
+            ks.insert(i.to_be_bytes(), [1u8; 100])?;
+        }
+        let new_memtable = ks.tree.active_memtable().id();
+        let waiting: Vec<_> = db.worker_pool.rx.drain().collect();
+        assert_eq!(2, waiting.len(), "the stale request and a flush");
+        for message in waiting {
+            db.worker_pool
+                .sender
+                .send(message)
+                .expect("the channel is open");
+        }
+
+        assert!(!worker_tick(&worker_of(&db, 0, 2))?);
+
+        let asked = db.worker_pool.rx.drain().any(
+            |message| matches!(message, WorkerMessage::RotateMemtable(_, id) if id == new_memtable),
+        );
+        assert!(asked, "the new memtable, over its size, is not asked for");
+        Ok(())
+    }
+
+    // Patched (vendor/PATCHES.md): a worker other than #0 takes what waits
+    // in the channel (a `Close` among it) before a parked compaction
+    #[test]
+    fn a_waiting_close_comes_before_a_parked_compaction() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+        worker_of(&db, 0, 2).hand_on(ks.clone());
+        assert_eq!(1, lock(&db.worker_pool.handoff).pending.len());
+        db.worker_pool
+            .sender
+            .send(WorkerMessage::Close)
+            .expect("the channel is open");
+
+        assert!(worker_tick(&worker_of(&db, 1, 2))?, "worker #1 closes");
+        assert_eq!(1, lock(&db.worker_pool.handoff).pending.len());
         Ok(())
     }
 
