@@ -1,14 +1,21 @@
 //! A lower CPU priority for the embedded store engine's background threads
-//! (fjall's flush and compaction workers): on a busy machine their bursts
-//! take the CPU from the threads that deliver messages, and a flush or a
-//! compaction can wait a little where a delivery cannot. At 12,000 msg/s on
-//! 2 cores (4 alternating runs each), nice 10 for them took the delivery
-//! p99 from 24-54 ms to 20-23 and the max from 66-203 ms to 57-70. In the
-//! gateway this then missed the workers: `Database::open` returned before
-//! they had named themselves (fjall now waits for them; vendor/PATCHES.md).
-//! Once found (2026-12-07), a pairs run at 16,000 msg/s after a fill went
-//! from a delivery p99 of 133-268 ms to 21-38, and at 12,000 from 20-26 to
-//! 12-13.
+//! (fjall's compaction workers): on a busy machine their bursts take the
+//! CPU from the threads that deliver messages, and a compaction can wait a
+//! little where a delivery cannot. At 12,000 msg/s on 2 cores (4
+//! alternating runs each), nice 10 for the flush and compaction workers
+//! took the delivery p99 from 24-54 ms to 20-23 and the max from 66-203 ms
+//! to 57-70. In the gateway this then missed the workers: `Database::open`
+//! returned before they had named themselves (fjall now waits for them;
+//! vendor/PATCHES.md). Once found (2026-12-07), a pairs run at 16,000 msg/s
+//! after a fill went from a delivery p99 of 133-268 ms to 21-38, and at
+//! 12,000 from 20-26 to 12-13.
+//!
+//! fjall's flush worker (worker #0 of several, which leaves compactions to
+//! the others) keeps the opener's priority since: under sustained load the
+//! delivery p99 was lower with it there. At 11,000 msg/s for 60 s on a slow
+//! host (7 runs each, alternating), the whole-run p99 was 358-649 ms (one
+//! run 2,080) with it at the opener's priority, against 485-943 ms with it
+//! lowered; in 10 s runs no difference showed.
 
 use rustix::process::{Pid, getpriority_process, setpriority_process};
 

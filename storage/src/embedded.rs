@@ -69,12 +69,14 @@ pub struct EmbeddedStore {
     commit: Arc<GroupCommit>,
     writer: Arc<Writer<Tables>>,
     durability: Durability,
-    /// The engine's background threads, run at a lower CPU priority.
+    /// The engine's compaction threads, run at a lower CPU priority.
     background_threads: Arc<[i32]>,
 }
 
-/// The name fjall gives its flush and compaction worker threads.
-const ENGINE_WORKER_THREAD: &str = "fjall:worker";
+/// The name fjall gives its worker threads that compact. Its flush worker
+/// (`fjall::FLUSH_WORKER_THREAD_NAME`, one of several) keeps the opener's
+/// priority: see `background_priority`.
+const ENGINE_WORKER_THREAD: &str = fjall::WORKER_THREAD_NAME;
 
 /// Separates a key's parts; ids never contain a NUL byte.
 const SEP: u8 = 0;
@@ -160,8 +162,9 @@ impl EmbeddedStore {
         })
     }
 
-    /// The ids of the engine's background threads (flush, compaction),
-    /// which run at a lower CPU priority than the caller's.
+    /// The ids of the engine's compaction threads, which run at a lower
+    /// CPU priority than the caller's (with one worker, the one that
+    /// flushes too).
     pub fn background_threads(&self) -> &[i32] {
         &self.background_threads
     }

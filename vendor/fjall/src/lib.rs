@@ -156,6 +156,8 @@ pub use {
     readable::Readable,
     snapshot::Snapshot,
     version::FormatVersion,
+    // Patched (vendor/PATCHES.md)
+    worker_pool::{FLUSH_WORKER_THREAD_NAME, WORKER_THREAD_NAME},
 };
 
 pub use tx::single_writer::{

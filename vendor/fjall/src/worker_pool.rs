@@ -16,6 +16,22 @@ use std::{
     thread::JoinHandle,
 };
 
+/// The name of a worker thread that compacts (and flushes and rotates when
+/// it is free), or of a lone worker, which does everything
+pub const WORKER_THREAD_NAME: &str = "fjall:worker";
+
+/// Patched (vendor/PATCHES.md): the name of worker #0 of several, which
+/// leaves compactions to the others to be free for flushes and rotations. A
+/// name of its own lets an embedder run it at another CPU priority than the
+/// compactions
+pub const FLUSH_WORKER_THREAD_NAME: &str = "fjall:flusher";
+
+/// Whether worker `worker_id` of a pool of `pool_size` leaves compactions
+/// to the others, to be free for flushes: worker #0 of several
+fn passes_on_compactions(pool_size: usize, worker_id: usize) -> bool {
+    pool_size > 1 && worker_id == 0
+}
+
 pub enum WorkerMessage {
     Flush,
     Compact(Keyspace),
@@ -89,7 +105,14 @@ impl WorkerPool {
 
         let thread_handles = claim_and_spawn(pool_size, thread_counter, |i| {
             std::thread::Builder::new()
-                .name("fjall:worker".to_string())
+                .name(
+                    if passes_on_compactions(pool_size, i) {
+                        FLUSH_WORKER_THREAD_NAME
+                    } else {
+                        WORKER_THREAD_NAME
+                    }
+                    .to_string(),
+                )
                 .spawn({
                     log::trace!("Starting fjall worker thread #{i}");
 
@@ -218,10 +241,8 @@ fn lock(handoff: &Mutex<Handoff>) -> std::sync::MutexGuard<'_, Handoff> {
 }
 
 impl WorkerState {
-    /// Whether this worker leaves compactions to the others, to be free
-    /// for flushes: worker #0 of several
     fn passes_on_compactions(&self) -> bool {
-        self.pool_size > 1 && self.worker_id == 0
+        passes_on_compactions(self.pool_size, self.worker_id)
     }
 
     /// The next message for this worker: the channel's next if one waits
@@ -373,16 +394,23 @@ mod tests {
     use crate::{Database, KeyspaceCreateOptions};
     use test_log::test;
 
-    /// This process's threads named `fjall:worker`.
-    fn named_workers() -> std::io::Result<Vec<String>> {
+    /// This process's threads named `name`.
+    fn threads_named(name: &str) -> std::io::Result<Vec<String>> {
         let mut found = vec![];
         for task in std::fs::read_dir("/proc/self/task")? {
             let task = task?;
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() == "fjall:worker" {
+            if comm.trim_end() == name {
                 found.push(task.file_name().to_string_lossy().into_owned());
             }
         }
+        Ok(found)
+    }
+
+    /// This process's worker threads, by either name.
+    fn named_workers() -> std::io::Result<Vec<String>> {
+        let mut found = threads_named(WORKER_THREAD_NAME)?;
+        found.extend(threads_named(FLUSH_WORKER_THREAD_NAME)?);
         Ok(found)
     }
 
@@ -405,6 +433,39 @@ mod tests {
                 .count();
             assert!(new >= 3, "only {new} of 3 new workers carry their name");
         }
+        Ok(())
+    }
+
+    /// The names of the worker threads of `db`, by worker number.
+    fn worker_names(db: &Database) -> Vec<String> {
+        db.worker_pool
+            .thread_handles
+            .lock()
+            .expect("lock is poisoned")
+            .iter()
+            .map(|handle| handle.thread().name().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    // Patched (vendor/PATCHES.md): worker #0 of several, which leaves
+    // compactions to the others, carries a name of its own; a lone worker,
+    // which compacts too, carries the workers' name
+    #[test]
+    fn worker_zero_of_several_is_named_the_flusher() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder).worker_threads(3).open()?;
+        assert_eq!(
+            vec![
+                FLUSH_WORKER_THREAD_NAME,
+                WORKER_THREAD_NAME,
+                WORKER_THREAD_NAME
+            ],
+            worker_names(&db),
+        );
+
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder).worker_threads(1).open()?;
+        assert_eq!(vec![WORKER_THREAD_NAME], worker_names(&db));
         Ok(())
     }
 
