@@ -71,12 +71,17 @@ pub struct EmbeddedStore {
     durability: Durability,
     /// The engine's compaction threads, run at a lower CPU priority.
     background_threads: Arc<[i32]>,
+    /// The engine's flush thread, at the caller's CPU priority.
+    flush_threads: Arc<[i32]>,
 }
 
 /// The name fjall gives its worker threads that compact. Its flush worker
 /// (`fjall::FLUSH_WORKER_THREAD_NAME`, one of several) keeps the opener's
 /// priority: see `background_priority`.
 const ENGINE_WORKER_THREAD: &str = fjall::WORKER_THREAD_NAME;
+
+/// The name of fjall's flush worker.
+const ENGINE_FLUSH_THREAD: &str = fjall::FLUSH_WORKER_THREAD_NAME;
 
 /// Separates a key's parts; ids never contain a NUL byte.
 const SEP: u8 = 0;
@@ -123,12 +128,17 @@ impl EmbeddedStore {
     pub fn open(dir: &Path, durability: Durability) -> Result<Self> {
         // This store's engine workers are the ones that are new after it opens.
         let known = background_priority::threads_named(ENGINE_WORKER_THREAD);
+        let known_flushers = background_priority::threads_named(ENGINE_FLUSH_THREAD);
         let db = Database::builder(dir).open()?;
         let background_threads = background_priority::lower_new_threads_named(
             ENGINE_WORKER_THREAD,
             &known,
             background_priority::BACKGROUND_NICENESS,
         );
+        let flush_threads: Vec<i32> = background_priority::threads_named(ENGINE_FLUSH_THREAD)
+            .into_iter()
+            .filter(|tid| !known_flushers.contains(tid))
+            .collect();
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let tables = Tables {
             conversations: open("conversations")?,
@@ -159,6 +169,7 @@ impl EmbeddedStore {
             writer: Arc::new(writer),
             durability,
             background_threads: background_threads.into(),
+            flush_threads: flush_threads.into(),
         })
     }
 
@@ -167,6 +178,12 @@ impl EmbeddedStore {
     /// flushes too).
     pub fn background_threads(&self) -> &[i32] {
         &self.background_threads
+    }
+
+    /// The ids of the engine's flush thread (none with one worker), which
+    /// keeps the caller's CPU priority.
+    pub fn flush_threads(&self) -> &[i32] {
+        &self.flush_threads
     }
 
     /// How many group fsyncs the store has run since it was opened.
