@@ -39,8 +39,10 @@
 # JSON reports and plots land in bench/results/ (NAME-rRATE.json per step,
 # NAME-rRATE.cpu per step: server and load generator CPU seconds; NAME-knee.json
 # is the bounded knee, NAME-max.json the unbounded one, NAME-repN.json the
-# repetitions).
+# repetitions). MIMALLOC_PURGE_DELAY (-1, as in the container images: the
+# server's allocator keeps the memory it frees; README, "Configuration").
 set -euo pipefail
+export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY--1}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -19,7 +19,9 @@
 # CHAT_JWT_SECRET (shared by the gateways; default: generated into CLUSTER_DIR),
 # CLUSTER_DEV_AUTH (serve POST /v1/dev/token; default true, for trying it out),
 # CLUSTER_MSG_FLAGS (extra msg-service flags, split on whitespace, e.g.
-# "--send-rate 100 --send-burst 200"; default none).
+# "--send-rate 100 --send-burst 200"; default none),
+# MIMALLOC_PURGE_DELAY (-1, as in the container images: msg-service's and the
+# gateways' allocator keeps the memory it frees; README, "Configuration").
 #
 # The store: CLUSTER_STORE=cassandra (the default) or embedded (msg-service's
 # embedded store under CLUSTER_DIR/msg-data: one replica, no Java needed).
@@ -39,6 +41,7 @@
 # like for the others. Node dirs are kept by `down`: a later `up` on the same
 # CLUSTER_DIR starts the same nodes, with their data, again.
 set -euo pipefail
+export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY--1}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dir="${CLUSTER_DIR:-$root/.cluster}"
