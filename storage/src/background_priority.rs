@@ -36,10 +36,7 @@ pub(crate) fn lower_new_threads_named(name: &str, known: &[i32], niceness: i32) 
     };
     let target = (base + niceness).min(NICEST);
     let mut lowered = Vec::new();
-    for tid in threads_named(name) {
-        if known.contains(&tid) {
-            continue;
-        }
+    for tid in new_threads_named(name, known) {
         let Some(pid) = Pid::from_raw(tid) else {
             continue;
         };
@@ -56,6 +53,15 @@ pub(crate) fn lower_new_threads_named(name: &str, known: &[i32], niceness: i32) 
         }
     }
     lowered
+}
+
+/// The ids of this process's threads named `name`, other than those in
+/// `known` (none without `/proc`).
+pub(crate) fn new_threads_named(name: &str, known: &[i32]) -> Vec<i32> {
+    threads_named(name)
+        .into_iter()
+        .filter(|tid| !known.contains(tid))
+        .collect()
 }
 
 /// The ids of this process's threads named `name` (none without `/proc`).

@@ -135,10 +135,8 @@ impl EmbeddedStore {
             &known,
             background_priority::BACKGROUND_NICENESS,
         );
-        let flush_threads: Vec<i32> = background_priority::threads_named(ENGINE_FLUSH_THREAD)
-            .into_iter()
-            .filter(|tid| !known_flushers.contains(tid))
-            .collect();
+        let flush_threads =
+            background_priority::new_threads_named(ENGINE_FLUSH_THREAD, &known_flushers);
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let tables = Tables {
             conversations: open("conversations")?,

@@ -241,10 +241,6 @@ fn lock(handoff: &Mutex<Handoff>) -> std::sync::MutexGuard<'_, Handoff> {
 }
 
 impl WorkerState {
-    fn passes_on_compactions(&self) -> bool {
-        passes_on_compactions(self.pool_size, self.worker_id)
-    }
-
     /// The next message for this worker: the channel's next if one waits
     /// there (a `Close` among them, so closing does not wait for parked
     /// compactions), else a compaction handed on to it, else the channel's
@@ -376,7 +372,7 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
         }
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
-            if ctx.passes_on_compactions() {
+            if passes_on_compactions(ctx.pool_size, ctx.worker_id) {
                 ctx.hand_on(keyspace);
                 return Ok(false);
             }
@@ -394,23 +390,16 @@ mod tests {
     use crate::{Database, KeyspaceCreateOptions};
     use test_log::test;
 
-    /// This process's threads named `name`.
-    fn threads_named(name: &str) -> std::io::Result<Vec<String>> {
+    /// This process's threads named as workers, by either name.
+    fn named_workers() -> std::io::Result<Vec<String>> {
         let mut found = vec![];
         for task in std::fs::read_dir("/proc/self/task")? {
             let task = task?;
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() == name {
+            if [WORKER_THREAD_NAME, FLUSH_WORKER_THREAD_NAME].contains(&comm.trim_end()) {
                 found.push(task.file_name().to_string_lossy().into_owned());
             }
         }
-        Ok(found)
-    }
-
-    /// This process's worker threads, by either name.
-    fn named_workers() -> std::io::Result<Vec<String>> {
-        let mut found = threads_named(WORKER_THREAD_NAME)?;
-        found.extend(threads_named(FLUSH_WORKER_THREAD_NAME)?);
         Ok(found)
     }
 
@@ -671,13 +660,22 @@ mod tests {
             .worker_threads_unchecked(0)
             .open()?;
         let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
-        db.worker_pool
-            .sender
-            .send(WorkerMessage::Compact(ks.clone()))
-            .expect("the channel is open");
-
-        assert!(!worker_tick(&worker_of(&db, 0, 1))?);
-        assert!(db.worker_pool.rx.is_empty());
+        let lone = worker_of(&db, 0, 1);
+        // Four tables in level 0, each flushed by the lone worker (the
+        // compactions the first three flushes ask for are dropped)
+        for i in 0..4u32 {
+            let _ = db.worker_pool.rx.drain().count();
+            ks.insert(i.to_be_bytes(), [0u8; 100])?;
+            assert!(ks.rotate_memtable()?);
+            assert!(!worker_tick(&lone)?);
+        }
+        assert_eq!(Some(4), ks.tree.level_table_count(0));
+        // The last flush asked for a compaction: the lone worker runs it
+        assert!(!worker_tick(&lone)?);
+        assert!(
+            ks.tree.level_table_count(0) < Some(4),
+            "the lone worker did not compact level 0",
+        );
         assert!(lock(&db.worker_pool.handoff).pending.is_empty());
         Ok(())
     }
