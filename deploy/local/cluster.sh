@@ -82,12 +82,48 @@ alive() {
   [ "${stat%% *}" != Z ]
 }
 
-# Waits until `probe` succeeds (at most $4 polls 0.2 s apart; default 150: 30 s);
-# fails with the log of `name` if `pid` dies first.
+# Whether process $1 holds a listening TCP socket on every port $2...: a
+# probe on a port can be answered by another process that holds it (another
+# cluster's part, when this one could not bind it).
+listens_on() {
+  python3 - "$@" <<'PY'
+import os, sys
+pid, ports = sys.argv[1], {int(port) for port in sys.argv[2:]}
+listening = {}  # socket inode -> local port, of the sockets in state LISTEN
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        rows = open(table).read().splitlines()[1:]
+    except OSError:
+        continue
+    for row in rows:
+        fields = row.split()
+        if fields[3] == "0A":
+            listening[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+held = set()
+try:
+    fds = os.listdir(f"/proc/{pid}/fd")
+except OSError:
+    sys.exit(1)
+for fd in fds:
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        continue
+    if target.startswith("socket:[") and target[8:-1] in listening:
+        held.add(listening[target[8:-1]])
+sys.exit(0 if ports <= held else 1)
+PY
+}
+
+# Waits until part $1 is ready: its probe succeeds and its own process listens
+# on its ports (at most $2 polls 0.2 s apart; default 150: 30 s); fails with
+# its log if the process dies first.
 wait_for() {
-  local name="$1" pid="$2" probe="$3" tries="${4:-150}"
+  local name="$1" tries="${2:-150}" pid probe ports
+  pid="$(cat "$dir/$name.pid")" probe="$(cat "$dir/$name.probe")" ports="$(cat "$dir/$name.ports")"
   for _ in $(seq 1 "$tries"); do
-    if eval "$probe" >/dev/null 2>&1; then return 0; fi
+    # shellcheck disable=SC2086 # the ports are words
+    if eval "$probe" >/dev/null 2>&1 && listens_on "$pid" $ports; then return 0; fi
     if ! alive "$pid"; then
       echo "cluster: $name exited; its log:" >&2; tail -n 30 "$dir/$name.log" >&2; return 1
     fi
@@ -97,23 +133,43 @@ wait_for() {
   return 1
 }
 
-# After part $1 failed to start on port $3: whether to try another port
+# After part $1 failed to start on ports $3: whether to try other ports
 # (its log matches grep pattern $2, and attempt $4 of 3 was not the last);
 # then its log is cleared for the next attempt.
 port_was_taken() {
-  local name="$1" pattern="$2" port="$3" attempt="$4"
+  local name="$1" pattern="$2" ports="$3" attempt="$4"
   grep -qi "$pattern" "$dir/$name.log" && [ "$attempt" -lt 3 ] || return 1
-  echo "cluster: $name: port $port was taken; trying another" >&2
+  echo "cluster: $name: a port of $ports was taken; trying others" >&2
   : >"$dir/$name.log"
 }
 
-# start NAME PROBE CMD...: runs CMD in the background; remembers how (for restart).
+# start NAME PORTS PROBE CMD...: runs CMD in the background; remembers how (for
+# restart) and the ports (space-separated) it listens on once ready.
 start() {
-  local name="$1" probe="$2"; shift 2
+  local name="$1" ports="$2" probe="$3"; shift 3
   printf '%s\0' "$@" >"$dir/$name.cmd"
   printf '%s' "$probe" >"$dir/$name.probe"
+  printf '%s' "$ports" >"$dir/$name.ports"
   "$@" >>"$dir/$name.log" 2>&1 &
   echo $! >"$dir/$name.pid"
+}
+
+# start_listening NAME TAKEN TRIES LAUNCHER PORT...: `LAUNCHER PORT...` starts
+# part NAME (with `start`) on those ports; waits (TRIES polls) until it is
+# ready. A free port can be taken before the part binds it (by a part of
+# another cluster: cluster tests run in parallel; or as the source port of an
+# outgoing connection): if the part exits with grep pattern TAKEN in its log,
+# it starts again on new free ports, 3 attempts in all (TAKEN empty: the
+# ports are fixed). Leaves the ports it listens on in the caller's `ports`.
+start_listening() {
+  local name="$1" taken="$2" tries="$3" launcher="$4" attempt i; shift 4
+  ports=("$@")
+  for attempt in 1 2 3; do
+    "$launcher" "${ports[@]}"
+    wait_for "$name" "$tries" && return 0
+    [ -n "$taken" ] && port_was_taken "$name" "$taken" "${ports[*]}" "$attempt" || return 1
+    for i in "${!ports[@]}"; do ports[i]=$(free_port); done
+  done
 }
 
 # The name of replica $1 (1-based): msg-service, msg-service2, msg-service3, ...
@@ -282,6 +338,46 @@ stop_cassandra() {
   return 0
 }
 
+# The parts' launchers for start_listening (PORT...): each starts its part
+# on those ports, with what `up` set (bash's locals are seen by the functions
+# a function calls).
+launch_redis() {
+  start redis "$1" "redis-cli -p $1 ping | grep -q PONG" \
+    redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no
+}
+
+# A msg-service replica ($name) on gRPC port $1 and metrics port $2; ready once
+# it serves its shards.
+launch_replica() {
+  start "$name" "$1 $2" "curl -fsS http://127.0.0.1:$2/readyz" \
+    "$bin/msg-service" --listen "127.0.0.1:$1" --metrics-listen "127.0.0.1:$2" \
+    --instance-name "$name" --data-dir "$dir/msg-data" --redis "$redis_url" "${msg_flags[@]}"
+}
+
+# HAProxy in front of the replicas (the `servers` lines) for the gateways' gRPC.
+launch_msg_lb() {
+  { sed -e "s/@MSG_LB_PORT@/$1/" "$root/deploy/local/haproxy-msg.cfg.tmpl"
+    printf '%s\n' "${servers[@]}"; } >"$dir/haproxy-msg.cfg"
+  haproxy -c -q -f "$dir/haproxy-msg.cfg"
+  start msg-lb "$1" "(exec 3<>/dev/tcp/127.0.0.1/$1)" haproxy -db -f "$dir/haproxy-msg.cfg"
+}
+
+# Gateway $n.
+launch_gateway() {
+  CHAT_JWT_SECRET="$secret" start "gateway$n" "$1" "curl -fsS http://127.0.0.1:$1/readyz" \
+    "$bin/gateway" --listen "127.0.0.1:$1" \
+    --data-dir "$dir/gateway$n" --msg-service "$msg_url" --redis "$redis_url" \
+    --gateway-id "gw$n" --dev-auth "${CLUSTER_DEV_AUTH:-true}"
+}
+
+# HAProxy in front of the gateways (their ports in `gw_ports`).
+launch_haproxy() {
+  sed -e "s/@LB_PORT@/$1/" -e "s/@GW1_PORT@/${gw_ports[0]}/" -e "s/@GW2_PORT@/${gw_ports[1]}/" \
+    "$root/deploy/local/haproxy.cfg.tmpl" >"$dir/haproxy.cfg"
+  haproxy -c -q -f "$dir/haproxy.cfg"
+  start haproxy "$1" "curl -fsS http://127.0.0.1:$1/readyz" haproxy -db -f "$dir/haproxy.cfg"
+}
+
 up() {
   if [ -f "$dir/lb.url" ]; then echo "cluster: already up at $(cat "$dir/lb.url") (run down first)" >&2; exit 1; fi
   command -v redis-server >/dev/null && command -v haproxy >/dev/null \
@@ -292,20 +388,15 @@ up() {
   : >"$dir/ports.used"
   # A part that fails to start leaves nothing running behind it.
   trap 'echo "cluster: up failed; stopping what started" >&2; down' ERR
-  local redis_port msg_port msg_lb_port gw1_port gw2_port lb_port secret
-  redis_port=$(free_port); msg_port=$(free_port); gw1_port=$(free_port); gw2_port=$(free_port)
-  msg_lb_port=$(free_port)
-  lb_port="${CLUSTER_PORT:-$(free_port)}"
+  local secret ports=()
   if [ -n "${CHAT_JWT_SECRET:-}" ]; then secret="$CHAT_JWT_SECRET"
   else
     [ -f "$dir/jwt-secret" ] || (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$dir/jwt-secret")
     secret="$(cat "$dir/jwt-secret")"
   fi
-  local redis_url="redis://127.0.0.1:$redis_port"
 
-  start redis "redis-cli -p $redis_port ping | grep -q PONG" \
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no
-  wait_for redis "$(cat "$dir/redis.pid")" "$(cat "$dir/redis.probe")"
+  start_listening redis "already in use" 150 launch_redis "$(free_port)"
+  local redis_url="redis://127.0.0.1:${ports[0]}"
 
   local msg_flags=(); read -r -a msg_flags <<<"${CLUSTER_MSG_FLAGS:-}"
   # msg-service listens once its store is open (on Cassandra: the keyspace
@@ -327,67 +418,38 @@ up() {
   [[ "$replicas" =~ ^[1-9]$ ]] || { echo "cluster: CLUSTER_MSG_REPLICAS must be 1-9 (got '$replicas')" >&2; false; }
   # One after another: the first creates the keyspace and tables (two at
   # once would race on the schema); each is ready once it serves its shards.
-  local i name port metrics servers=()
+  local i name msg_port servers=()
   : >"$dir/replicas"; : >"$dir/replica-metrics"
   for i in $(seq 1 "$replicas"); do
-    name="$(replica_name "$i")" port=$(free_port) metrics=$(free_port)
-    [ "$i" = 1 ] && port=$msg_port
-    start "$name" "(exec 3<>/dev/tcp/127.0.0.1/$port) && curl -fsS http://127.0.0.1:$metrics/readyz" \
-      "$bin/msg-service" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics" \
-      --instance-name "$name" --data-dir "$dir/msg-data" --redis "$redis_url" "${msg_flags[@]}"
-    wait_for "$name" "$(cat "$dir/$name.pid")" "$(cat "$dir/$name.probe")" "$msg_tries"
+    name="$(replica_name "$i")"
+    start_listening "$name" "already in use" "$msg_tries" launch_replica "$(free_port)" "$(free_port)"
+    [ "$i" = 1 ] && msg_port="${ports[0]}"
     echo "$name" >>"$dir/replicas"
-    servers+=("    server $name 127.0.0.1:$port check port $metrics")
-    printf '%s=http://127.0.0.1:%s\n' "$name" "$metrics" >>"$dir/replica-metrics"
+    servers+=("    server $name 127.0.0.1:${ports[0]} check port ${ports[1]}")
+    printf '%s=http://127.0.0.1:%s\n' "$name" "${ports[1]}" >>"$dir/replica-metrics"
   done
   # Gateways reach one replica directly, or several through msg-lb.
   local msg_url="http://127.0.0.1:$msg_port"
   if [ "$replicas" -gt 1 ]; then
-    { sed -e "s/@MSG_LB_PORT@/$msg_lb_port/" "$root/deploy/local/haproxy-msg.cfg.tmpl"
-      printf '%s\n' "${servers[@]}"; } >"$dir/haproxy-msg.cfg"
-    haproxy -c -q -f "$dir/haproxy-msg.cfg"
-    start msg-lb "(exec 3<>/dev/tcp/127.0.0.1/$msg_lb_port)" haproxy -db -f "$dir/haproxy-msg.cfg"
-    wait_for msg-lb "$(cat "$dir/msg-lb.pid")" "$(cat "$dir/msg-lb.probe")"
-    msg_url="http://127.0.0.1:$msg_lb_port"
+    start_listening msg-lb "cannot bind socket" 150 launch_msg_lb "$(free_port)"
+    msg_url="http://127.0.0.1:${ports[0]}"
   fi
 
-  local n port attempt
+  local n gw_ports=()
   for n in 1 2; do
-    port=$gw1_port; [ "$n" = 2 ] && port=$gw2_port
-    # A free port can be taken by another process between free_port and the
-    # bind (cluster tests run in parallel): then try another one.
-    for attempt in 1 2 3; do
-      CHAT_JWT_SECRET="$secret" start "gateway$n" "curl -fsS http://127.0.0.1:$port/readyz" \
-        "$bin/gateway" --listen "127.0.0.1:$port" \
-        --data-dir "$dir/gateway$n" --msg-service "$msg_url" --redis "$redis_url" \
-        --gateway-id "gw$n" --dev-auth "${CLUSTER_DEV_AUTH:-true}"
-      if wait_for "gateway$n" "$(cat "$dir/gateway$n.pid")" "curl -fsS http://127.0.0.1:$port/readyz"; then
-        break
-      fi
-      port_was_taken "gateway$n" "already in use" "$port" "$attempt" || false
-      port=$(free_port)
-    done
-    if [ "$n" = 1 ]; then gw1_port=$port; else gw2_port=$port; fi
+    start_listening "gateway$n" "already in use" 150 launch_gateway "$(free_port)"
+    gw_ports+=("${ports[0]}")
   done
 
-  # A port can also be taken as the source port of an outgoing connection
-  # between free_port and the bind: then another one (unless CLUSTER_PORT
-  # fixed it).
-  for attempt in 1 2 3; do
-    sed -e "s/@LB_PORT@/$lb_port/" -e "s/@GW1_PORT@/$gw1_port/" -e "s/@GW2_PORT@/$gw2_port/" \
-      "$root/deploy/local/haproxy.cfg.tmpl" >"$dir/haproxy.cfg"
-    haproxy -c -q -f "$dir/haproxy.cfg"
-    start haproxy "curl -fsS http://127.0.0.1:$lb_port/readyz" haproxy -db -f "$dir/haproxy.cfg"
-    if wait_for haproxy "$(cat "$dir/haproxy.pid")" "curl -fsS http://127.0.0.1:$lb_port/readyz"; then
-      break
-    fi
-    [ -z "${CLUSTER_PORT:-}" ] && port_was_taken haproxy "cannot bind socket" "$lb_port" "$attempt" || false
-    lb_port=$(free_port)
-  done
+  if [ -n "${CLUSTER_PORT:-}" ]; then
+    start_listening haproxy "" 150 launch_haproxy "$CLUSTER_PORT"
+  else
+    start_listening haproxy "cannot bind socket" 150 launch_haproxy "$(free_port)"
+  fi
 
   printf 'gw1=http://127.0.0.1:%s\ngw2=http://127.0.0.1:%s\nmsg=%s\nredis=%s\n' \
-    "$gw1_port" "$gw2_port" "$msg_url" "$redis_url" >"$dir/endpoints"
-  echo "http://127.0.0.1:$lb_port" >"$dir/lb.url"
+    "${gw_ports[0]}" "${gw_ports[1]}" "$msg_url" "$redis_url" >"$dir/endpoints"
+  echo "http://127.0.0.1:${ports[0]}" >"$dir/lb.url"
   trap - ERR
   cat "$dir/lb.url"
 }
@@ -473,8 +535,8 @@ restart() {
   [ -z "$secret" ] && [ -f "$dir/jwt-secret" ] && secret="$(cat "$dir/jwt-secret")"
   mapfile -d '' args <"$dir/$1.cmd"
   if alive "$(cat "$dir/$1.pid")"; then echo "cluster: $1 is running" >&2; exit 1; fi
-  CHAT_JWT_SECRET="$secret" start "$1" "$(cat "$dir/$1.probe")" "${args[@]}"
-  wait_for "$1" "$(cat "$dir/$1.pid")" "$(cat "$dir/$1.probe")"
+  CHAT_JWT_SECRET="$secret" start "$1" "$(cat "$dir/$1.ports")" "$(cat "$dir/$1.probe")" "${args[@]}"
+  wait_for "$1"
 }
 
 case "${1:-}" in

@@ -41,6 +41,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a cluster and waits until `up` says it is ready.
     pub async fn up() -> Cluster {
+        Cluster::try_up(&[])
+            .await
+            .unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// Runs `up` with `env` added to its environment: the cluster once it is
+    /// ready, or how `up` failed (its status and stderr; what it started is
+    /// stopped).
+    pub async fn try_up(env: &[(&str, &str)]) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("chat-cluster-")
             .tempdir()
@@ -67,6 +76,7 @@ impl Cluster {
             // Free ports for parallel clusters, and msg-service's default limits.
             .env_remove("CLUSTER_PORT")
             .env_remove("CLUSTER_MSG_FLAGS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
@@ -74,12 +84,13 @@ impl Cluster {
             .await
             .expect("cluster.sh up finishes in time")
             .expect("running cluster.sh up");
-        assert!(
-            output.status.success(),
-            "cluster.sh up failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if !output.status.success() {
+            return Err(format!(
+                "cluster.sh up failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
         let lb = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         let endpoints = std::fs::read_to_string(cluster.dir().join("endpoints"))
             .expect("reading the endpoints file");
@@ -94,7 +105,7 @@ impl Cluster {
         cluster.gw1 = endpoints["gw1"].to_owned();
         cluster.gw2 = endpoints["gw2"].to_owned();
         cluster.lb = lb;
-        cluster
+        Ok(cluster)
     }
 
     fn dir(&self) -> &Path {

@@ -13,6 +13,7 @@ mod rate_limit;
 #[path = "../api/raw_http.rs"]
 mod raw_http;
 mod redis_restart;
+mod startup;
 #[allow(
     dead_code,
     reason = "shared with the api tests; not every helper is used here"
