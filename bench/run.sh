@@ -31,7 +31,7 @@
 # BENCH_CLUSTER_STEPS ("1 2 3 5 10 15 20 30 40 60"), BENCH_P99_BOUND_MS (50), BENCH_REPS (3),
 # BENCH_CLUSTER_STORE (cassandra: 3 replicas; embedded: 1), BENCH_IDLE (15000),
 # BENCH_IDLE_PROCS (3), BENCH_CATCH_UP (50000: 100 sync pages, half the frame
-# burst of a connection; 10,000 take ~35 ms, too short to compare runs),
+# burst of a connection, so no page waits for the budget; 10,000 take ~35 ms, too short to compare runs),
 # BENCH_FLAME (1: a flame graph of
 # the single-machine server during one more run at its knee, bench/flame.sh ->
 # bench/results/single-knee-flame.svg; 0: none), BENCH_SKIP (comma list of

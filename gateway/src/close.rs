@@ -37,7 +37,8 @@ impl CloseReason {
     pub const NORMAL: CloseReason = CloseReason::new(close_code::NORMAL, "");
     /// The client does not read what it is sent.
     pub const NOT_READING: CloseReason = CloseReason::new(close_code::POLICY, "not reading");
-    /// The client sent more frames than its budget.
+    /// The client went on sending frames while they were refused for being
+    /// over its budget.
     pub const TOO_MANY_FRAMES: CloseReason =
         CloseReason::new(close_code::POLICY, "too many frames");
     /// Nothing arrived from the client for the idle timeout.

@@ -81,7 +81,9 @@ pub struct Config {
     pub ws_idle_timeout_secs: u64,
 
     /// Frames per second a socket may send on average (pings included);
-    /// past the burst the socket gets `rate_limited` and is closed with 1008.
+    /// past the burst each frame is refused with `rate_limited` and
+    /// `retry_after_ms`, and a socket that sends 50 more while refused is
+    /// closed with 1008.
     #[arg(long, env = "CHAT_WS_FRAME_RATE", default_value_t = 100,
         value_parser = clap::value_parser!(u32).range(1..))]
     pub ws_frame_rate: u32,

@@ -15,7 +15,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::budget::FrameBudget;
+use crate::budget::{FrameBudget, Verdict};
 use crate::close::{CloseReason, Closer, close_code, for_read_error};
 use crate::error::Error;
 use crate::head::Head;
@@ -160,8 +160,16 @@ async fn read_loop<R, E>(
             Some(Err(err)) => return refuse_broken(out, closer, &err),
             Some(Ok(message)) => message,
         };
-        if !budget.take() {
-            return refuse_flood(out, closer, &budget, state);
+        match budget.take() {
+            Verdict::Admit => {}
+            Verdict::Refuse => {
+                let refusal = over_budget(&message, &budget, state);
+                if !queue_reply(out, closer, refusal) {
+                    return;
+                }
+                continue;
+            }
+            Verdict::Close => return refuse_flood(out, closer, &budget, state),
         }
         let reply = match message {
             Message::Text(text) if text.len() > state.limits.max_frame_bytes => {
@@ -237,7 +245,25 @@ fn refuse(
     }
 }
 
-/// The client sent frames faster than its budget: `rate_limited`, then 1008.
+/// A frame over the socket's budget is not served: `rate_limited`, with its
+/// `rid` when it has one, and how long to wait before sending again.
+fn over_budget(message: &Message, budget: &FrameBudget, state: &AppState) -> ServerFrame {
+    metrics::counter!("chat_ws_frame_refusals_total").increment(1);
+    let rid = match message {
+        Message::Text(text) if text.len() <= state.limits.max_frame_bytes => {
+            proto::rid_of_frame(text)
+        }
+        _ => None,
+    };
+    budget_error(
+        rid,
+        budget,
+        state,
+        "wait retry_after_ms before sending again",
+    )
+}
+
+/// The client went on sending while refused: `rate_limited`, then 1008.
 fn refuse_flood(
     out: &mut mpsc::Sender<Outgoing>,
     closer: &Closer,
@@ -245,17 +271,26 @@ fn refuse_flood(
     state: &AppState,
 ) {
     metrics::counter!("chat_ws_frame_flood_closes_total").increment(1);
+    let frame = budget_error(None, budget, state, "closing");
+    refuse(out, closer, frame, CloseReason::TOO_MANY_FRAMES);
+}
+
+fn budget_error(
+    rid: Option<Rid>,
+    budget: &FrameBudget,
+    state: &AppState,
+    then: &str,
+) -> ServerFrame {
     let retry = u64::try_from(budget.retry_after().as_millis()).unwrap_or(u64::MAX);
-    let frame = ServerFrame::Error {
-        rid: None,
+    ServerFrame::Error {
+        rid,
         code: ErrorCode::RateLimited,
         message: format!(
-            "more than {} frames per second (bursts of {}); closing",
+            "more than {} frames per second (bursts of {}); {then}",
             state.limits.frame_rate, state.limits.frame_burst
         ),
         retry_after_ms: Some(retry.max(1)),
-    };
-    refuse(out, closer, frame, CloseReason::TOO_MANY_FRAMES);
+    }
 }
 
 /// A read failed: invalid UTF-8 and oversized messages get an `error`

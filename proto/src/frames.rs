@@ -86,7 +86,7 @@ pub fn parse_client_frame(text: &str) -> Result<(Option<Rid>, ClientFrame), Fram
     let fail = |rid: Option<Rid>, error| FrameError { rid, error };
     let object: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
         fail(
-            salvage_rid(text),
+            rid_of_frame(text),
             // serde quotes the offending value (a whole 64 KiB string, say).
             ProtoError::Malformed(format!("not a JSON object: {}", excerpt(&e.to_string()))),
         )
@@ -120,9 +120,10 @@ struct RidOnly {
     rid: Option<Value>,
 }
 
-/// The `rid` of a frame that did not parse as a whole, when the frame is a
-/// JSON object with a valid `rid`.
-fn salvage_rid(text: &str) -> Option<Rid> {
+/// The `rid` of a text frame, when it is a JSON object with a valid `rid`;
+/// nothing else is read. For a frame that did not parse as a whole, and for
+/// one refused before it was parsed (over its socket's frame budget).
+pub fn rid_of_frame(text: &str) -> Option<Rid> {
     let RidOnly { rid } = serde_json::from_str(text).ok()?;
     parse_rid(rid.as_ref()).ok().flatten()
 }

@@ -9,7 +9,7 @@ mod messages;
 pub use error::{ErrorCode, MAX_QUOTED_CHARS, ProtoError, Result, excerpt};
 pub use frames::{
     ClientFrame, FrameError, MAX_PRESENCE_USERS, PresenceOf, Rid, ServerFrame, SyncFrame,
-    parse_client_frame, presence_users,
+    parse_client_frame, presence_users, rid_of_frame,
 };
 pub use ids::{ClientMsgId, ConvId, ConvKind, DeviceId, UserId};
 pub use messages::{
