@@ -3,8 +3,10 @@
 //! whether it may serve a shard now. It serves a shard only while its own
 //! lease is valid by its monotonic clock (minus a drift margin) and it holds
 //! the shard; it takes a shard from another instance only once that one
-//! released it, or its lease expired (plus the margin) and was ended, so
-//! two instances never serve one shard at once.
+//! released it, or its lease ran out (plus the margin; read as
+//! [`LeaseRows`] says, so that a wall clock set wrong on either side does
+//! not decide it) and was ended, so two instances never serve one shard at
+//! once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use futures_util::StreamExt;
 use storage::{InstanceLease, LeaseStore, ShardOwner};
 
 use super::assign::{assigned_to, owner_of};
+use super::lease_rows::LeaseRows;
 
 /// How soon a failed tick or renewal is tried again.
 const RETRY_FAILED_TICK: Duration = Duration::from_millis(200);
@@ -34,9 +37,8 @@ const CATCH_UP_EVERY: Duration = Duration::from_millis(200);
 /// predecessor.
 pub const NO_ADDRESS: &str = "-";
 
-/// How long after another instance's lease runs out (plus the margin) a
-/// tick is due, so that its shards move at once rather than at the next
-/// renewal.
+/// How long after another instance's lease runs out a tick is due, so
+/// that its shards move at once rather than at the next renewal.
 const TICK_AFTER_EXPIRY: Duration = Duration::from_millis(20);
 
 /// The two clocks a keeper reads.
@@ -78,7 +80,8 @@ pub struct KeeperConfig {
     /// How long a renewal holds.
     pub lease: Duration,
     /// The most two instances' clocks may disagree: an owner stops this much
-    /// before its lease ends, a taker waits this much after.
+    /// before its lease ends, a taker waits this much after (for clocks
+    /// that disagree more, see [`LeaseRows`]).
     pub drift_margin: Duration,
 }
 
@@ -101,10 +104,6 @@ impl KeeperConfig {
     fn lease_ms(&self) -> u64 {
         u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
     }
-
-    fn margin_ms(&self) -> u64 {
-        u64::try_from(self.drift_margin.as_millis()).unwrap_or(u64::MAX)
-    }
 }
 
 /// What the keeper holds now.
@@ -124,6 +123,11 @@ struct Held {
     healthy_since: Option<Duration>,
     /// Another instance ended its lease: it never serves again.
     deposed: bool,
+    /// The expiry its last renewal wrote: each writes a later one, so that
+    /// others see every renewal as a change of its row.
+    expires_at: u64,
+    /// The lease rows as it read them: when others' leases run out.
+    rows: LeaseRows,
     /// The shards it holds, with the epoch it claimed each at.
     shards: HashMap<u16, u64>,
     /// How many shards are assigned to it (by its last tick).
@@ -207,6 +211,7 @@ impl LeaseKeeper {
             valid_until: Some(self.valid_from(sent)),
             renewed_at: sent,
             healthy_since: Some(sent),
+            expires_at: lease.expires_at,
             live: std::mem::take(&mut held.live),
             addrs: std::mem::take(&mut held.addrs),
             adopted: std::mem::take(&mut held.adopted),
@@ -353,8 +358,6 @@ impl LeaseKeeper {
         if self.deposed() {
             return Err(ended(&me));
         }
-        let now = self.clock.wall_ms();
-        let margin = self.config.margin_ms();
         let mut instances: HashMap<String, InstanceLease> = self
             .store
             .instances()
@@ -363,21 +366,22 @@ impl LeaseKeeper {
             .map(|lease| (lease.instance.clone(), lease))
             .collect();
         self.end_predecessors(&mut instances).await?;
-        let mut live: Vec<String> = instances
-            .values()
-            .filter(|lease| lease.alive && lease.expires_at.saturating_add(margin) > now)
-            .map(|lease| lease.instance.clone())
+        let now = self.clock.monotonic();
+        let runs_out = self.runs_out(&instances, now);
+        let mut live: Vec<String> = runs_out
+            .iter()
+            .filter(|(_, at)| **at > now)
+            .map(|(instance, _)| instance.clone())
             .collect();
         live.sort();
-        let soonest_expiry = instances
-            .values()
-            .filter(|lease| live.contains(&lease.instance) && lease.instance != me)
-            .map(|lease| lease.expires_at.saturating_add(margin).saturating_sub(now))
+        let soonest_expiry = runs_out
+            .iter()
+            .filter(|(instance, at)| **at > now && **instance != me)
+            .map(|(_, at)| *at)
             .min();
         {
             let mut held = self.held();
-            held.next_expiry = soonest_expiry
-                .map(|ms| self.clock.monotonic() + Duration::from_millis(ms) + TICK_AFTER_EXPIRY);
+            held.next_expiry = soonest_expiry.map(|at| at + TICK_AFTER_EXPIRY);
             held.live.clone_from(&live);
             held.addrs = instances
                 .values()
@@ -413,12 +417,35 @@ impl LeaseKeeper {
                 .collect()
         };
         self.held().assigned = assigned.len();
-        let ended = self.end_expired_owners(&wanted, &instances, now).await?;
+        let ended = self
+            .end_expired_owners(&wanted, &instances, &runs_out, now)
+            .await?;
         let claims = futures_util::stream::iter(wanted)
             .map(|seen| self.take(seen, &instances, &ended))
             .buffer_unordered(CONCURRENT_CLAIMS);
         let outcomes: Vec<storage::Result<()>> = claims.collect().await;
         outcomes.into_iter().collect()
+    }
+
+    /// Takes in the lease rows read at `now` (monotonic); when each alive
+    /// instance's lease runs out unless it is renewed.
+    fn runs_out(
+        &self,
+        instances: &HashMap<String, InstanceLease>,
+        now: Duration,
+    ) -> HashMap<String, Duration> {
+        let (lease, margin) = (self.config.lease, self.config.drift_margin);
+        let wall_ms = self.clock.wall_ms();
+        let mut held = self.held();
+        held.rows.read_at(instances, now, wall_ms, margin);
+        instances
+            .values()
+            .filter(|row| row.alive)
+            .filter_map(|row| {
+                let at = held.rows.runs_out(&row.instance, lease, margin)?;
+                Some((row.instance.clone(), at))
+            })
+            .collect()
     }
 
     async fn renew(&self) -> storage::Result<()> {
@@ -427,8 +454,18 @@ impl LeaseKeeper {
             return Err(ended(&me));
         }
         let sent = self.clock.monotonic();
-        let expires_at = self.clock.wall_ms().saturating_add(self.config.lease_ms());
-        self.held().renewed_at = sent;
+        let expires_at = {
+            let mut held = self.held();
+            held.renewed_at = sent;
+            // Later than the last, even if the wall clock stepped back.
+            let expires_at = self
+                .clock
+                .wall_ms()
+                .saturating_add(self.config.lease_ms())
+                .max(held.expires_at.saturating_add(1));
+            held.expires_at = expires_at;
+            expires_at
+        };
         let renewed = self.store.renew_instance(&me, expires_at).await?;
         let mut held = self.held();
         if held.instance != me {
@@ -475,14 +512,15 @@ impl LeaseKeeper {
         outcomes.into_iter().try_for_each(|r| r.map(|_| ()))
     }
 
-    /// Ends the leases that expired (plus the margin) of the owners of
-    /// `wanted` shards, once each; the instances it ended. One that renewed
-    /// meanwhile is alive after all, and keeps its shards.
+    /// Ends the leases of the owners of `wanted` shards that ran out by
+    /// `now` (by `runs_out`), once each; the instances it ended. One that
+    /// renewed meanwhile is alive after all, and keeps its shards.
     async fn end_expired_owners(
         &self,
         wanted: &[ShardOwner],
         instances: &HashMap<String, InstanceLease>,
-        now: u64,
+        runs_out: &HashMap<String, Duration>,
+        now: Duration,
     ) -> storage::Result<HashSet<String>> {
         if !self.healthy_for_a_lease() {
             return Ok(HashSet::new());
@@ -492,9 +530,7 @@ impl LeaseKeeper {
             .iter()
             .filter(|seen| seen.owner != me)
             .filter_map(|seen| instances.get(&seen.owner))
-            .filter(|lease| {
-                lease.alive && lease.expires_at.saturating_add(self.config.margin_ms()) <= now
-            })
+            .filter(|lease| runs_out.get(&lease.instance).is_some_and(|at| *at <= now))
             .map(|lease| (lease.instance.as_str(), lease.expires_at))
             .collect();
         let mut ended = HashSet::new();

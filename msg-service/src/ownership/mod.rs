@@ -5,6 +5,7 @@
 mod assign;
 mod forward;
 mod keeper;
+mod lease_rows;
 mod routes;
 mod shards;
 

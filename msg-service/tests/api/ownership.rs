@@ -59,7 +59,34 @@ fn setup() -> anyhow::Result<Setup> {
 }
 
 async fn keeper(setup: &Setup, name: &str) -> anyhow::Result<LeaseKeeper> {
-    let clock: Arc<dyn KeeperClock> = setup.clock.clone();
+    keeper_on(setup, name, setup.clock.clone()).await
+}
+
+/// A test clock whose wall time is `ahead_ms` off the shared one's (a
+/// clock stepped, or never set right); its monotonic time is the same.
+struct SteppedClock {
+    clock: Arc<ManualClock>,
+    ahead_ms: i64,
+}
+
+impl KeeperClock for SteppedClock {
+    fn wall_ms(&self) -> u64 {
+        self.clock.wall_ms().saturating_add_signed(self.ahead_ms)
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.clock.monotonic()
+    }
+}
+
+/// A day, in ms.
+const DAY_MS: i64 = 86_400_000;
+
+async fn keeper_on(
+    setup: &Setup,
+    name: &str,
+    clock: Arc<dyn KeeperClock>,
+) -> anyhow::Result<LeaseKeeper> {
     Ok(LeaseKeeper::register(
         Arc::clone(&setup.store),
         clock,
@@ -209,6 +236,64 @@ async fn the_shards_of_a_silent_instance_move_after_its_lease_and_it_never_serve
         let (now, was) = (a.serves(shard), before[usize::from(shard)]);
         assert!(now > was, "shard {shard}: epoch {now:?} after {was:?}");
     }
+    Ok(())
+}
+
+/// `a` on a wall clock `ahead_ms` off, `b` on the true one, each serving
+/// its share.
+async fn split_with_a_stepped_clock(
+    setup: &Setup,
+    ahead_ms: i64,
+) -> anyhow::Result<(LeaseKeeper, LeaseKeeper)> {
+    let stepped = Arc::new(SteppedClock {
+        clock: Arc::clone(&setup.clock),
+        ahead_ms,
+    });
+    let a = keeper_on(setup, "a", stepped).await?;
+    let b = keeper(setup, "b").await?;
+    for _ in 0..2 {
+        a.tick().await?;
+        b.tick().await?;
+    }
+    assert!(a.serves_its_shards() && b.serves_its_shards());
+    Ok((a, b))
+}
+
+#[tokio::test]
+async fn a_silent_instance_whose_wall_clock_is_a_day_ahead_loses_its_shards_after_its_lease()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let (a, b) = split_with_a_stepped_clock(&setup, DAY_MS).await?;
+    let a_had = a.held_shards();
+    // a goes silent: its lease row says it holds for another day.
+    setup.clock.advance(Duration::from_secs(5));
+    b.tick().await?;
+    assert_eq!(b.held_shards(), usize::from(SHARDS) - a_had);
+    // Unrenewed for the lease and the margin (9 + 1 s) since b read it.
+    setup.clock.advance(Duration::from_secs(6));
+    b.tick().await?;
+    assert_eq!(b.held_shards(), usize::from(SHARDS), "not a day later");
+    each_shard_served_once(&[&a, &b]);
+    assert!(a.tick().await.is_err() && a.deposed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_instance_whose_wall_clock_is_a_day_behind_keeps_its_shards_while_it_renews()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let (a, b) = split_with_a_stepped_clock(&setup, -DAY_MS).await?;
+    let (a_had, b_had) = (a.held_shards(), b.held_shards());
+    // Its rows say its lease ran out a day ago; it renews every period.
+    for _ in 0..8 {
+        setup.clock.advance(CONFIG.renew_every());
+        a.tick().await?;
+        b.tick().await?;
+    }
+    assert!(!a.deposed(), "b never ended a's lease");
+    assert_eq!((a.held_shards(), b.held_shards()), (a_had, b_had));
+    assert!(a.serves_its_shards() && b.serves_its_shards());
+    each_shard_served_once(&[&a, &b]);
     Ok(())
 }
 
