@@ -90,7 +90,10 @@ listens_on() {
 import os, sys
 pid, ports = sys.argv[1], {int(port) for port in sys.argv[2:]}
 listening = {}  # socket inode -> local port, of the sockets in state LISTEN
-for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+tables = [t for t in ("/proc/net/tcp", "/proc/net/tcp6") if os.path.exists(t)]
+if not tables:
+    sys.exit(0)  # no procfs: the probe decides, as `alive` lets kill -0
+for table in tables:
     try:
         rows = open(table).read().splitlines()[1:]
     except OSError:
@@ -161,14 +164,17 @@ start() {
 # outgoing connection): if the part exits with grep pattern TAKEN in its log,
 # it starts again on new free ports, 3 attempts in all (TAKEN empty: the
 # ports are fixed). Leaves the ports it listens on in the caller's `ports`.
+# Every failure returns 1 (the ERR trap of `up` is not run inside functions).
 start_listening() {
   local name="$1" taken="$2" tries="$3" launcher="$4" attempt i; shift 4
   ports=("$@")
   for attempt in 1 2 3; do
-    "$launcher" "${ports[@]}"
+    "$launcher" "${ports[@]}" || return 1
     wait_for "$name" "$tries" && return 0
     [ -n "$taken" ] && port_was_taken "$name" "$taken" "${ports[*]}" "$attempt" || return 1
-    for i in "${!ports[@]}"; do ports[i]=$(free_port); done
+    # Gone by now (its bind failed), unless it hangs: then it goes.
+    kill -KILL "$(cat "$dir/$name.pid")" 2>/dev/null || true
+    for i in "${!ports[@]}"; do ports[i]=$(free_port) || return 1; done
   done
 }
 
@@ -340,7 +346,8 @@ stop_cassandra() {
 
 # The parts' launchers for start_listening (PORT...): each starts its part
 # on those ports, with what `up` set (bash's locals are seen by the functions
-# a function calls).
+# a function calls). They run where `set -e` does not apply: each step that
+# can fail returns 1 itself.
 launch_redis() {
   start redis "$1" "redis-cli -p $1 ping | grep -q PONG" \
     redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no
@@ -357,8 +364,8 @@ launch_replica() {
 # HAProxy in front of the replicas (the `servers` lines) for the gateways' gRPC.
 launch_msg_lb() {
   { sed -e "s/@MSG_LB_PORT@/$1/" "$root/deploy/local/haproxy-msg.cfg.tmpl"
-    printf '%s\n' "${servers[@]}"; } >"$dir/haproxy-msg.cfg"
-  haproxy -c -q -f "$dir/haproxy-msg.cfg"
+    printf '%s\n' "${servers[@]}"; } >"$dir/haproxy-msg.cfg" || return 1
+  haproxy -c -q -f "$dir/haproxy-msg.cfg" || return 1
   start msg-lb "$1" "(exec 3<>/dev/tcp/127.0.0.1/$1)" haproxy -db -f "$dir/haproxy-msg.cfg"
 }
 
@@ -373,8 +380,8 @@ launch_gateway() {
 # HAProxy in front of the gateways (their ports in `gw_ports`).
 launch_haproxy() {
   sed -e "s/@LB_PORT@/$1/" -e "s/@GW1_PORT@/${gw_ports[0]}/" -e "s/@GW2_PORT@/${gw_ports[1]}/" \
-    "$root/deploy/local/haproxy.cfg.tmpl" >"$dir/haproxy.cfg"
-  haproxy -c -q -f "$dir/haproxy.cfg"
+    "$root/deploy/local/haproxy.cfg.tmpl" >"$dir/haproxy.cfg" || return 1
+  haproxy -c -q -f "$dir/haproxy.cfg" || return 1
   start haproxy "$1" "curl -fsS http://127.0.0.1:$1/readyz" haproxy -db -f "$dir/haproxy.cfg"
 }
 
