@@ -163,8 +163,9 @@ async fn read_loop<R, E>(
         match budget.take() {
             Verdict::Admit => {}
             Verdict::Refuse => {
-                let refusal = over_budget(&message, &budget, state);
-                if !queue_reply(out, closer, refusal) {
+                if let Some(refusal) = over_budget(&message, &budget, state)
+                    && !queue_reply(out, closer, refusal)
+                {
                     return;
                 }
                 continue;
@@ -245,22 +246,24 @@ fn refuse(
     }
 }
 
-/// A frame over the socket's budget is not served: `rate_limited`, with its
-/// `rid` when it has one, and how long to wait before sending again.
-fn over_budget(message: &Message, budget: &FrameBudget, state: &AppState) -> ServerFrame {
+/// A frame over the socket's budget is not served. A text frame is answered
+/// `rate_limited`, with its `rid` when it has one and how long to wait
+/// before sending again; a control frame (a ping, a pong answering the
+/// server's ping) has nothing to answer with, and is only counted.
+fn over_budget(message: &Message, budget: &FrameBudget, state: &AppState) -> Option<ServerFrame> {
     metrics::counter!("chat_ws_frame_refusals_total").increment(1);
-    let rid = match message {
-        Message::Text(text) if text.len() <= state.limits.max_frame_bytes => {
-            proto::rid_of_frame(text)
-        }
-        _ => None,
+    let Message::Text(text) = message else {
+        return None;
     };
-    budget_error(
+    let rid = (text.len() <= state.limits.max_frame_bytes)
+        .then(|| proto::rid_of_frame(text))
+        .flatten();
+    Some(budget_error(
         rid,
         budget,
         state,
         "wait retry_after_ms before sending again",
-    )
+    ))
 }
 
 /// The client went on sending while refused: `rate_limited`, then 1008.
@@ -281,7 +284,8 @@ fn budget_error(
     state: &AppState,
     then: &str,
 ) -> ServerFrame {
-    let retry = u64::try_from(budget.retry_after().as_millis()).unwrap_or(u64::MAX);
+    // Rounded up: a client that waits as told finds its token back.
+    let retry = u64::try_from(budget.retry_after().as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
     ServerFrame::Error {
         rid,
         code: ErrorCode::RateLimited,

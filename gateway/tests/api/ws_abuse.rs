@@ -129,22 +129,27 @@ async fn flood(app: &TestApp, user: &str, message: Message) -> Flooded {
 
 #[tokio::test]
 async fn a_client_pinging_in_a_tight_loop_is_closed_with_1008_while_others_are_served() {
-    let app = spawn_app().await;
+    // A burst of 100: its pongs and the refusals fit in the socket's
+    // outgoing queue (256) even if none is written before the close.
+    let app = spawn_app_with(&["--ws-frame-burst", "100"]).await;
     let mut bob = app.ws("bob", "phone").await;
     for message in [
         Message::text(r#"{"type":"ping"}"#),
         Message::Ping(Vec::new().into()),
     ] {
         let what = format!("{message:?}");
+        let text = matches!(message, Message::Text(_));
         let flooding = flood(&app, "mallory", message);
         // Bob is answered while the flood runs.
         let (seen, pong) = tokio::join!(flooding, bob.request(json!({"type": "ping"})));
         assert_eq!(pong["type"], "pong");
-        // Past the burst each frame is refused; 50 refusals later (and a
-        // last error that says it closes) the socket is closed.
+        // Past the burst each frame is refused (a text frame answered, a
+        // control frame only counted); 50 refusals later the socket is
+        // closed, after an error that says why.
+        let answered = if text { 51..=61 } else { 1..=1 };
         assert!(
-            (2..=61).contains(&seen.others.len()),
-            "{what}: refused frames are answered, 50 of them (and what refilled): {}",
+            answered.contains(&seen.others.len()),
+            "{what}: {answered:?} errors (50 refusals, what refilled meanwhile, the close): {}",
             seen.others.len()
         );
         for error in &seen.others {
@@ -156,8 +161,8 @@ async fn a_client_pinging_in_a_tight_loop_is_closed_with_1008_while_others_are_s
         }
         assert_eq!(seen.close, Some(1008), "{what}");
         assert!(
-            seen.pongs <= 210,
-            "{what}: at most the burst of 200 (and its refill) is answered: {}",
+            seen.pongs <= 110,
+            "{what}: at most the burst of 100 (and its refill) is answered: {}",
             seen.pongs
         );
     }
@@ -184,7 +189,9 @@ async fn request_as_told(client: &mut WsClient, frame: &Value) -> (Value, u32) {
 
 #[tokio::test]
 async fn a_catch_up_past_the_frame_burst_that_waits_as_told_is_served_to_the_end() {
-    let app = spawn_app_with(&["--ws-frame-rate", "20", "--ws-frame-burst", "5"]).await;
+    // 13 frames against a burst of 5 and 5 a second: unless each round
+    // trip took 200 ms, some are refused.
+    let app = spawn_app_with(&["--ws-frame-rate", "5", "--ws-frame-burst", "5"]).await;
     // Twelve messages for bob, sent over REST: alice's frames are not the test.
     let token = app.token("alice");
     for i in 0..12 {
