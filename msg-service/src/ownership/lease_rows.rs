@@ -7,7 +7,12 @@
 //! landed before this instance read it: so an owner whose clock is behind
 //! is not ended while it renews, and one whose clock was stepped a day
 //! ahead does not keep its shards a day after it died. When the clocks
-//! agree (within the margin) the bounds change nothing.
+//! agree (within the margin), the lower bound matters only for a row read
+//! more than twice the margin after its renewal was sent. A keeper reads the
+//! rows once a renewal period, a third of the lease (with the defaults,
+//! 1 s against a margin of 0.5 s), so a dead owner's shards move up to a
+//! read's round trip later than the wall clocks alone would say; with a
+//! margin under a sixth of the lease, up to the difference later.
 
 use std::collections::HashMap;
 use std::time::Duration;

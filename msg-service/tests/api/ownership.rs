@@ -4,7 +4,7 @@
 //! one ended never serves again.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,12 +66,27 @@ async fn keeper(setup: &Setup, name: &str) -> anyhow::Result<LeaseKeeper> {
 /// clock stepped, or never set right); its monotonic time is the same.
 struct SteppedClock {
     clock: Arc<ManualClock>,
-    ahead_ms: i64,
+    ahead_ms: AtomicI64,
+}
+
+impl SteppedClock {
+    fn new(clock: &Arc<ManualClock>, ahead_ms: i64) -> Arc<Self> {
+        Arc::new(SteppedClock {
+            clock: Arc::clone(clock),
+            ahead_ms: AtomicI64::new(ahead_ms),
+        })
+    }
+
+    /// Steps its wall clock by `ms` (back when negative).
+    fn step(&self, ms: i64) {
+        self.ahead_ms.fetch_add(ms, Ordering::SeqCst);
+    }
 }
 
 impl KeeperClock for SteppedClock {
     fn wall_ms(&self) -> u64 {
-        self.clock.wall_ms().saturating_add_signed(self.ahead_ms)
+        let ahead_ms = self.ahead_ms.load(Ordering::SeqCst);
+        self.clock.wall_ms().saturating_add_signed(ahead_ms)
     }
 
     fn monotonic(&self) -> Duration {
@@ -243,12 +258,8 @@ async fn the_shards_of_a_silent_instance_move_after_its_lease_and_it_never_serve
 /// its share.
 async fn split_with_a_stepped_clock(
     setup: &Setup,
-    ahead_ms: i64,
+    stepped: Arc<SteppedClock>,
 ) -> anyhow::Result<(LeaseKeeper, LeaseKeeper)> {
-    let stepped = Arc::new(SteppedClock {
-        clock: Arc::clone(&setup.clock),
-        ahead_ms,
-    });
     let a = keeper_on(setup, "a", stepped).await?;
     let b = keeper(setup, "b").await?;
     for _ in 0..2 {
@@ -263,7 +274,8 @@ async fn split_with_a_stepped_clock(
 async fn a_silent_instance_whose_wall_clock_is_a_day_ahead_loses_its_shards_after_its_lease()
 -> anyhow::Result<()> {
     let setup = setup()?;
-    let (a, b) = split_with_a_stepped_clock(&setup, DAY_MS).await?;
+    let (a, b) =
+        split_with_a_stepped_clock(&setup, SteppedClock::new(&setup.clock, DAY_MS)).await?;
     let a_had = a.held_shards();
     // a goes silent: its lease row says it holds for another day.
     setup.clock.advance(Duration::from_secs(5));
@@ -282,19 +294,42 @@ async fn a_silent_instance_whose_wall_clock_is_a_day_ahead_loses_its_shards_afte
 async fn an_instance_whose_wall_clock_is_a_day_behind_keeps_its_shards_while_it_renews()
 -> anyhow::Result<()> {
     let setup = setup()?;
-    let (a, b) = split_with_a_stepped_clock(&setup, -DAY_MS).await?;
-    let (a_had, b_had) = (a.held_shards(), b.held_shards());
-    // Its rows say its lease ran out a day ago; it renews every period.
+    let (a, b) =
+        split_with_a_stepped_clock(&setup, SteppedClock::new(&setup.clock, -DAY_MS)).await?;
+    // Its rows say its lease ran out a day ago.
+    both_renew_and_keep_their_shares(&setup, &a, &b).await
+}
+
+/// `a` and `b` renew for 8 periods: `b` never ends `a`'s lease, and each
+/// keeps its share.
+async fn both_renew_and_keep_their_shares(
+    setup: &Setup,
+    a: &LeaseKeeper,
+    b: &LeaseKeeper,
+) -> anyhow::Result<()> {
+    let had = (a.held_shards(), b.held_shards());
     for _ in 0..8 {
         setup.clock.advance(CONFIG.renew_every());
         a.tick().await?;
         b.tick().await?;
     }
     assert!(!a.deposed(), "b never ended a's lease");
-    assert_eq!((a.held_shards(), b.held_shards()), (a_had, b_had));
+    assert_eq!((a.held_shards(), b.held_shards()), had);
     assert!(a.serves_its_shards() && b.serves_its_shards());
-    each_shard_served_once(&[&a, &b]);
+    each_shard_served_once(&[a, b]);
     Ok(())
+}
+
+#[tokio::test]
+async fn an_instance_whose_wall_clock_steps_back_keeps_its_shards_while_it_renews()
+-> anyhow::Result<()> {
+    let setup = setup()?;
+    let stepped = SteppedClock::new(&setup.clock, 0);
+    let (a, b) = split_with_a_stepped_clock(&setup, Arc::clone(&stepped)).await?;
+    // Its next renewals' times are below the one its lease row holds: each
+    // must still change the row, or b takes it for silent.
+    stepped.step(-DAY_MS);
+    both_renew_and_keep_their_shares(&setup, &a, &b).await
 }
 
 #[tokio::test]
