@@ -24,6 +24,7 @@ pub mod slots;
 mod startup;
 pub mod state;
 pub mod typing;
+mod typing_throttle;
 mod unread;
 mod ws;
 

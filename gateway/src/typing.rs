@@ -3,7 +3,6 @@
 //! the notify bus, to the gateways presence names), at most one per user
 //! and conversation every 3 s. Best effort and never stored.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,20 +11,22 @@ use proto::{ConvId, UserId};
 use storage::{NotifyBus, Presence, Typing};
 
 use crate::error::Error;
+use crate::typing_throttle::TypingThrottle;
 
 /// At most one indicator per user and conversation this often.
 pub const TYPING_EVERY: Duration = Duration::from_secs(3);
 
-/// Past this many remembered (user, conversation) pairs, those older than
-/// [`TYPING_EVERY`] are forgotten.
-const PRUNE_PAST: usize = 10_000;
+/// At most this many (user, conversation) pairs are remembered at once:
+/// past it, indicators of new pairs are dropped until older ones are
+/// forgotten.
+const MAX_TYPING_PAIRS: usize = 100_000;
 
 /// Sends typing indicators and drops the extra ones.
 pub struct Typist {
     bus: Arc<dyn NotifyBus>,
     presence: Arc<dyn Presence>,
-    /// When each (user, conversation) last had an indicator go out.
-    last: Mutex<HashMap<(UserId, ConvId), Instant>>,
+    /// The (user, conversation) pairs that had an indicator go out lately.
+    recent: Mutex<TypingThrottle>,
 }
 
 impl Typist {
@@ -34,7 +35,7 @@ impl Typist {
         Typist {
             bus,
             presence,
-            last: Mutex::new(HashMap::new()),
+            recent: Mutex::new(TypingThrottle::new(TYPING_EVERY, MAX_TYPING_PAIRS)),
         }
     }
 
@@ -66,19 +67,8 @@ impl Typist {
     /// Whether an indicator of `user` in `conv` may go out now (and notes
     /// that one does).
     fn admit(&self, user: &UserId, conv: &ConvId) -> bool {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.len() > PRUNE_PAST {
-            last.retain(|_, at| now.duration_since(*at) < TYPING_EVERY);
-        }
-        let key = (user.clone(), conv.clone());
-        match last.get(&key) {
-            Some(at) if now.duration_since(*at) < TYPING_EVERY => false,
-            _ => {
-                last.insert(key, now);
-                true
-            }
-        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.admit(user, conv, Instant::now())
     }
 
     /// Publishes one indicator to every gateway holding its recipient;
