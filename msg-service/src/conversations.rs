@@ -153,8 +153,10 @@ impl Core {
             return Ok(None);
         };
         let members = store.members(conv).await?;
-        let last_conv_seq = self.listed_conv_head(conv).await?;
-        let reads = self.reads(caller, conv, &members, last_conv_seq).await?;
+        let (last_conv_seq, settled) = self.listed_conv_head_settled(conv).await?;
+        let reads = self
+            .reads(caller, conv, &members, last_conv_seq, settled)
+            .await?;
         Ok(Some(Conversation {
             members,
             last_conv_seq,
@@ -171,10 +173,20 @@ impl Core {
     /// at another replica, the head in the store (it may count a message
     /// whose send is still in flight: history stops below it until then).
     pub(crate) async fn listed_conv_head(&self, conv: &ConvId) -> Result<proto::Seq> {
+        Ok(self.listed_conv_head_settled(conv).await?.0)
+    }
+
+    /// [`Self::listed_conv_head`], and whether every message up to it is
+    /// settled (only where the conversation is served: the store's head may
+    /// count a send in flight, with a message below it not written yet).
+    pub(crate) async fn listed_conv_head_settled(
+        &self,
+        conv: &ConvId,
+    ) -> Result<(proto::Seq, bool)> {
         if self.conversations.serves(&conv_key(conv)) {
-            return self.visible_conv_head(conv).await;
+            return Ok((self.visible_conv_head(conv).await?, true));
         }
-        Ok(self.backends.store.last_conv_seq(conv).await?)
+        Ok((self.backends.store.last_conv_seq(conv).await?, false))
     }
 
     fn empty_dm_view(&self, conv: &ConvId) -> Result<Conversation> {

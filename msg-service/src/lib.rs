@@ -28,6 +28,7 @@ mod service;
 mod service_args;
 mod stripes;
 mod sync;
+mod unread_counts;
 mod unsent;
 
 pub use api::{Conversation, HistoryPage, MessageApi};

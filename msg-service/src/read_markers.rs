@@ -14,6 +14,7 @@ use crate::api::UNREAD_COUNTED;
 use crate::clock::now_ms;
 use crate::deliveries::Pass;
 use crate::service::Core;
+use crate::unread_counts::Counted;
 
 /// Messages read per page while counting unread ones.
 const UNREAD_PAGE: usize = 200;
@@ -60,13 +61,15 @@ impl Core {
         Ok(wanted)
     }
 
-    /// `caller`'s read state of `conv`, whose log ends at `last`.
+    /// `caller`'s read state of `conv`, whose log ends at `last` (and is
+    /// `settled` up to it: then the count is kept for the next view).
     pub(crate) async fn reads(
         &self,
         caller: &UserId,
         conv: &ConvId,
         members: &[UserId],
         last: Seq,
+        settled: bool,
     ) -> Result<Reads> {
         let mut everyone: BTreeMap<UserId, Seq> =
             members.iter().map(|member| (member.clone(), 0)).collect();
@@ -76,7 +79,7 @@ impl Core {
             }
         }
         let read_up_to = everyone.get(caller).copied().unwrap_or(0);
-        let unread = self.unread(caller, conv, read_up_to, last).await?;
+        let unread = self.unread(caller, conv, read_up_to, last, settled).await?;
         Ok(Reads {
             read_up_to,
             unread,
@@ -84,15 +87,27 @@ impl Core {
         })
     }
 
-    /// Text messages of others after `marker`, counted up to [`UNREAD_COUNTED`].
-    async fn unread(&self, caller: &UserId, conv: &ConvId, marker: Seq, last: Seq) -> Result<u32> {
-        let mut unread = 0;
-        let mut after = marker;
-        while after < last && unread < UNREAD_COUNTED {
+    /// Text messages of others after `marker`, counted up to
+    /// [`UNREAD_COUNTED`]: from where the last view's count stopped, when
+    /// the log is `settled` up to `last` (else from the marker, and not
+    /// kept: a message below `last` may not be written yet).
+    async fn unread(
+        &self,
+        caller: &UserId,
+        conv: &ConvId,
+        marker: Seq,
+        last: Seq,
+        settled: bool,
+    ) -> Result<u32> {
+        let mut count = match settled {
+            true => self.unread_counts.resume(caller, conv, marker, last),
+            false => Counted::from(marker),
+        };
+        while count.through < last && count.unread < UNREAD_COUNTED {
             let page = self
                 .backends
                 .store
-                .messages(conv, Page::After(after), UNREAD_PAGE)
+                .messages(conv, Page::After(count.through), UNREAD_PAGE)
                 .await?;
             let Some(newest) = page.last().map(|m| m.conv_seq) else {
                 break;
@@ -100,10 +115,16 @@ impl Core {
             let counted = page
                 .iter()
                 .filter(|m| m.conv_seq <= last && m.kind == MessageKind::Text && &m.from != caller);
-            unread += u32::try_from(counted.count()).unwrap_or(u32::MAX);
-            after = newest;
+            count.unread = count
+                .unread
+                .saturating_add(u32::try_from(counted.count()).unwrap_or(u32::MAX));
+            // Not past `last`: what lies above it is counted by a later view.
+            count.through = newest.min(last);
         }
-        Ok(unread.min(UNREAD_COUNTED))
+        if settled {
+            self.unread_counts.record(caller, conv, count);
+        }
+        Ok(count.unread.min(UNREAD_COUNTED))
     }
 }
 

@@ -17,6 +17,7 @@ use crate::rate_limit::SendLimiter;
 use crate::retry::{RetryConfig, RetrySignals, RetryWorker};
 use crate::send::{Posted, queue_late_fanout};
 use crate::stripes::Stripes;
+use crate::unread_counts::UnreadCounts;
 use crate::{Error, Result};
 
 /// Limits and tuning of the message service.
@@ -146,10 +147,15 @@ pub(crate) struct Core {
     pub(crate) routes: Option<Arc<Routes>>,
     /// Direct conversations the store is known to have.
     pub(crate) known_dms: KnownDms,
+    /// How far each member's unread count in a conversation was taken.
+    pub(crate) unread_counts: UnreadCounts,
 }
 
 /// Direct conversations remembered as stored (about 100 bytes each).
 const KNOWN_DMS_CAP: usize = 100_000;
+
+/// Unread counts remembered (about 120 bytes each).
+const UNREAD_COUNTS_CAP: usize = 100_000;
 
 /// One bulkhead per kind of work.
 pub(crate) struct Bulkheads {
@@ -249,6 +255,7 @@ impl MessageService {
             in_flight: Arc::new(InFlight::new()),
             routes,
             known_dms: KnownDms::new(KNOWN_DMS_CAP),
+            unread_counts: UnreadCounts::new(UNREAD_COUNTS_CAP),
             backends,
             config,
         };

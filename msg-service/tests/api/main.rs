@@ -29,5 +29,6 @@ mod send;
 mod serving;
 mod store_double;
 mod sync_invariant;
+mod unread;
 mod validation;
 mod write_path;

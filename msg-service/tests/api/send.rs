@@ -7,8 +7,6 @@ use msg_service::Error;
 use proto::{ConvKind, ErrorCode, Seq};
 use tokio::task::JoinSet;
 
-use storage::EmbeddedStore;
-
 use crate::helpers::{
     Options, TestService, count_by_sender_id, dm, strictly_increasing, user, users,
 };
@@ -184,11 +182,8 @@ async fn concurrent_senders_into_one_group_get_gap_free_increasing_conv_seqs() -
 #[tokio::test]
 async fn a_dms_later_sends_do_not_read_its_conversation_from_the_store() -> anyhow::Result<()> {
     let reads = Arc::new(StoreReads::default());
-    let counted = Arc::clone(&reads);
     let svc = TestService::start_with(Options {
-        wrap_store: Some(Arc::new(move |inner: EmbeddedStore| {
-            StoreDouble::counting(inner, &counted)
-        })),
+        wrap_store: Some(StoreDouble::counting_wrap(&reads)),
         ..Options::default()
     })?;
     let (alice, bob) = (user("alice"), user("bob"));

@@ -13,12 +13,15 @@ use storage::{
 };
 use tokio::sync::oneshot;
 
+use crate::helpers::WrapStore;
+
 /// Store calls a sync can make, counted, and the reads of conversations.
 #[derive(Default)]
 pub struct StoreReads {
     read_inbox: AtomicUsize,
     inbox_head: AtomicUsize,
     conversation: AtomicUsize,
+    messages: AtomicUsize,
 }
 
 impl StoreReads {
@@ -33,6 +36,11 @@ impl StoreReads {
     /// `conversation` calls so far.
     pub fn conversations(&self) -> usize {
         self.conversation.load(Ordering::SeqCst)
+    }
+
+    /// Pages of a conversation's messages read so far.
+    pub fn message_pages(&self) -> usize {
+        self.messages.load(Ordering::SeqCst)
     }
 }
 
@@ -160,6 +168,12 @@ fn take_if_user<T>(
 }
 
 impl StoreDouble {
+    /// A service's store wrapped to count its reads into `reads`.
+    pub fn counting_wrap(reads: &Arc<StoreReads>) -> WrapStore {
+        let reads = Arc::clone(reads);
+        Arc::new(move |inner: EmbeddedStore| StoreDouble::counting(inner, &reads))
+    }
+
     /// `inner` with no faults, counting its reads into `reads`.
     pub fn counting(inner: EmbeddedStore, reads: &Arc<StoreReads>) -> Arc<dyn MessageStore> {
         Arc::new(StoreDouble {
@@ -261,6 +275,7 @@ impl MessageStore for StoreDouble {
         limit: usize,
     ) -> storage::Result<Vec<HistoryMessage>> {
         self.history_read()?;
+        self.reads.messages.fetch_add(1, Ordering::SeqCst);
         self.inner.messages(conv, page, limit).await
     }
     async fn recall_message(&self, conv: &ConvId, conv_seq: Seq) -> storage::Result<()> {
