@@ -12,9 +12,12 @@ use crate::ws_client::WsClient;
 
 /// Sends per socket; two sockets, so 80 in all.
 const PER_SOCKET: usize = 40;
-/// The msg-service defaults: refill per second and bucket size.
-const RATE: f64 = 20.0;
+/// msg-service's refill per second and bucket size, set for this test: a
+/// refill of 1/s leaves 80 sends over the bucket unless they take 30 s (at
+/// the default 20/s, a loaded host that took 1.5 s saw none refused).
+const RATE: f64 = 1.0;
 const BURST: f64 = 50.0;
+const MSG_FLAGS: &str = "--send-rate 1 --send-burst 50";
 
 /// Pipelines `PER_SOCKET` sends to hank, then reads every reply: the acked
 /// `client_msg_id`s and the number refused with `rate_limited`.
@@ -49,7 +52,9 @@ async fn pipeline(client: &mut WsClient, socket: &str) -> (Vec<String>, usize) {
 
 #[tokio::test]
 async fn the_send_rate_limit_of_a_user_holds_across_gateways_and_only_acked_sends_are_stored() {
-    let cluster = Cluster::up().await;
+    let cluster = Cluster::try_up(&[("CLUSTER_MSG_FLAGS", MSG_FLAGS)])
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
     let mut gina_gw1 = cluster.ws(&cluster.gw1, "gina", "phone").await;
     let mut gina_gw2 = cluster.ws(&cluster.gw2, "gina", "laptop").await;
 
