@@ -1,18 +1,22 @@
 //! When other instances' leases run out. A lease row holds a wall-clock
 //! time, by its writer's clock; this instance reads it against its own wall
-//! clock, but bounds the answer by its own monotonic clock: never sooner
-//! than the lease less the margin, nor later than the lease plus the
-//! margin, after it first read the row as it is. The row's writer stops
-//! serving within the lease less the margin of sending that renewal, which
-//! landed before this instance read it: so an owner whose clock is behind
-//! is not ended while it renews, and one whose clock was stepped a day
-//! ahead does not keep its shards a day after it died. When the clocks
-//! agree (within the margin), the lower bound matters only for a row read
-//! more than twice the margin after its renewal was sent. A keeper reads the
-//! rows once a renewal period, a third of the lease (with the defaults,
-//! 1 s against a margin of 0.5 s), so a dead owner's shards move up to a
-//! read's round trip later than the wall clocks alone would say; with a
-//! margin under a sixth of the lease, up to the difference later.
+//! clock, but bounds the answer by its own monotonic clock:
+//!
+//! - no later than the lease plus the margin after it first read the row as
+//!   it is: one whose clock was stepped a day ahead does not keep its
+//!   shards a day after it died;
+//! - no sooner than the lease less the margin after its read before that
+//!   one (the renewal landed after it): one whose clock is a day behind is
+//!   not ended while it renews.
+//!
+//! With clocks that agree (within the margin) neither bound is reached, so
+//! a lease runs out when it did before. The lower bound is the owner's own
+//! end (the lease less the margin after it sent the renewal) only if the
+//! renewal was sent before that earlier read; one sent between the two
+//! reads may end up to the reads' gap later. So an owner whose clock is
+//! behind by more than twice the margin and which stops renewing (dead, or
+//! paused) can be ended up to that gap early; fences still turn its writes
+//! away.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +29,8 @@ struct Seen {
     expires_at: u64,
     /// When (monotonic) it was first read as it is.
     since: Duration,
+    /// When (monotonic) the rows were read before that (`since` if never).
+    before: Duration,
     /// When (monotonic) it runs out by the wall clocks, as of the last read.
     by_wall: Duration,
 }
@@ -33,6 +39,8 @@ struct Seen {
 #[derive(Debug, Default)]
 pub(super) struct LeaseRows {
     seen: HashMap<String, Seen>,
+    /// When (monotonic) the rows were last read.
+    last_read: Option<Duration>,
 }
 
 impl LeaseRows {
@@ -47,26 +55,30 @@ impl LeaseRows {
         margin: Duration,
     ) {
         self.seen.retain(|instance, _| rows.contains_key(instance));
+        let before = self.last_read.unwrap_or(now);
         for lease in rows.values() {
             let by_wall = by_wall(lease.expires_at, now, wall_ms, margin);
             let seen = self.seen.entry(lease.instance.clone()).or_insert(Seen {
                 expires_at: lease.expires_at,
                 since: now,
+                before: now,
                 by_wall,
             });
             if seen.expires_at != lease.expires_at {
                 seen.expires_at = lease.expires_at;
                 seen.since = now;
+                seen.before = before;
             }
             seen.by_wall = by_wall;
         }
+        self.last_read = Some(now);
     }
 
     /// When (monotonic) `instance`'s lease runs out unless it is renewed,
     /// for leases of `lease` and a drift margin of `margin`.
     pub fn runs_out(&self, instance: &str, lease: Duration, margin: Duration) -> Option<Duration> {
         let seen = self.seen.get(instance)?;
-        let soonest = (seen.since + lease).saturating_sub(margin);
+        let soonest = (seen.before + lease).saturating_sub(margin);
         let latest = seen.since + lease + margin;
         Some(seen.by_wall.clamp(soonest, latest))
     }
@@ -133,13 +145,29 @@ mod tests {
     }
 
     #[test]
-    fn a_writer_a_day_behind_runs_out_no_sooner_than_a_lease_less_the_margin_after_it_was_read() {
+    fn a_writer_a_day_behind_runs_out_no_sooner_than_a_lease_less_the_margin_after_the_read_before()
+    {
         let mut seen = LeaseRows::default();
+        // First read: no read before it, so from this one.
         read(&mut seen, &[("a", WALL + 11_000 - 86_400_000)], 2);
         assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(11)));
-        // Renewed (a later time, still a day behind): counted from then.
+        // Renewed (a later time, still a day behind) between the reads at
+        // 2 and 5: from the read at 2.
         read(&mut seen, &[("a", WALL + 14_000 - 86_400_000)], 5);
-        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(14)));
+        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(11)));
+        // Read again unchanged: the bound stays.
+        read(&mut seen, &[("a", WALL + 14_000 - 86_400_000)], 8);
+        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(11)));
+    }
+
+    #[test]
+    fn with_clocks_that_agree_a_renewal_read_late_runs_out_by_its_time() {
+        let mut seen = LeaseRows::default();
+        read(&mut seen, &[("a", WALL + 10_000)], 0);
+        // Renewed at wall second 1 (until 11), first read at 4: by the
+        // clocks, 12; the read at 4 alone would have said 13 or later.
+        read(&mut seen, &[("a", WALL + 11_000)], 4);
+        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(12)));
     }
 
     #[test]
