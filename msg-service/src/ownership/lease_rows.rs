@@ -128,46 +128,50 @@ mod tests {
         seen.read_at(&rows(leases), secs(at), WALL + at * 1000, MARGIN);
     }
 
+    /// When `a`'s lease runs out after reads of its row, each an expiry
+    /// (wall ms) read at a monotonic second.
+    fn runs_out_after(reads: &[(u64, u64)]) -> Option<Duration> {
+        let mut seen = LeaseRows::default();
+        for &(expires_at, at) in reads {
+            read(&mut seen, &[("a", expires_at)], at);
+        }
+        seen.runs_out("a", LEASE, MARGIN)
+    }
+
+    const DAY_MS: u64 = 86_400_000;
+
     #[test]
     fn with_clocks_that_agree_a_lease_runs_out_at_its_time_plus_the_margin() {
-        let mut seen = LeaseRows::default();
         // Renewed at wall second 1 (until 11), read at 2 and 4.
-        read(&mut seen, &[("a", WALL + 11_000)], 2);
-        read(&mut seen, &[("a", WALL + 11_000)], 4);
-        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(12)));
+        let reads = [(WALL + 11_000, 2), (WALL + 11_000, 4)];
+        assert_eq!(runs_out_after(&reads), Some(secs(12)));
+    }
+
+    #[test]
+    fn with_clocks_that_agree_a_renewal_read_late_runs_out_by_its_time() {
+        // Renewed at wall second 1 (until 11), first read at 4: by the
+        // clocks, 12; the read at 4 alone would have said 13 or later.
+        let reads = [(WALL + 10_000, 0), (WALL + 11_000, 4)];
+        assert_eq!(runs_out_after(&reads), Some(secs(12)));
     }
 
     #[test]
     fn a_writer_a_day_ahead_runs_out_a_lease_and_the_margin_after_it_was_read() {
-        let mut seen = LeaseRows::default();
-        read(&mut seen, &[("a", WALL + 86_400_000 + 11_000)], 2);
-        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(13)));
+        let reads = [(WALL + DAY_MS + 11_000, 2)];
+        assert_eq!(runs_out_after(&reads), Some(secs(13)));
     }
 
     #[test]
     fn a_writer_a_day_behind_runs_out_no_sooner_than_a_lease_less_the_margin_after_the_read_before()
     {
-        let mut seen = LeaseRows::default();
+        let (first, renewed) = (WALL + 11_000 - DAY_MS, WALL + 14_000 - DAY_MS);
         // First read: no read before it, so from this one.
-        read(&mut seen, &[("a", WALL + 11_000 - 86_400_000)], 2);
-        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(11)));
-        // Renewed (a later time, still a day behind) between the reads at
-        // 2 and 5: from the read at 2.
-        read(&mut seen, &[("a", WALL + 14_000 - 86_400_000)], 5);
-        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(11)));
-        // Read again unchanged: the bound stays.
-        read(&mut seen, &[("a", WALL + 14_000 - 86_400_000)], 8);
-        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(11)));
-    }
-
-    #[test]
-    fn with_clocks_that_agree_a_renewal_read_late_runs_out_by_its_time() {
-        let mut seen = LeaseRows::default();
-        read(&mut seen, &[("a", WALL + 10_000)], 0);
-        // Renewed at wall second 1 (until 11), first read at 4: by the
-        // clocks, 12; the read at 4 alone would have said 13 or later.
-        read(&mut seen, &[("a", WALL + 11_000)], 4);
-        assert_eq!(seen.runs_out("a", LEASE, MARGIN), Some(secs(12)));
+        assert_eq!(runs_out_after(&[(first, 2)]), Some(secs(11)));
+        // Renewed between the reads at 2 and 5: from the read at 2, and so
+        // it stays when read again unchanged.
+        assert_eq!(runs_out_after(&[(first, 2), (renewed, 5)]), Some(secs(11)));
+        let again = [(first, 2), (renewed, 5), (renewed, 8)];
+        assert_eq!(runs_out_after(&again), Some(secs(11)));
     }
 
     #[test]
