@@ -2,45 +2,31 @@
 //! read the store to ask again: a conversation is never deleted, so once
 //! the store has it, it stays known.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
 use proto::ConvId;
+
+use crate::bounded_map::BoundedMap;
 
 /// A bounded set of conversation ids; when full it starts over (the next
 /// send of each DM reads the store once more).
 pub(crate) struct KnownDms {
-    known: Mutex<HashSet<ConvId>>,
-    cap: usize,
+    known: BoundedMap<ConvId, ()>,
 }
 
 impl KnownDms {
     pub(crate) fn new(cap: usize) -> Self {
         KnownDms {
-            known: Mutex::new(HashSet::new()),
-            cap: cap.max(1),
+            known: BoundedMap::new(cap),
         }
     }
 
     /// Whether `conv` was recorded as stored.
     pub(crate) fn contains(&self, conv: &ConvId) -> bool {
-        self.set().contains(conv)
+        self.known.get(conv).is_some()
     }
 
     /// Records that the store has `conv` (call only once it is durable).
     pub(crate) fn insert(&self, conv: &ConvId) {
-        let mut known = self.set();
-        if known.len() >= self.cap {
-            known.clear();
-        }
-        known.insert(conv.clone());
-    }
-
-    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<ConvId>> {
-        // The set holds no invariant a panicking holder could break.
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.known.insert(conv.clone(), ());
     }
 }
 
@@ -72,6 +58,6 @@ mod tests {
         known.insert(&dm("a3", "b3"));
         assert!(known.contains(&dm("a3", "b3")));
         assert!(!known.contains(&dm("a1", "b1")));
-        assert!(known.set().len() <= 2);
+        assert!(known.known.len() <= 2);
     }
 }

@@ -5,6 +5,7 @@
 mod api;
 pub mod audit;
 mod background;
+mod bounded_map;
 mod bulkhead;
 mod changes;
 mod clock;

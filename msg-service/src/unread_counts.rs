@@ -7,10 +7,9 @@
 //! typing) paged again through every message after the marker that does not
 //! count (the member's own, edits) until it had counted 100.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use proto::{ConvId, Seq, UserId};
+
+use crate::bounded_map::BoundedMap;
 
 /// A count of unread messages as far as it was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +33,16 @@ impl Counted {
     }
 }
 
-/// A bounded map of counts; when full it starts over (the next view of
-/// each counts from its marker again).
+/// The counts, bounded: when full it starts over (the next view of each
+/// counts from its marker again).
 pub(crate) struct UnreadCounts {
-    counted: Mutex<HashMap<(UserId, ConvId), Counted>>,
-    cap: usize,
+    counted: BoundedMap<(UserId, ConvId), Counted>,
 }
 
 impl UnreadCounts {
     pub(crate) fn new(cap: usize) -> Self {
         UnreadCounts {
-            counted: Mutex::new(HashMap::new()),
-            cap: cap.max(1),
+            counted: BoundedMap::new(cap),
         }
     }
 
@@ -54,28 +51,15 @@ impl UnreadCounts {
     /// the marker moved, or when the count went past `head` (a view of a
     /// head that lags).
     pub(crate) fn resume(&self, member: &UserId, conv: &ConvId, marker: Seq, head: Seq) -> Counted {
-        let key = (member.clone(), conv.clone());
-        self.map()
-            .get(&key)
-            .copied()
+        self.counted
+            .get(&(member.clone(), conv.clone()))
             .filter(|counted| counted.marker == marker && counted.through <= head)
             .unwrap_or_else(|| Counted::from(marker))
     }
 
     /// Keeps `counted` as the count of `member` in `conv`.
     pub(crate) fn record(&self, member: &UserId, conv: &ConvId, counted: Counted) {
-        let mut map = self.map();
-        if map.len() >= self.cap {
-            map.clear();
-        }
-        map.insert((member.clone(), conv.clone()), counted);
-    }
-
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(UserId, ConvId), Counted>> {
-        // Each entry is written whole: a panicking holder leaves none half done.
-        self.counted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.counted.insert((member.clone(), conv.clone()), counted);
     }
 }
 
